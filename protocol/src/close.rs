@@ -1,0 +1,16 @@
+//! WebSocket close codes (RFC 6455 §7.4.1) and the reasons Easel sends with them.
+
+/// Normal closure: the peer asked to leave.
+pub const NORMAL: u16 = 1000;
+/// The server is shutting down (or the page is going away).
+pub const GOING_AWAY: u16 = 1001;
+/// Malformed frame, wrong protocol version, or a message out of order.
+pub const PROTOCOL_ERROR: u16 = 1002;
+/// A data type the endpoint does not accept: Easel speaks binary frames only.
+pub const UNSUPPORTED_DATA: u16 = 1003;
+/// A rule was broken: rate limits, handshake timeout, invalid name or room.
+pub const POLICY_VIOLATION: u16 = 1008;
+/// A message larger than the configured cap.
+pub const MESSAGE_TOO_BIG: u16 = 1009;
+/// The server is overloaded or the client could not keep up: come back later.
+pub const TRY_AGAIN_LATER: u16 = 1013;

@@ -1,0 +1,164 @@
+//! The one place the wire codec (bincode 2, serde) is configured: every decode is size-limited and
+//! returns an error rather than panicking, whatever bytes arrive.
+
+use bincode::config::{Configuration, Limit, LittleEndian, Varint};
+use serde::Serialize;
+
+use crate::msg::{ClientMsg, ServerMsg};
+
+/// Largest message a client may send. Inputs, pings and chat need far less; the WebSocket layer
+/// enforces the same cap on frames so an oversize message is refused before it is buffered.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4 * 1024;
+
+/// Largest message the server sends: a full snapshot of a crowded room fits with room to spare
+/// (10,000 players × 20 bytes = 200 KB).
+pub const MAX_SERVER_MESSAGE_BYTES: usize = 1024 * 1024;
+
+type Limited<const N: usize> = Configuration<LittleEndian, Varint, Limit<N>>;
+
+fn client_config() -> Limited<MAX_CLIENT_MESSAGE_BYTES> {
+    bincode::config::standard().with_limit::<MAX_CLIENT_MESSAGE_BYTES>()
+}
+
+fn server_config() -> Limited<MAX_SERVER_MESSAGE_BYTES> {
+    bincode::config::standard().with_limit::<MAX_SERVER_MESSAGE_BYTES>()
+}
+
+/// Why a byte string is not a valid message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("message is {len} bytes, over the {limit}-byte limit")]
+    TooLarge { len: usize, limit: usize },
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("{0} unexpected bytes after the message")]
+    TrailingBytes(usize),
+}
+
+/// Encodes any wire message. Encoding our own types cannot fail (no maps with non-string keys,
+/// no unsized sequences); a failure would be a programming error, so it is reported as a panic
+/// with the type named rather than as a network error.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(msg, bincode::config::standard())
+        .unwrap_or_else(|e| panic!("encoding {} failed: {e}", std::any::type_name::<T>()))
+}
+
+/// Decodes a message from a client (untrusted bytes).
+pub fn decode_client(bytes: &[u8]) -> Result<ClientMsg, DecodeError> {
+    decode_limited(bytes, client_config(), MAX_CLIENT_MESSAGE_BYTES)
+}
+
+/// Decodes a message from the server.
+pub fn decode_server(bytes: &[u8]) -> Result<ServerMsg, DecodeError> {
+    decode_limited(bytes, server_config(), MAX_SERVER_MESSAGE_BYTES)
+}
+
+fn decode_limited<T: serde::de::DeserializeOwned, const N: usize>(
+    bytes: &[u8],
+    config: Limited<N>,
+    limit: usize,
+) -> Result<T, DecodeError> {
+    if bytes.len() > limit {
+        return Err(DecodeError::TooLarge { len: bytes.len(), limit });
+    }
+    let (msg, used) = bincode::serde::decode_from_slice(bytes, config)
+        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(DecodeError::TrailingBytes(bytes.len() - used));
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::*;
+    use proptest::prelude::*;
+
+    fn any_text() -> impl Strategy<Value = String> {
+        proptest::string::string_regex(".{0,40}").unwrap()
+    }
+
+    fn any_client_msg() -> impl Strategy<Value = ClientMsg> {
+        prop_oneof![
+            (any::<u16>(), any_text(), any_text())
+                .prop_map(|(version, name, room)| ClientMsg::Hello { version, name, room }),
+            (any::<u32>(), any::<i8>(), any::<i8>())
+                .prop_map(|(seq, dx, dy)| ClientMsg::Input { seq, dx, dy }),
+            any_text().prop_map(|text| ClientMsg::Chat { text }),
+            any::<u32>().prop_map(|nonce| ClientMsg::Ping { nonce }),
+        ]
+    }
+
+    fn any_player_state() -> impl Strategy<Value = PlayerState> {
+        (any::<u32>(), -1e6f32..1e6, -1e6f32..1e6, any::<u32>(), any::<u32>()).prop_map(
+            |(id, x, y, score, last_input_seq)| PlayerState { id, x, y, score, last_input_seq },
+        )
+    }
+
+    fn any_server_msg() -> impl Strategy<Value = ServerMsg> {
+        prop_oneof![
+            (any::<u32>(), proptest::collection::vec(any_player_state(), 0..50))
+                .prop_map(|(tick, players)| ServerMsg::Snapshot { tick, players }),
+            (any::<u32>(), any_text(), any::<u32>()).prop_map(|(id, name, color)| {
+                ServerMsg::PlayerJoined(PlayerInfo { id, name, color })
+            }),
+            any::<u32>().prop_map(|id| ServerMsg::PlayerLeft { id }),
+            (any::<u32>(), any_text(), any_text())
+                .prop_map(|(from, name, text)| ServerMsg::Chat { from, name, text }),
+            (any::<u32>(), any::<u32>(), -1e4f32..1e4, -1e4f32..1e4).prop_map(
+                |(by, id, x, y)| ServerMsg::OrbCollected { by, orb: OrbState { id, x, y } }
+            ),
+            any_text().prop_map(|reason| ServerMsg::Rejected { reason }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn client_messages_round_trip(msg in any_client_msg()) {
+            prop_assert_eq!(decode_client(&encode(&msg)), Ok(msg));
+        }
+
+        #[test]
+        fn server_messages_round_trip(msg in any_server_msg()) {
+            prop_assert_eq!(decode_server(&encode(&msg)), Ok(msg));
+        }
+
+        #[test]
+        fn no_byte_string_makes_the_decoders_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            // Either outcome is fine; reaching this line without a panic is the property.
+            let _ = decode_client(&bytes);
+            let _ = decode_server(&bytes);
+        }
+
+        #[test]
+        fn truncated_messages_are_rejected(msg in any_client_msg(), cut in 1usize..8) {
+            let bytes = encode(&msg);
+            let keep = bytes.len().saturating_sub(cut);
+            prop_assert!(decode_client(&bytes[..keep]).is_err(), "a cut-short message must not decode");
+        }
+    }
+
+    #[test]
+    fn a_huge_declared_length_is_refused_without_allocating_it() {
+        // Variant 2 (Chat) followed by a varint length of u64::MAX: the limit must stop it.
+        let bytes = [2u8, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
+        assert!(matches!(decode_client(&bytes), Err(DecodeError::Malformed(_))));
+    }
+
+    #[test]
+    fn oversize_input_is_refused_before_decoding() {
+        let bytes = vec![0u8; MAX_CLIENT_MESSAGE_BYTES + 1];
+        assert_eq!(
+            decode_client(&bytes),
+            Err(DecodeError::TooLarge { len: MAX_CLIENT_MESSAGE_BYTES + 1, limit: MAX_CLIENT_MESSAGE_BYTES })
+        );
+    }
+
+    #[test]
+    fn trailing_garbage_is_refused() {
+        let mut bytes = encode(&ClientMsg::Ping { nonce: 7 });
+        bytes.push(0);
+        assert_eq!(decode_client(&bytes), Err(DecodeError::TrailingBytes(1)));
+    }
+}

@@ -1,0 +1,264 @@
+//! Server configuration: command-line flags, `EASEL_*` environment variables and an optional TOML
+//! file, validated into one `Config` that is passed explicitly (never global).
+//!
+//! Precedence: flag > environment > file > default.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use easel_protocol::game::Rules;
+use serde::Deserialize;
+
+/// `easel serve` flags. Every flag also reads an `EASEL_*` variable and a key of the same name
+/// (with `_` for `-`) in the `--config` file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (keys like `tick_rate = 30`).
+    #[arg(long, env = "EASEL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long, env = "EASEL_BIND", value_name = "IP")]
+    pub bind: Option<IpAddr>,
+    /// TCP port for HTTP and WebSocket; 0 picks a free one [default: 8080].
+    #[arg(long, env = "EASEL_PORT")]
+    pub port: Option<u16>,
+    /// Simulation ticks per second, 1 to 120 [default: 30].
+    #[arg(long, env = "EASEL_TICK_RATE", value_name = "HZ")]
+    pub tick_rate: Option<u16>,
+    /// Directory holding the built browser client (index.html, wasm) [default: dist].
+    #[arg(long, env = "EASEL_ASSETS_DIR", value_name = "DIR")]
+    pub assets_dir: Option<PathBuf>,
+    /// An Origin allowed to open a WebSocket, e.g. https://play.example.com; repeat for more
+    /// [default: same origin as the request's Host].
+    #[arg(long = "allowed-origin", env = "EASEL_ALLOWED_ORIGINS", value_delimiter = ',', value_name = "ORIGIN")]
+    pub allowed_origins: Vec<String>,
+    /// Log filter: error, warn, info, debug or trace [default: info].
+    #[arg(long, env = "EASEL_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Game rules of every room: `game` (collectable orbs) or `arena-benchmark` (the static-orb
+    /// world of the benchmark workload) [default: game].
+    #[arg(long, env = "EASEL_RULES", value_name = "PRESET")]
+    pub rules: Option<String>,
+}
+
+/// The same settings as read from a TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    bind: Option<IpAddr>,
+    port: Option<u16>,
+    tick_rate: Option<u16>,
+    assets_dir: Option<PathBuf>,
+    allowed_origins: Option<Vec<String>>,
+    log_level: Option<String>,
+    rules: Option<String>,
+}
+
+/// The validated configuration of a server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub tick_rate: u16,
+    /// Where the static client is served from; `None` serves no pages (tests, headless hosting).
+    pub assets_dir: Option<PathBuf>,
+    /// Origins allowed to open a WebSocket; empty means "the request's own origin only".
+    pub allowed_origins: Vec<String>,
+    pub log_level: String,
+    pub rules: Rules,
+    pub limits: Limits,
+}
+
+/// Bounds that keep one client from costing the server more than its share.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// A connection must send `Hello` within this time after the upgrade.
+    pub hello_timeout: Duration,
+    /// Time allowed to read an HTTP request head (slowloris bound).
+    pub http_header_timeout: Duration,
+    /// A single WebSocket write that takes longer than this closes the connection.
+    pub write_timeout: Duration,
+    /// Reliable messages (events, chat) queued for one client before it is dropped as too slow.
+    pub outbound_queue: usize,
+    /// Messages per second a client may send, sustained; `message_burst` more in a burst.
+    pub messages_per_second: f64,
+    pub message_burst: f64,
+    /// Chat lines per second a client may send, sustained; `chat_burst` more in a burst.
+    pub chats_per_second: f64,
+    pub chat_burst: f64,
+    /// Players in one room.
+    pub room_capacity: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            hello_timeout: Duration::from_secs(5),
+            http_header_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            outbound_queue: 512,
+            // 30 inputs + 1 ping a second is an honest client; four times that absorbs bursts
+            // after a stall without letting a flood through.
+            messages_per_second: 120.0,
+            message_burst: 240.0,
+            chats_per_second: 1.0,
+            chat_burst: 5.0,
+            room_capacity: 10_000,
+        }
+    }
+}
+
+impl Config {
+    /// A configuration for tests and embedding: 127.0.0.1, port 0, no static pages.
+    pub fn for_tests() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            tick_rate: 30,
+            assets_dir: None,
+            allowed_origins: Vec::new(),
+            log_level: "warn".to_owned(),
+            rules: Rules::GAME,
+            limits: Limits::default(),
+        }
+    }
+
+    /// Fixed simulation step in seconds.
+    pub fn tick_seconds(&self) -> f32 {
+        1.0 / f32::from(self.tick_rate)
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    ParseFile { path: PathBuf, message: String },
+    #[error("tick_rate must be between 1 and 120, got {0}")]
+    TickRate(u16),
+    #[error("assets directory {0} does not exist: build the client with `cargo xtask dist`, or pass --assets-dir")]
+    MissingAssets(PathBuf),
+    #[error("allowed origin {0:?} must look like http://host[:port] or https://host[:port]")]
+    Origin(String),
+    #[error("log level {0:?} is not one of error, warn, info, debug, trace")]
+    LogLevel(String),
+    #[error("rules preset {0:?} is not one of game, arena-benchmark")]
+    Rules(String),
+}
+
+impl ServeArgs {
+    /// Merges flags, environment (already folded in by clap), file and defaults, and validates.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        let defaults = Config::for_tests();
+        let bind = self.bind.or(file.bind).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let port = self.port.or(file.port).unwrap_or(8080);
+        let tick_rate = self.tick_rate.or(file.tick_rate).unwrap_or(defaults.tick_rate);
+        if !(1..=120).contains(&tick_rate) {
+            return Err(ConfigError::TickRate(tick_rate));
+        }
+        let assets_dir = self.assets_dir.or(file.assets_dir).unwrap_or_else(|| PathBuf::from("dist"));
+        if !assets_dir.is_dir() {
+            return Err(ConfigError::MissingAssets(assets_dir));
+        }
+        let allowed_origins = if self.allowed_origins.is_empty() {
+            file.allowed_origins.unwrap_or_default()
+        } else {
+            self.allowed_origins
+        };
+        let allowed_origins = allowed_origins
+            .into_iter()
+            .map(|o| validate_origin(o.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let log_level = self.log_level.or(file.log_level).unwrap_or_else(|| "info".to_owned());
+        if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
+            return Err(ConfigError::LogLevel(log_level));
+        }
+        let rules = match self.rules.or(file.rules).as_deref() {
+            None | Some("game") => Rules::GAME,
+            Some("arena-benchmark") => Rules::ARENA_BENCHMARK,
+            Some(other) => return Err(ConfigError::Rules(other.to_owned())),
+        };
+        Ok(Config {
+            listen: SocketAddr::new(bind, port),
+            tick_rate,
+            assets_dir: Some(assets_dir),
+            allowed_origins,
+            log_level,
+            rules,
+            limits: Limits::default(),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::ReadFile { path: path.to_owned(), source })?;
+    toml::from_str(&text)
+        .map_err(|e| ConfigError::ParseFile { path: path.to_owned(), message: e.to_string() })
+}
+
+fn validate_origin(origin: &str) -> Result<String, ConfigError> {
+    let rest = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains('/') => Ok(origin.to_owned()),
+        _ => Err(ConfigError::Origin(origin.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args_with_assets() -> ServeArgs {
+        ServeArgs { assets_dir: Some(std::env::temp_dir()), ..ServeArgs::default() }
+    }
+
+    #[test]
+    fn defaults_listen_on_localhost_8080_at_30_hz() {
+        let config = args_with_assets().into_config().unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.tick_rate, 30);
+        assert_eq!(config.rules, Rules::GAME);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("easel-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("easel.toml");
+        std::fs::write(&file, "port = 9000\ntick_rate = 20\nrules = \"arena-benchmark\"\n").unwrap();
+        let config = ServeArgs { config: Some(file), port: Some(9100), ..args_with_assets() }
+            .into_config()
+            .unwrap();
+        assert_eq!(config.listen.port(), 9100, "the flag wins over the file");
+        assert_eq!(config.tick_rate, 20, "the file wins over the default");
+        assert_eq!(config.rules, Rules::ARENA_BENCHMARK);
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_a_clear_error() {
+        let zero_tick = ServeArgs { tick_rate: Some(0), ..args_with_assets() };
+        assert!(matches!(zero_tick.into_config(), Err(ConfigError::TickRate(0))));
+        let bad_origin = ServeArgs { allowed_origins: vec!["example.com".into()], ..args_with_assets() };
+        assert!(matches!(bad_origin.into_config(), Err(ConfigError::Origin(_))));
+        let no_assets = ServeArgs { assets_dir: Some("/nonexistent/easel".into()), ..Default::default() };
+        let message = no_assets.into_config().unwrap_err().to_string();
+        assert!(message.contains("cargo xtask dist"), "the error says how to fix it: {message}");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let dir = std::env::temp_dir().join(format!("easel-config-typo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("easel.toml");
+        std::fs::write(&file, "tick_rte = 20\n").unwrap();
+        let result = ServeArgs { config: Some(file), ..args_with_assets() }.into_config();
+        assert!(matches!(result, Err(ConfigError::ParseFile { .. })), "a typo must not be silently ignored");
+    }
+}

@@ -1,0 +1,294 @@
+//! One WebSocket connection: origin check and upgrade limits, then a loop that feeds frames to
+//! the connection's `Session` and writes what the room sends, each write bounded in time.
+
+use std::future::pending;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use easel_protocol::close;
+use easel_protocol::codec::MAX_CLIENT_MESSAGE_BYTES;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite;
+
+use super::AppState;
+use crate::room::{Joined, MemberLink, RoomHandle};
+
+use crate::session::{CloseReason, Session, SessionEvent};
+use crate::sim::TickInput;
+
+/// Outgoing bytes tungstenite may hold for a connection before writes fail: a few snapshots of
+/// a full room. Beyond it the client is not reading and will be dropped by the write timeout.
+const MAX_WRITE_BUFFER: usize = 4 * 1024 * 1024;
+
+pub(super) async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    if let Err(reason) = check_origin(&headers, &state.config.allowed_origins) {
+        tracing::info!("refused WebSocket: {reason}");
+        return (StatusCode::FORBIDDEN, reason).into_response();
+    }
+    let guard = state.sessions.enter();
+    ws.max_message_size(MAX_CLIENT_MESSAGE_BYTES)
+        .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .on_upgrade(move |socket| async move {
+            state.metrics.connections.inc();
+            state.metrics.connections_total.inc();
+            Connection::new(socket, state.clone()).run().await;
+            state.metrics.connections.dec();
+            drop(guard);
+        })
+}
+
+/// Browsers always send `Origin` on a WebSocket upgrade, so checking it stops other sites'
+/// pages from joining on a visitor's behalf. Native clients (bots, tests) send none and pass.
+fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), String> {
+    let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
+    let origin = origin.to_str().map_err(|_| "unreadable Origin header".to_owned())?;
+    let permitted = if allowed.is_empty() {
+        // Same origin: the Origin's host[:port] must be the Host the request was sent to.
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+        let origin_host = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+        origin_host.is_some_and(|o| o.eq_ignore_ascii_case(host))
+    } else {
+        allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
+    };
+    if permitted { Ok(()) } else { Err(format!("origin {origin} is not allowed")) }
+}
+
+/// What the connection learned from the room when it joined.
+struct Membership {
+    room: RoomHandle,
+    player_id: u32,
+    messages: mpsc::Receiver<Bytes>,
+    snapshots: watch::Receiver<Bytes>,
+    kick: oneshot::Receiver<CloseReason>,
+}
+
+struct Connection {
+    socket: WebSocket,
+    session: Session,
+    state: AppState,
+    membership: Option<Membership>,
+}
+
+/// What the connection does next.
+enum Step {
+    Inbound(Option<Result<Message, axum::Error>>),
+    Send(Bytes),
+    Close(CloseReason),
+}
+
+impl Connection {
+    fn new(socket: WebSocket, state: AppState) -> Self {
+        let session = Session::new(Instant::now(), &state.config.limits);
+        Self { socket, session, state, membership: None }
+    }
+
+    async fn run(mut self) {
+        let outcome = self.serve().await;
+        if let Some(membership) = &self.membership {
+            membership.room.leave(membership.player_id);
+        }
+        if let Err(reason) = outcome {
+            if reason.code != close::NORMAL && reason.code != close::GOING_AWAY {
+                self.state.metrics.closed_for_cause.inc();
+                tracing::info!(code = reason.code, reason = %reason.reason, "closing connection");
+            }
+            self.close(reason).await;
+        }
+    }
+
+    /// Runs until the client leaves (`Ok`) or the connection must be closed (`Err`).
+    async fn serve(&mut self) -> Result<(), CloseReason> {
+        loop {
+            let deadline = self.session.deadline();
+            let step = {
+                let (kick, messages, snapshots) = match &mut self.membership {
+                    Some(m) => (Some(&mut m.kick), Some(&mut m.messages), Some(&mut m.snapshots)),
+                    None => (None, None, None),
+                };
+                tokio::select! {
+                    biased;
+                    reason = kicked(kick) => Step::Close(reason),
+                    Some(bytes) = next_message(messages) => Step::Send(bytes),
+                    bytes = next_snapshot(snapshots) => Step::Send(bytes),
+                    frame = self.socket.recv() => Step::Inbound(frame),
+                    _ = sleep_until(deadline) => {
+                        self.session.handle_timeout(Instant::now())?;
+                        continue;
+                    }
+                }
+            };
+            match step {
+                Step::Close(reason) => return Err(reason),
+                Step::Send(bytes) => self.send(Message::Binary(bytes)).await?,
+                Step::Inbound(None) => return Ok(()),
+                Step::Inbound(Some(Err(e))) => return Err(read_error(e)),
+                Step::Inbound(Some(Ok(message))) => {
+                    if !self.inbound(message).await? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one message; `Ok(false)` when the client closed.
+    async fn inbound(&mut self, message: Message) -> Result<bool, CloseReason> {
+        self.state.metrics.messages_in.inc();
+        let event = match message {
+            Message::Binary(bytes) => self.session.handle_binary(Instant::now(), &bytes)?,
+            Message::Text(_) => return Err(self.session.handle_text()),
+            // tungstenite answers pings itself.
+            Message::Ping(_) | Message::Pong(_) => None,
+            Message::Close(_) => return Ok(false),
+        };
+        match event {
+            None => {}
+            Some(SessionEvent::Join { name, room }) => self.join(name, &room).await?,
+            Some(SessionEvent::Reply(msg)) => self.send(Message::Binary(easel_protocol::encode(&msg).into())).await?,
+            Some(SessionEvent::Input { seq, dx, dy }) => {
+                if let Some(m) = &self.membership {
+                    m.room.input(TickInput { player: m.player_id, seq, dx, dy });
+                }
+            }
+            Some(SessionEvent::Chat { text }) => {
+                if let Some(m) = &self.membership {
+                    m.room.chat(m.player_id, text);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    async fn join(&mut self, name: String, room: &str) -> Result<(), CloseReason> {
+        let (messages_tx, messages) = mpsc::channel(self.state.config.limits.outbound_queue);
+        let (kick_tx, kick) = oneshot::channel();
+        let link = MemberLink { messages: messages_tx, kick: kick_tx };
+        let (handle, answer) = self.state.rooms.join(room, name, link)?;
+        let joined: Joined = match tokio::time::timeout(self.state.config.limits.hello_timeout, answer).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(_)) | Err(_) => return Err(CloseReason::new(close::TRY_AGAIN_LATER, "the room did not answer")),
+        };
+        self.session.joined();
+        self.send(Message::Binary(joined.welcome)).await?;
+        self.membership = Some(Membership {
+            room: handle,
+            player_id: joined.player_id,
+            messages,
+            snapshots: joined.snapshots,
+            kick,
+        });
+        Ok(())
+    }
+
+    async fn send(&mut self, message: Message) -> Result<(), CloseReason> {
+        let len = match &message {
+            Message::Binary(bytes) => bytes.len() as u64,
+            _ => 0,
+        };
+        match tokio::time::timeout(self.state.config.limits.write_timeout, self.socket.send(message)).await {
+            Ok(Ok(())) => {
+                self.state.metrics.messages_out.inc();
+                self.state.metrics.bytes_out.add(len);
+                Ok(())
+            }
+            Ok(Err(_)) => Err(CloseReason::new(close::GOING_AWAY, "connection lost")),
+            Err(_) => Err(CloseReason::new(close::TRY_AGAIN_LATER, "client is not reading")),
+        }
+    }
+
+    /// Sends a close frame (best effort, bounded in time) and lets the client finish the
+    /// closing handshake.
+    async fn close(mut self, reason: CloseReason) {
+        let frame = CloseFrame { code: reason.code, reason: reason.reason.into() };
+        let timeout = self.state.config.limits.write_timeout.min(std::time::Duration::from_secs(2));
+        let _ = tokio::time::timeout(timeout, async {
+            self.socket.send(Message::Close(Some(frame))).await?;
+            // Drain until the client's close reply (or the end), so the close is not cut short
+            // by a TCP reset.
+            while let Some(Ok(_)) = self.socket.recv().await {}
+            Ok::<(), axum::Error>(())
+        })
+        .await;
+    }
+}
+
+/// Maps a read error to the close the client should get: an oversize message gets 1009, a
+/// broken frame 1002.
+fn read_error(error: axum::Error) -> CloseReason {
+    match error.into_inner().downcast::<tungstenite::Error>().map(|e| *e) {
+        Ok(tungstenite::Error::Capacity(e)) => CloseReason::new(close::MESSAGE_TOO_BIG, e.to_string()),
+        Ok(tungstenite::Error::Protocol(e)) => CloseReason::new(close::PROTOCOL_ERROR, e.to_string()),
+        Ok(tungstenite::Error::Utf8(_)) => CloseReason::new(close::PROTOCOL_ERROR, "invalid UTF-8"),
+        Ok(other) => CloseReason::new(close::GOING_AWAY, other.to_string()),
+        Err(other) => CloseReason::new(close::GOING_AWAY, other.to_string()),
+    }
+}
+
+async fn kicked(kick: Option<&mut oneshot::Receiver<CloseReason>>) -> CloseReason {
+    match kick {
+        Some(kick) => match kick.await {
+            Ok(reason) => reason,
+            // The room dropped us without a word: it closed.
+            Err(_) => CloseReason::new(close::GOING_AWAY, "room closed"),
+        },
+        None => pending().await,
+    }
+}
+
+async fn next_message(messages: Option<&mut mpsc::Receiver<Bytes>>) -> Option<Bytes> {
+    match messages {
+        Some(messages) => messages.recv().await,
+        None => pending().await,
+    }
+}
+
+async fn next_snapshot(snapshots: Option<&mut watch::Receiver<Bytes>>) -> Bytes {
+    let Some(snapshots) = snapshots else { return pending().await };
+    if snapshots.changed().await.is_err() {
+        // The room is gone; `kicked` reports why.
+        return pending().await;
+    }
+    snapshots.borrow_and_update().clone()
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(origin: &str, host: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ORIGIN, origin.parse().unwrap());
+        h.insert(header::HOST, host.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn same_origin_is_allowed_by_default_and_others_are_not() {
+        assert!(check_origin(&headers("http://127.0.0.1:8080", "127.0.0.1:8080"), &[]).is_ok());
+        assert!(check_origin(&headers("http://evil.example", "127.0.0.1:8080"), &[]).is_err());
+    }
+
+    #[test]
+    fn an_allowlist_replaces_the_same_origin_rule() {
+        let allowed = vec!["https://play.example.com".to_owned()];
+        assert!(check_origin(&headers("https://play.example.com", "10.0.0.1:8080"), &allowed).is_ok());
+        assert!(check_origin(&headers("http://127.0.0.1:8080", "127.0.0.1:8080"), &allowed).is_err());
+    }
+
+    #[test]
+    fn clients_without_origin_are_not_browsers_and_pass() {
+        assert!(check_origin(&HeaderMap::new(), &[]).is_ok());
+    }
+}

@@ -1,0 +1,163 @@
+//! The server's rooms by name: created on the first join, removed when their last member leaves.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use easel_protocol::close;
+use easel_protocol::game::Rules;
+use easel_protocol::rng::Mulberry32;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Control, Joined, MemberLink, Play, run_room};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::session::CloseReason;
+use crate::sim::TickInput;
+
+/// Inputs and chat waiting for one room's next tick; a room this far behind drops the excess.
+const PLAY_QUEUE: usize = 16 * 1024;
+
+pub struct Rooms {
+    by_name: Mutex<HashMap<String, RoomHandle>>,
+    /// One server-wide stream of spawn points, drawn in join order (the benchmark relies on it).
+    spawns: Mutex<Mulberry32>,
+    next_player_id: AtomicU32,
+    next_room_id: AtomicU64,
+    shutting_down: AtomicBool,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+}
+
+/// A connection's way into the room it joined.
+#[derive(Clone)]
+pub struct RoomHandle {
+    id: u64,
+    control: mpsc::UnboundedSender<Control>,
+    play: mpsc::Sender<Play>,
+}
+
+/// Why a join did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("the room closed while joining")]
+    RoomClosed,
+}
+
+impl From<JoinError> for CloseReason {
+    fn from(e: JoinError) -> Self {
+        CloseReason::new(close::GOING_AWAY, e.to_string())
+    }
+}
+
+impl Rooms {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            by_name: Mutex::new(HashMap::new()),
+            spawns: Mutex::new(Mulberry32::new(7)),
+            next_player_id: AtomicU32::new(1),
+            next_room_id: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+            config,
+            metrics,
+        })
+    }
+
+    /// Asks room `room` (created if needed) to admit `name`. The answer comes on the returned
+    /// channel once the room task has processed the join.
+    pub fn join(
+        self: &Arc<Self>,
+        room: &str,
+        name: String,
+        link: MemberLink,
+    ) -> Result<(RoomHandle, oneshot::Receiver<Result<Joined, CloseReason>>), JoinError> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(JoinError::ShuttingDown);
+        }
+        let (reply, answer) = oneshot::channel();
+        let mut by_name = self.lock();
+        let handle = match by_name.get(room) {
+            Some(handle) => handle.clone(),
+            None => {
+                let handle = self.open(room);
+                by_name.insert(room.to_owned(), handle.clone());
+                handle
+            }
+        };
+        // Sent under the lock, so the room cannot decide it is idle and close between our
+        // lookup and this send (see `close_if_idle`).
+        handle.control.send(Control::Join { name, link, reply }).map_err(|_| JoinError::RoomClosed)?;
+        Ok((handle, answer))
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Tells every room to disconnect its members with "going away" and close.
+    pub fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        for handle in self.lock().values() {
+            let _ = handle.control.send(Control::Shutdown);
+        }
+    }
+
+    pub(crate) fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// A new player id and its spawn point.
+    pub(crate) fn next_player(&self, rules: &Rules) -> (u32, (f32, f32)) {
+        let id = self.next_player_id.fetch_add(1, Ordering::Relaxed);
+        let mut spawns = self.spawns.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        (id, rules.random_point(&mut spawns))
+    }
+
+    /// Removes an empty room unless a join is already queued for it. Returns whether it closed.
+    pub(crate) fn close_if_idle(&self, name: &str, room_id: u64, control: &mpsc::UnboundedReceiver<Control>) -> bool {
+        let mut by_name = self.lock();
+        if !control.is_empty() {
+            return false;
+        }
+        if by_name.get(name).is_some_and(|h| h.id == room_id) {
+            by_name.remove(name);
+            self.metrics.rooms.dec();
+        }
+        true
+    }
+
+    fn open(self: &Arc<Self>, name: &str) -> RoomHandle {
+        let id = self.next_room_id.fetch_add(1, Ordering::Relaxed);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let (play, play_rx) = mpsc::channel(PLAY_QUEUE);
+        self.metrics.rooms.inc();
+        tokio::spawn(run_room(name.to_owned(), id, Arc::clone(self), control_rx, play_rx));
+        RoomHandle { id, control, play }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, RoomHandle>> {
+        // A panic elsewhere while holding the lock leaves the map itself intact.
+        self.by_name.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl RoomHandle {
+    /// Queues an input for the next tick; dropped if the room is this far behind.
+    pub fn input(&self, input: TickInput) {
+        let _ = self.play.try_send(Play::Input(input));
+    }
+
+    pub fn chat(&self, player: u32, text: String) {
+        let _ = self.play.try_send(Play::Chat { player, text });
+    }
+
+    pub fn leave(&self, player: u32) {
+        let _ = self.control.send(Control::Leave { player });
+    }
+}
