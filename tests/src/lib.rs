@@ -1,1 +1,100 @@
-//! placeholder
+//! Helpers for workspace-level tests: start the real server on 127.0.0.1:0, connect clients, read
+//! close frames, stop the server cleanly.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use easel::Config;
+use futures_util::StreamExt;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Every wait in these tests is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A server running inside the test process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(Config::for_tests()).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding 127.0.0.1:0");
+        let addr = listener.local_addr().expect("bound address");
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(easel::run(config, listener, async {
+            let _ = stopped.await;
+        }));
+        Self { addr, stop: Some(stop), task }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Triggers graceful shutdown and waits for `run` to return.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(WAIT, &mut self.task).await.expect("server stops in time").expect("server task");
+    }
+
+    /// A plain HTTP GET, returning (status line, body).
+    pub async fn get(&self, path: &str) -> (String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr);
+        stream.write_all(request.as_bytes()).await.expect("write request");
+        let mut response = String::new();
+        tokio::time::timeout(WAIT, stream.read_to_string(&mut response)).await.expect("response in time").expect("read");
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+    }
+
+    /// The value of a metric from `/metrics`.
+    pub async fn metric(&self, name: &str) -> i64 {
+        let (_, body) = self.get("/metrics").await;
+        body.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing from:\n{body}"))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A raw WebSocket connection, for sending what a well-behaved client never would.
+pub type RawSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub async fn raw_connect(server: &TestServer) -> RawSocket {
+    let (socket, _) = tokio_tungstenite::connect_async(server.ws_url()).await.expect("WebSocket connect");
+    socket
+}
+
+/// Reads until the server's close frame; returns its (code, reason).
+pub async fn read_close(socket: &mut RawSocket) -> (u16, String) {
+    let read = async {
+        while let Some(message) = socket.next().await {
+            match message {
+                Ok(Message::Close(Some(frame))) => return (u16::from(frame.code), frame.reason.to_string()),
+                Ok(Message::Close(None)) => return (1005, String::new()),
+                Ok(_) => continue,
+                Err(e) => return (1006, e.to_string()),
+            }
+        }
+        (1006, "ended without a close frame".to_owned())
+    };
+    tokio::time::timeout(WAIT, read).await.expect("close frame in time")
+}

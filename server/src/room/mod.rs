@@ -217,3 +217,62 @@ pub(crate) async fn run_room(
     }
     tracing::debug!(room = %name, "room closed");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room() -> Room {
+        Room::new("test".into(), Arc::new(Config::for_tests()), Arc::new(Metrics::default()))
+    }
+
+    fn link(capacity: usize) -> (MemberLink, mpsc::Receiver<Bytes>, oneshot::Receiver<CloseReason>) {
+        let (messages, messages_rx) = mpsc::channel(capacity);
+        let (kick, kick_rx) = oneshot::channel();
+        (MemberLink { messages, kick }, messages_rx, kick_rx)
+    }
+
+    #[test]
+    fn a_member_whose_queue_is_full_is_disconnected_not_buffered_for() {
+        let mut room = room();
+        let (slow, _never_read, mut slow_kick) = link(2);
+        room.join(1, "slow".into(), (0.0, 0.0), slow).unwrap();
+        let (fast, mut fast_rx, _fast_kick) = link(64);
+        room.join(2, "fast".into(), (5.0, 5.0), fast).unwrap();
+        for i in 0..4 {
+            room.play(Play::Chat { player: 2, text: format!("line {i}") });
+        }
+        let reason = slow_kick.try_recv().expect("the slow member is told to go");
+        assert_eq!(reason.code, close::TRY_AGAIN_LATER);
+        assert!(!room.members.contains_key(&1), "and removed from the room");
+        let mut received = 0;
+        while fast_rx.try_recv().is_ok() {
+            received += 1;
+        }
+        assert_eq!(received, 5, "the other member got all four lines and the leave");
+    }
+
+    #[test]
+    fn a_tick_publishes_one_snapshot_shared_by_all_members() {
+        let mut room = room();
+        let (a, _a_rx, _a_kick) = link(8);
+        let (b, _b_rx, _b_kick) = link(8);
+        let mut a_snapshots = room.join(1, "a".into(), (0.0, 0.0), a).unwrap().snapshots;
+        let mut b_snapshots = room.join(2, "b".into(), (1.0, 1.0), b).unwrap().snapshots;
+        room.tick();
+        let (sa, sb) = (a_snapshots.borrow_and_update().clone(), b_snapshots.borrow_and_update().clone());
+        assert_eq!(sa.as_ptr(), sb.as_ptr(), "encoded once, shared by every member");
+        let decoded = easel_protocol::decode_server(&sa).unwrap();
+        assert!(matches!(decoded, ServerMsg::Snapshot { tick: 1, ref players } if players.len() == 2));
+    }
+
+    #[test]
+    fn a_full_room_refuses_with_try_again_later() {
+        let mut config = Config::for_tests();
+        config.limits.room_capacity = 1;
+        let mut room = Room::new("tiny".into(), Arc::new(config), Arc::new(Metrics::default()));
+        room.join(1, "a".into(), (0.0, 0.0), link(4).0).unwrap();
+        let refused = room.join(2, "b".into(), (0.0, 0.0), link(4).0).err().unwrap();
+        assert_eq!(refused.code, close::TRY_AGAIN_LATER);
+    }
+}

@@ -1,0 +1,124 @@
+//! Snapshot interpolation: other players are drawn a little in the past, between two snapshots
+//! that have both arrived, so their motion is smooth even though snapshots arrive at the tick
+//! rate with jitter.
+
+use std::collections::VecDeque;
+
+use easel_protocol::PlayerState;
+
+/// Render this many snapshot intervals behind the newest: survives one late or lost snapshot.
+const DELAY_INTERVALS: f64 = 2.0;
+/// Snapshots kept: a second at 30 Hz, far more than the delay needs.
+const BUFFER: usize = 32;
+/// How fast the clock estimate may drift upward per snapshot (ms); downward it follows at once.
+const CLOCK_DRIFT_MS: f64 = 0.5;
+
+#[derive(Debug, Default)]
+pub struct Interpolator {
+    interval_ms: f64,
+    /// Local time of tick 0, estimated from the earliest-arriving snapshots: arrival minus
+    /// `tick × interval`, tracking the minimum so network jitter does not shake the timeline.
+    tick_zero_ms: Option<f64>,
+    snapshots: VecDeque<(u32, Vec<PlayerState>)>,
+}
+
+impl Interpolator {
+    pub fn new(tick_rate: u16) -> Self {
+        Self { interval_ms: 1000.0 / f64::from(tick_rate.max(1)), ..Self::default() }
+    }
+
+    pub fn push(&mut self, now_ms: f64, tick: u32, players: &[PlayerState]) {
+        if self.interval_ms == 0.0 {
+            self.interval_ms = 1000.0 / 30.0;
+        }
+        if self.snapshots.back().is_some_and(|(newest, _)| *newest >= tick) {
+            return;
+        }
+        let sample = now_ms - f64::from(tick) * self.interval_ms;
+        self.tick_zero_ms = Some(match self.tick_zero_ms {
+            Some(zero) if sample >= zero => (zero + CLOCK_DRIFT_MS).min(sample),
+            _ => sample,
+        });
+        if self.snapshots.len() == BUFFER {
+            self.snapshots.pop_front();
+        }
+        self.snapshots.push_back((tick, players.to_vec()));
+    }
+
+    /// Every player's position at `now_ms`, `DELAY_INTERVALS` behind the timeline. Players not in
+    /// both bracketing snapshots are drawn where the newer one has them.
+    pub fn positions(&self, now_ms: f64) -> Vec<(u32, f32, f32)> {
+        let (Some(zero), Some((_, newest))) = (self.tick_zero_ms, self.snapshots.back()) else {
+            return Vec::new();
+        };
+        let render_tick = (now_ms - zero) / self.interval_ms - DELAY_INTERVALS;
+        let later = self.snapshots.iter().position(|(tick, _)| f64::from(*tick) >= render_tick);
+        let (before, after) = match later {
+            None => return newest.iter().map(|p| (p.id, p.x, p.y)).collect(),
+            Some(0) => {
+                let first = &self.snapshots[0].1;
+                return first.iter().map(|p| (p.id, p.x, p.y)).collect();
+            }
+            Some(i) => (&self.snapshots[i - 1], &self.snapshots[i]),
+        };
+        let span = f64::from(after.0 - before.0);
+        let t = ((render_tick - f64::from(before.0)) / span).clamp(0.0, 1.0) as f32;
+        after
+            .1
+            .iter()
+            .map(|p| match before.1.binary_search_by_key(&p.id, |q| q.id) {
+                Ok(j) => {
+                    let q = &before.1[j];
+                    (p.id, q.x + (p.x - q.x) * t, q.y + (p.y - q.y) * t)
+                }
+                Err(_) => (p.id, p.x, p.y),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(id: u32, x: f32) -> PlayerState {
+        PlayerState { id, x, y: 0.0, score: 0, last_input_seq: 0 }
+    }
+
+    #[test]
+    fn positions_are_interpolated_between_snapshots() {
+        let mut interp = Interpolator::new(10); // 100 ms interval keeps the arithmetic readable
+        for tick in 0..5u32 {
+            interp.push(f64::from(tick) * 100.0, tick, &[at(1, tick as f32 * 10.0)]);
+        }
+        // At 450 ms the timeline is at tick 4.5; two intervals behind is tick 2.5: x = 25.
+        let positions = interp.positions(450.0);
+        assert_eq!(positions.len(), 1);
+        assert!((positions[0].1 - 25.0).abs() < 1e-3, "got {:?}", positions);
+    }
+
+    #[test]
+    fn jittered_arrivals_still_move_smoothly() {
+        let mut interp = Interpolator::new(10);
+        let jitter = [0.0, 30.0, 5.0, 45.0, 10.0, 0.0, 35.0, 20.0, 0.0, 40.0];
+        for (tick, j) in (0..10u32).zip(jitter) {
+            interp.push(f64::from(tick) * 100.0 + j, tick, &[at(1, tick as f32 * 10.0)]);
+        }
+        let mut previous = f32::MIN;
+        for step in 0..40 {
+            let x = interp.positions(700.0 + f64::from(step) * 5.0)[0].1;
+            assert!(x >= previous, "motion must never go backwards ({x} after {previous})");
+            assert!(x - previous.max(x - 1.0) <= 1.0, "no jumps larger than 5 ms of motion");
+            previous = x;
+        }
+    }
+
+    #[test]
+    fn old_or_duplicate_snapshots_are_ignored() {
+        let mut interp = Interpolator::new(10);
+        interp.push(0.0, 5, &[at(1, 50.0)]);
+        interp.push(10.0, 4, &[at(1, 40.0)]);
+        interp.push(20.0, 5, &[at(1, 99.0)]);
+        assert_eq!(interp.positions(1000.0), vec![(1, 50.0, 0.0)]);
+    }
+}

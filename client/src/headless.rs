@@ -1,0 +1,215 @@
+//! The headless front: the same `ClientCore` over tokio-tungstenite, for integration tests, bots
+//! and benchmarks. A background task owns the socket; the handle shares the core.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use easel_protocol::text::TextError;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+use crate::core::{ClientCore, Status};
+
+/// How often the task polls the core for inputs and pings: faster than any tick rate we run.
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HeadlessError {
+    #[error("cannot connect: {0}")]
+    Connect(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, &'static str),
+    #[error("connection closed ({code}): {reason}")]
+    Closed { code: u16, reason: String },
+    #[error(transparent)]
+    Text(#[from] TextError),
+}
+
+enum Command {
+    Send(Vec<u8>),
+    Close,
+}
+
+pub struct HeadlessClient {
+    core: Arc<Mutex<ClientCore>>,
+    /// Bumped after every change to the core, so waiters wake without polling.
+    changed: watch::Receiver<u64>,
+    commands: mpsc::UnboundedSender<Command>,
+    task: JoinHandle<()>,
+}
+
+impl HeadlessClient {
+    /// Connects to `url` (e.g. `ws://127.0.0.1:8080/ws`) and sends `Hello`; does not wait for
+    /// `Welcome` (see `joined`).
+    pub async fn connect(url: &str, name: &str, room: &str) -> Result<Self, HeadlessError> {
+        let (socket, _response) = tokio_tungstenite::connect_async(url).await?;
+        let mut core = ClientCore::new(name, room);
+        let hello = core.hello();
+        let core = Arc::new(Mutex::new(core));
+        let (changed_tx, changed) = watch::channel(0);
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let _ = commands.send(Command::Send(hello));
+        let task = tokio::spawn(drive(socket, core.clone(), changed_tx, commands_rx));
+        Ok(Self { core, changed, commands, task })
+    }
+
+    /// Connects and waits for `Welcome`.
+    pub async fn join(url: &str, name: &str, room: &str, timeout: Duration) -> Result<Self, HeadlessError> {
+        let client = Self::connect(url, name, room).await?;
+        client.joined(timeout).await?;
+        Ok(client)
+    }
+
+    pub async fn joined(&self, timeout: Duration) -> Result<u32, HeadlessError> {
+        self.wait_for(timeout, "Welcome", |core| match core.status() {
+            Status::Joined => core.view().me().map(Ok),
+            Status::Closed { code, reason, .. } => Some(Err(HeadlessError::Closed { code: *code, reason: reason.clone() })),
+            Status::Connecting => None,
+        })
+        .await?
+    }
+
+    /// Reads the core.
+    pub fn core(&self) -> MutexGuard<'_, ClientCore> {
+        lock(&self.core)
+    }
+
+    pub fn hold_direction(&self, dx: i8, dy: i8) {
+        self.core().hold_direction(dx, dy);
+    }
+
+    pub fn chat(&self, text: &str) -> Result<(), HeadlessError> {
+        let bytes = self.core().chat(text)?;
+        let _ = self.commands.send(Command::Send(bytes));
+        Ok(())
+    }
+
+    /// Sends raw bytes as one binary message (for tests of hostile clients).
+    pub fn send_raw(&self, bytes: Vec<u8>) {
+        let _ = self.commands.send(Command::Send(bytes));
+    }
+
+    /// Waits until `check` returns `Some`, re-checking after every change.
+    pub async fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        what: &'static str,
+        mut check: impl FnMut(&ClientCore) -> Option<T>,
+    ) -> Result<T, HeadlessError> {
+        let mut changed = self.changed.clone();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(value) = check(&self.core()) {
+                return Ok(value);
+            }
+            match tokio::time::timeout_at(deadline, changed.changed()).await {
+                Ok(Ok(())) => {}
+                // The task ended: one last look, then give up.
+                Ok(Err(_)) => {
+                    return check(&self.core()).ok_or(HeadlessError::Timeout(timeout, what));
+                }
+                Err(_) => return Err(HeadlessError::Timeout(timeout, what)),
+            }
+        }
+    }
+
+    /// Closes the connection normally and waits for the task to end.
+    pub async fn close(mut self) {
+        let _ = self.commands.send(Command::Close);
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+    }
+}
+
+impl Drop for HeadlessClient {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn lock(core: &Mutex<ClientCore>) -> MutexGuard<'_, ClientCore> {
+    // The core holds plain data; a panic while locked cannot leave it half-updated in a way
+    // that matters more than losing the client.
+    core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn drive(
+    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    core: Arc<Mutex<ClientCore>>,
+    changed: watch::Sender<u64>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let start = Instant::now();
+    let now_ms = move || start.elapsed().as_secs_f64() * 1000.0;
+    let (mut sink, mut stream) = socket.split();
+    let mut poll = tokio::time::interval(POLL_INTERVAL);
+    let bump = |changed: &watch::Sender<u64>| changed.send_modify(|v| *v += 1);
+    loop {
+        tokio::select! {
+            frame = stream.next() => match frame {
+                Some(Ok(Message::Binary(bytes))) => {
+                    let result = lock(&core).handle_message(now_ms(), &bytes);
+                    if let Err(e) = result {
+                        lock(&core).handle_close(easel_protocol::close::PROTOCOL_ERROR, &format!("bad message from server: {e}"));
+                        bump(&changed);
+                        break;
+                    }
+                    bump(&changed);
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let (code, reason) = frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
+                    lock(&core).handle_close(code, &reason);
+                    bump(&changed);
+                    // Let tungstenite complete the closing handshake.
+                    let _ = sink.close().await;
+                    break;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    lock(&core).handle_close(1006, &e.to_string());
+                    bump(&changed);
+                    break;
+                }
+                None => {
+                    lock(&core).handle_close(1006, "connection ended");
+                    bump(&changed);
+                    break;
+                }
+            },
+            command = commands.recv() => match command {
+                Some(Command::Send(bytes)) => {
+                    if sink.send(Message::Binary(bytes.into())).await.is_err() {
+                        continue;
+                    }
+                }
+                Some(Command::Close) | None => {
+                    let frame = CloseFrame { code: 1000.into(), reason: "bye".into() };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    // Wait (bounded) for the server's reply so it sees a clean close.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                        while let Some(Ok(message)) = stream.next().await {
+                            if matches!(message, Message::Close(_)) {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                    lock(&core).handle_close(1000, "closed by client");
+                    bump(&changed);
+                    break;
+                }
+            },
+            _ = poll.tick() => {
+                let outgoing = lock(&core).poll_transmit(now_ms());
+                for bytes in outgoing {
+                    if sink.send(Message::Binary(bytes.into())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

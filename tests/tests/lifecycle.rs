@@ -1,0 +1,39 @@
+//! Server lifecycle: health and metrics endpoints, and graceful shutdown with a close frame.
+
+use easel_client::Status;
+use easel_client::headless::HeadlessClient;
+use easel_protocol::close;
+use easel_tests::{TestServer, WAIT};
+
+#[tokio::test]
+async fn health_and_metrics_answer() {
+    let server = TestServer::start().await;
+    let (status, body) = server.get("/healthz").await;
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body.trim(), "ok");
+    let _client = HeadlessClient::join(&server.ws_url(), "m", "metrics", WAIT).await.unwrap();
+    assert_eq!(server.metric("easel_players").await, 1);
+    assert_eq!(server.metric("easel_connections").await, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_sends_every_client_a_going_away_close() {
+    let server = TestServer::start().await;
+    let clients = [
+        HeadlessClient::join(&server.ws_url(), "a", "x", WAIT).await.unwrap(),
+        HeadlessClient::join(&server.ws_url(), "b", "y", WAIT).await.unwrap(),
+    ];
+    server.stop().await;
+    for client in &clients {
+        let (code, reason) = client
+            .wait_for(WAIT, "close frame", |core| match core.status() {
+                Status::Closed { code, reason, .. } => Some((*code, reason.clone())),
+                _ => None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(code, close::GOING_AWAY);
+        assert_eq!(reason, "server shutting down");
+    }
+}

@@ -1,0 +1,134 @@
+//! Playing together: headless clients on the real server see each other join, move, collect
+//! orbs and leave.
+
+use std::time::Duration;
+
+use easel_client::headless::HeadlessClient;
+use easel_tests::{TestServer, WAIT};
+
+async fn position_of(observer: &HeadlessClient, player: u32) -> Option<(f32, f32)> {
+    let core = observer.core();
+    core.view().players().get(&player)?.state.map(|s| (s.x, s.y))
+}
+
+#[tokio::test]
+async fn three_players_see_each_other_join_move_and_leave() {
+    let server = TestServer::start().await;
+    let url = server.ws_url();
+    let ann = HeadlessClient::join(&url, "ann", "arena", WAIT).await.unwrap();
+    let bob = HeadlessClient::join(&url, "bob", "arena", WAIT).await.unwrap();
+    let cat = HeadlessClient::join(&url, "cat", "arena", WAIT).await.unwrap();
+    let (ann_id, cat_id) = (ann.core().view().me().unwrap(), cat.core().view().me().unwrap());
+
+    for client in [&ann, &bob, &cat] {
+        let names = client
+            .wait_for(WAIT, "all three players with positions", |core| {
+                let players = core.view().players();
+                let placed = players.values().filter(|p| p.state.is_some()).count();
+                (placed == 3).then(|| players.values().map(|p| p.info.name.clone()).collect::<Vec<_>>())
+            })
+            .await
+            .unwrap();
+        assert_eq!(names.len(), 3, "every client sees all three players");
+    }
+
+    let start = position_of(&bob, ann_id).await.unwrap();
+    ann.hold_direction(if start.0 < 1000.0 { 1 } else { -1 }, 0);
+    let moved = bob
+        .wait_for(WAIT, "ann moving as seen by bob", |core| {
+            let now = core.view().players().get(&ann_id)?.state?;
+            ((now.x - start.0).abs() > 50.0).then_some((now.x, now.y))
+        })
+        .await
+        .unwrap();
+    assert_eq!(moved.1, start.1, "holding a horizontal key moves only horizontally");
+    let ann_seq = ann.core().last_input_seq();
+    let acked = bob
+        .wait_for(WAIT, "ann's inputs acknowledged", |core| {
+            let state = core.view().players().get(&ann_id)?.state?;
+            (state.last_input_seq >= ann_seq).then_some(state.last_input_seq)
+        })
+        .await
+        .unwrap();
+    assert!(acked >= ann_seq, "snapshots echo each player's last applied input");
+
+    cat.close().await;
+    for client in [&ann, &bob] {
+        client
+            .wait_for(WAIT, "cat gone", |core| (!core.view().players().contains_key(&cat_id)).then_some(()))
+            .await
+            .unwrap();
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn collecting_an_orb_scores_for_everyone_to_see() {
+    let server = TestServer::start().await;
+    let url = server.ws_url();
+    let hunter = HeadlessClient::join(&url, "hunter", "orbs", WAIT).await.unwrap();
+    let watcher = HeadlessClient::join(&url, "watcher", "orbs", WAIT).await.unwrap();
+    let hunter_id = hunter.core().view().me().unwrap();
+
+    // Steer toward the nearest orb until the score changes; bounded by the deadline.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (score, steer) = {
+            let core = hunter.core();
+            let view = core.view();
+            let me = view.players().get(&hunter_id).and_then(|p| p.state);
+            let steer = me.and_then(|me| {
+                let nearest = view.orbs().min_by(|a, b| {
+                    let da = (a.x - me.x).powi(2) + (a.y - me.y).powi(2);
+                    let db = (b.x - me.x).powi(2) + (b.y - me.y).powi(2);
+                    da.total_cmp(&db)
+                })?;
+                let axis = |d: f32| if d > 4.0 { 1 } else if d < -4.0 { -1 } else { 0 };
+                Some((axis(nearest.x - me.x), axis(nearest.y - me.y)))
+            });
+            (me.map_or(0, |m| m.score), steer)
+        };
+        if score > 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the hunter should reach an orb within 30 s");
+        if let Some((dx, dy)) = steer {
+            hunter.hold_direction(dx, dy);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = watcher
+        .wait_for(WAIT, "the hunter's score", |core| {
+            let score = core.view().players().get(&hunter_id)?.state?.score;
+            (score > 0).then_some(score)
+        })
+        .await
+        .unwrap();
+    assert!(seen >= 1, "the watcher sees the hunter's score rise");
+    let board = watcher.core().view().scoreboard().first().map(|(info, score)| (info.name.clone(), *score));
+    assert_eq!(board.map(|b| b.0), Some("hunter".to_owned()), "the scoreboard ranks the scorer first");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rooms_open_on_demand_and_close_when_empty() {
+    let server = TestServer::start().await;
+    let url = server.ws_url();
+    let a = HeadlessClient::join(&url, "a", "one", WAIT).await.unwrap();
+    let b = HeadlessClient::join(&url, "b", "two", WAIT).await.unwrap();
+    assert_eq!(server.metric("easel_rooms").await, 2, "each room name opens its own room");
+    assert!(
+        !a.core().view().players().values().any(|p| p.info.name == "b"),
+        "players in different rooms do not see each other"
+    );
+    a.close().await;
+    b.close().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.metric("easel_rooms").await != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "empty rooms must close");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let again = HeadlessClient::join(&url, "c", "one", WAIT).await.unwrap();
+    assert_eq!(again.core().view().players().len(), 1, "a reopened room starts empty");
+    server.stop().await;
+}
