@@ -67,7 +67,9 @@ impl HeadlessClient {
     pub async fn joined(&self, timeout: Duration) -> Result<u32, HeadlessError> {
         self.wait_for(timeout, "Welcome", |core| match core.status() {
             Status::Joined => core.view().me().map(Ok),
-            Status::Closed { code, reason, .. } => Some(Err(HeadlessError::Closed { code: *code, reason: reason.clone() })),
+            Status::Closed { code, reason, .. } => {
+                Some(Err(HeadlessError::Closed { code: *code, reason: reason.clone() }))
+            }
             Status::Connecting => None,
         })
         .await?

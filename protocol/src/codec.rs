@@ -61,8 +61,8 @@ fn decode_limited<T: serde::de::DeserializeOwned, const N: usize>(
     if bytes.len() > limit {
         return Err(DecodeError::TooLarge { len: bytes.len(), limit });
     }
-    let (msg, used) = bincode::serde::decode_from_slice(bytes, config)
-        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    let (msg, used) =
+        bincode::serde::decode_from_slice(bytes, config).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if used != bytes.len() {
         return Err(DecodeError::TrailingBytes(bytes.len() - used));
     }
@@ -81,34 +81,32 @@ mod tests {
 
     fn any_client_msg() -> impl Strategy<Value = ClientMsg> {
         prop_oneof![
-            (any::<u16>(), any_text(), any_text())
-                .prop_map(|(version, name, room)| ClientMsg::Hello { version, name, room }),
-            (any::<u32>(), any::<i8>(), any::<i8>())
-                .prop_map(|(seq, dx, dy)| ClientMsg::Input { seq, dx, dy }),
+            (any::<u16>(), any_text(), any_text()).prop_map(|(version, name, room)| ClientMsg::Hello {
+                version,
+                name,
+                room
+            }),
+            (any::<u32>(), any::<i8>(), any::<i8>()).prop_map(|(seq, dx, dy)| ClientMsg::Input { seq, dx, dy }),
             any_text().prop_map(|text| ClientMsg::Chat { text }),
             any::<u32>().prop_map(|nonce| ClientMsg::Ping { nonce }),
         ]
     }
 
     fn any_player_state() -> impl Strategy<Value = PlayerState> {
-        (any::<u32>(), -1e6f32..1e6, -1e6f32..1e6, any::<u32>(), any::<u32>()).prop_map(
-            |(id, x, y, score, last_input_seq)| PlayerState { id, x, y, score, last_input_seq },
-        )
+        (any::<u32>(), -1e6f32..1e6, -1e6f32..1e6, any::<u32>(), any::<u32>())
+            .prop_map(|(id, x, y, score, last_input_seq)| PlayerState { id, x, y, score, last_input_seq })
     }
 
     fn any_server_msg() -> impl Strategy<Value = ServerMsg> {
         prop_oneof![
             (any::<u32>(), proptest::collection::vec(any_player_state(), 0..50))
                 .prop_map(|(tick, players)| ServerMsg::Snapshot { tick, players }),
-            (any::<u32>(), any_text(), any::<u32>()).prop_map(|(id, name, color)| {
-                ServerMsg::PlayerJoined(PlayerInfo { id, name, color })
-            }),
+            (any::<u32>(), any_text(), any::<u32>())
+                .prop_map(|(id, name, color)| { ServerMsg::PlayerJoined(PlayerInfo { id, name, color }) }),
             any::<u32>().prop_map(|id| ServerMsg::PlayerLeft { id }),
-            (any::<u32>(), any_text(), any_text())
-                .prop_map(|(from, name, text)| ServerMsg::Chat { from, name, text }),
-            (any::<u32>(), any::<u32>(), -1e4f32..1e4, -1e4f32..1e4).prop_map(
-                |(by, id, x, y)| ServerMsg::OrbCollected { by, orb: OrbState { id, x, y } }
-            ),
+            (any::<u32>(), any_text(), any_text()).prop_map(|(from, name, text)| ServerMsg::Chat { from, name, text }),
+            (any::<u32>(), any::<u32>(), -1e4f32..1e4, -1e4f32..1e4)
+                .prop_map(|(by, id, x, y)| ServerMsg::OrbCollected { by, orb: OrbState { id, x, y } }),
             any_text().prop_map(|reason| ServerMsg::Rejected { reason }),
         ]
     }

@@ -84,8 +84,8 @@ pub fn touches_orb(player: (f32, f32), orb: (f32, f32), rules: &Rules) -> bool {
 /// A player's colour (0xRRGGBB), from a palette chosen to read well on the dark arena.
 pub fn player_color(player_id: u32) -> u32 {
     const PALETTE: [u32; 12] = [
-        0xE6194B, 0x3CB44B, 0xFFE119, 0x4363D8, 0xF58231, 0x911EB4, 0x46F0F0, 0xF032E6, 0xBCF60C,
-        0xFABEBE, 0x008080, 0xE6BEFF,
+        0xE6194B, 0x3CB44B, 0x7FD4FF, 0x4363D8, 0xF58231, 0x911EB4, 0x46F0F0, 0xF032E6, 0xBCF60C, 0xFABEBE, 0x008080,
+        0xE6BEFF,
     ];
     PALETTE[player_id as usize % PALETTE.len()]
 }

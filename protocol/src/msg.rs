@@ -31,15 +31,31 @@ pub enum ServerMsg {
         orbs: Vec<OrbState>,
     },
     /// The state of every player after simulation tick `tick`.
-    Snapshot { tick: u32, players: Vec<PlayerState> },
+    Snapshot {
+        tick: u32,
+        players: Vec<PlayerState>,
+    },
     PlayerJoined(PlayerInfo),
-    PlayerLeft { id: u32 },
+    PlayerLeft {
+        id: u32,
+    },
     /// Player `by` collected an orb; it reappears at the given place.
-    OrbCollected { by: u32, orb: OrbState },
-    Chat { from: u32, name: String, text: String },
-    Pong { nonce: u32 },
+    OrbCollected {
+        by: u32,
+        orb: OrbState,
+    },
+    Chat {
+        from: u32,
+        name: String,
+        text: String,
+    },
+    Pong {
+        nonce: u32,
+    },
     /// A request was refused but the connection stays open (e.g. chat sent too fast).
-    Rejected { reason: String },
+    Rejected {
+        reason: String,
+    },
 }
 
 /// What does not change while a player is in the room.

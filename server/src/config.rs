@@ -171,10 +171,8 @@ impl ServeArgs {
         } else {
             self.allowed_origins
         };
-        let allowed_origins = allowed_origins
-            .into_iter()
-            .map(|o| validate_origin(o.trim()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let allowed_origins =
+            allowed_origins.into_iter().map(|o| validate_origin(o.trim())).collect::<Result<Vec<_>, _>>()?;
         let log_level = self.log_level.or(file.log_level).unwrap_or_else(|| "info".to_owned());
         if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
             return Err(ConfigError::LogLevel(log_level));
@@ -197,10 +195,9 @@ impl ServeArgs {
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::ReadFile { path: path.to_owned(), source })?;
-    toml::from_str(&text)
-        .map_err(|e| ConfigError::ParseFile { path: path.to_owned(), message: e.to_string() })
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { path: path.to_owned(), source })?;
+    toml::from_str(&text).map_err(|e| ConfigError::ParseFile { path: path.to_owned(), message: e.to_string() })
 }
 
 fn validate_origin(origin: &str) -> Result<String, ConfigError> {
@@ -233,9 +230,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("easel.toml");
         std::fs::write(&file, "port = 9000\ntick_rate = 20\nrules = \"arena-benchmark\"\n").unwrap();
-        let config = ServeArgs { config: Some(file), port: Some(9100), ..args_with_assets() }
-            .into_config()
-            .unwrap();
+        let config = ServeArgs { config: Some(file), port: Some(9100), ..args_with_assets() }.into_config().unwrap();
         assert_eq!(config.listen.port(), 9100, "the flag wins over the file");
         assert_eq!(config.tick_rate, 20, "the file wins over the default");
         assert_eq!(config.rules, Rules::ARENA_BENCHMARK);

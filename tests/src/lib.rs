@@ -55,7 +55,10 @@ impl TestServer {
         let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr);
         stream.write_all(request.as_bytes()).await.expect("write request");
         let mut response = String::new();
-        tokio::time::timeout(WAIT, stream.read_to_string(&mut response)).await.expect("response in time").expect("read");
+        tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+            .await
+            .expect("response in time")
+            .expect("read");
         let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
         (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
     }

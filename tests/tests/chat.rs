@@ -39,10 +39,7 @@ async fn a_chat_flood_is_refused_without_dropping_the_connection() {
     for i in 0..20 {
         spammer.chat(&format!("line {i}")).unwrap();
     }
-    spammer
-        .wait_for(WAIT, "a refusal", |core| core.view().notices().next().map(|_| ()))
-        .await
-        .unwrap();
+    spammer.wait_for(WAIT, "a refusal", |core| core.view().notices().next().map(|_| ())).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let received = reader.core().view().chat().count();
     assert!((1..=6).contains(&received), "only the allowed burst gets through, got {received}");

@@ -83,7 +83,15 @@ async fn collecting_an_orb_scores_for_everyone_to_see() {
                     let db = (b.x - me.x).powi(2) + (b.y - me.y).powi(2);
                     da.total_cmp(&db)
                 })?;
-                let axis = |d: f32| if d > 4.0 { 1 } else if d < -4.0 { -1 } else { 0 };
+                let axis = |d: f32| {
+                    if d > 4.0 {
+                        1
+                    } else if d < -4.0 {
+                        -1
+                    } else {
+                        0
+                    }
+                };
                 Some((axis(nearest.x - me.x), axis(nearest.y - me.y)))
             });
             (me.map_or(0, |m| m.score), steer)

@@ -1,1 +1,233 @@
-fn main() {}
+//! Build orchestration for Easel: `cargo xtask dist | run | test | lint`.
+//!
+//! `test` is the one command CI and newcomers run: it installs what a fresh machine lacks (the
+//! wasm32 target, Debian's chromium, npm's playwright-core), then runs every test layer.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  run [SERVE FLAGS]   build the browser client and start the server (release) on http://127.0.0.1:8080
+  dist [--dev]        build the browser client into dist/ (wasm + glue + assets)
+  test                install what is missing, then run all tests: lint, Rust, browser end-to-end
+  lint                rustfmt check and clippy -D warnings (native and wasm32)";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    match args.first().map(String::as_str) {
+        Some("run") => run(&root, &args[1..]),
+        Some("dist") => dist(&root, if args.iter().any(|a| a == "--dev") { Profile::Dev } else { Profile::Release }),
+        Some("test") => test(&root),
+        Some("lint") => lint(),
+        _ => {
+            eprintln!("{USAGE}");
+            bail!("unknown or missing command")
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Profile {
+    Dev,
+    Release,
+}
+
+fn workspace_root() -> PathBuf {
+    // xtask lives one level below the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn run(root: &Path, serve_flags: &[String]) -> Result<()> {
+    dist(root, Profile::Release)?;
+    let mut command = cargo();
+    command.args(["run", "--release", "--package", "easel-server", "--bin", "easel", "--", "serve", "--assets-dir"]);
+    command.arg(root.join("dist")).args(serve_flags);
+    // Ctrl-C reaches the server too (same process group); it shuts down gracefully and we
+    // pass its exit status on.
+    let status = command.status().context("starting the server")?;
+    if !status.success() {
+        bail!("server exited with {status}");
+    }
+    Ok(())
+}
+
+/// Builds the wasm client and assembles `dist/`: the page's assets plus the generated module.
+fn dist(root: &Path, profile: Profile) -> Result<()> {
+    ensure_wasm_target()?;
+    let cargo_profile = match profile {
+        Profile::Dev => "dev",
+        Profile::Release => "wasm-release",
+    };
+    step(&format!("building the browser client ({cargo_profile})"));
+    let status = cargo()
+        .args([
+            "build",
+            "--package",
+            "easel-client",
+            "--lib",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--profile",
+            cargo_profile,
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("building the wasm client failed");
+    }
+    let profile_dir = if profile == Profile::Dev { "debug" } else { cargo_profile };
+    let wasm = target_dir(root).join("wasm32-unknown-unknown").join(profile_dir).join("easel_client.wasm");
+    let out = root.join("dist");
+    if out.exists() {
+        std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
+    }
+    std::fs::create_dir_all(&out)?;
+    wasm_bindgen_cli_support::Bindgen::new()
+        .input_path(&wasm)
+        .web(true)?
+        .typescript(false)
+        .omit_default_module_path(false)
+        .generate(&out)
+        .context("generating the JavaScript glue")?;
+    for entry in std::fs::read_dir(root.join("assets"))? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), out.join(entry.file_name()))?;
+        }
+    }
+    println!("client built into {}", out.display());
+    Ok(())
+}
+
+fn test(root: &Path) -> Result<()> {
+    ensure_wasm_target()?;
+    ensure_chromium()?;
+    ensure_playwright(root)?;
+    lint()?;
+    step("Rust tests (unit, property, integration)");
+    let status = cargo().args(["test", "--workspace", "--locked"]).status()?;
+    if !status.success() {
+        bail!("Rust tests failed");
+    }
+    dist(root, Profile::Release)?;
+    step("building the server for the browser tests");
+    let status = cargo().args(["build", "--package", "easel-server", "--bin", "easel", "--locked"]).status()?;
+    if !status.success() {
+        bail!("building the server failed");
+    }
+    step("browser end-to-end tests (headless chromium)");
+    let status = Command::new("node")
+        .arg("tests/e2e/e2e.mjs")
+        .env("EASEL_BIN", target_dir(root).join("debug").join("easel"))
+        .env("EASEL_DIST", root.join("dist"))
+        .status()
+        .context("running node (Node 20 is required)")?;
+    if !status.success() {
+        bail!("browser tests failed");
+    }
+    println!("\nall test layers passed");
+    Ok(())
+}
+
+fn lint() -> Result<()> {
+    ensure_wasm_target()?;
+    step("rustfmt");
+    if !cargo().args(["fmt", "--all", "--", "--check"]).status()?.success() {
+        bail!("code is not formatted: run `cargo fmt --all`");
+    }
+    step("clippy (native)");
+    if !cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]).status()?.success()
+    {
+        bail!("clippy found problems");
+    }
+    step("clippy (wasm32 client)");
+    let wasm_clippy = cargo()
+        .args([
+            "clippy",
+            "--package",
+            "easel-client",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .status()?;
+    if !wasm_clippy.success() {
+        bail!("clippy found problems in the wasm client");
+    }
+    Ok(())
+}
+
+fn ensure_wasm_target() -> Result<()> {
+    let installed =
+        Command::new("rustup").args(["target", "list", "--installed"]).output().context("running rustup")?;
+    if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == "wasm32-unknown-unknown") {
+        return Ok(());
+    }
+    step("installing the wasm32-unknown-unknown target (rustup)");
+    if !Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]).status()?.success() {
+        bail!("could not add the wasm32 target");
+    }
+    Ok(())
+}
+
+fn ensure_chromium() -> Result<()> {
+    if Path::new("/usr/bin/chromium").exists() {
+        return Ok(());
+    }
+    step("installing Debian's chromium (apt-get)");
+    let sudo = if is_root() { vec![] } else { vec!["sudo"] };
+    let apt = |args: &[&str]| -> Result<()> {
+        let mut command = Command::new(if sudo.is_empty() { "apt-get" } else { "sudo" });
+        if !sudo.is_empty() {
+            command.arg("apt-get");
+        }
+        let status = command.args(args).env("DEBIAN_FRONTEND", "noninteractive").status()?;
+        if !status.success() {
+            bail!("apt-get {} failed", args.join(" "));
+        }
+        Ok(())
+    };
+    apt(&["update", "-qq"])?;
+    apt(&["install", "-y", "-qq", "chromium"])
+}
+
+fn ensure_playwright(root: &Path) -> Result<()> {
+    let e2e = root.join("tests").join("e2e");
+    if e2e.join("node_modules").join("playwright-core").exists() {
+        return Ok(());
+    }
+    step("installing playwright-core (npm ci)");
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&e2e)
+        .status()
+        .context("running npm")?;
+    if !status.success() {
+        bail!("npm ci failed in tests/e2e");
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
+fn step(what: &str) {
+    println!("\n==> {what}");
+}

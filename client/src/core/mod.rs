@@ -191,11 +191,7 @@ mod tests {
     }
 
     fn inputs(messages: &[Vec<u8>]) -> Vec<ClientMsg> {
-        messages
-            .iter()
-            .map(|m| decode_client(m).unwrap())
-            .filter(|m| matches!(m, ClientMsg::Input { .. }))
-            .collect()
+        messages.iter().map(|m| decode_client(m).unwrap()).filter(|m| matches!(m, ClientMsg::Input { .. })).collect()
     }
 
     #[test]
@@ -217,7 +213,11 @@ mod tests {
         assert!((29..=31).contains(&held.len()), "one second of holding sends ~30 inputs, sent {}", held.len());
         core.hold_direction(0, 0);
         let release = inputs(&core.poll_transmit(1000.0));
-        assert_eq!(release, vec![ClientMsg::Input { seq: held.len() as u32 + 1, dx: 0, dy: 0 }], "release is sent at once");
+        assert_eq!(
+            release,
+            vec![ClientMsg::Input { seq: held.len() as u32 + 1, dx: 0, dy: 0 }],
+            "release is sent at once"
+        );
         assert!(inputs(&core.poll_transmit(1100.0)).is_empty(), "nothing while idle");
     }
 

@@ -35,6 +35,8 @@ pub struct GameView {
     notices: VecDeque<String>,
     interpolator: Interpolator,
     tick: u32,
+    /// Bumped on every chat line or notice, so a front redraws its log only when it changed.
+    log_version: u64,
 }
 
 impl GameView {
@@ -72,10 +74,13 @@ impl GameView {
         self.notices.iter()
     }
 
+    pub fn log_version(&self) -> u64 {
+        self.log_version
+    }
+
     /// Players ordered for a scoreboard: highest score first, then by name.
     pub fn scoreboard(&self) -> Vec<(&PlayerInfo, u32)> {
-        let mut rows: Vec<_> =
-            self.players.values().map(|p| (&p.info, p.state.map_or(0, |s| s.score))).collect();
+        let mut rows: Vec<_> = self.players.values().map(|p| (&p.info, p.state.map_or(0, |s| s.score))).collect();
         rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.name.cmp(&b.0.name)));
         rows
     }
@@ -118,8 +123,12 @@ impl GameView {
             }
             ServerMsg::Chat { from, name, text } => {
                 push_bounded(&mut self.chat, ChatLine { from, name, text });
+                self.log_version += 1;
             }
-            ServerMsg::Rejected { reason } => push_bounded(&mut self.notices, reason),
+            ServerMsg::Rejected { reason } => {
+                push_bounded(&mut self.notices, reason);
+                self.log_version += 1;
+            }
             ServerMsg::Welcome { .. } | ServerMsg::Pong { .. } => {}
         }
     }

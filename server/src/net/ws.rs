@@ -175,13 +175,8 @@ impl Connection {
         };
         self.session.joined();
         self.send(Message::Binary(joined.welcome)).await?;
-        self.membership = Some(Membership {
-            room: handle,
-            player_id: joined.player_id,
-            messages,
-            snapshots: joined.snapshots,
-            kick,
-        });
+        self.membership =
+            Some(Membership { room: handle, player_id: joined.player_id, messages, snapshots: joined.snapshots, kick });
         Ok(())
     }
 

@@ -77,7 +77,13 @@ impl Room {
         Self { name, sim, members: BTreeMap::new(), inputs: Vec::new(), snapshots, config, metrics }
     }
 
-    fn join(&mut self, player_id: u32, name: String, spawn: (f32, f32), link: MemberLink) -> Result<Joined, CloseReason> {
+    fn join(
+        &mut self,
+        player_id: u32,
+        name: String,
+        spawn: (f32, f32),
+        link: MemberLink,
+    ) -> Result<Joined, CloseReason> {
         if self.members.len() >= self.config.limits.room_capacity {
             return Err(CloseReason::new(close::TRY_AGAIN_LATER, format!("room {} is full", self.name)));
         }

@@ -31,16 +31,27 @@ impl CloseReason {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionEvent {
     /// Join `room` as `name` (both already validated).
-    Join { name: String, room: String },
-    Input { seq: u32, dx: i8, dy: i8 },
-    Chat { text: String },
+    Join {
+        name: String,
+        room: String,
+    },
+    Input {
+        seq: u32,
+        dx: i8,
+        dy: i8,
+    },
+    Chat {
+        text: String,
+    },
     /// Send this straight back to the client.
     Reply(ServerMsg),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    AwaitingHello { deadline: Instant },
+    AwaitingHello {
+        deadline: Instant,
+    },
     /// `Hello` accepted, waiting for the room's answer: further messages are protocol errors.
     Joining,
     Joined,
@@ -105,11 +116,15 @@ impl Session {
                 if version != PROTOCOL_VERSION {
                     return Err(CloseReason::new(
                         close::PROTOCOL_ERROR,
-                        format!("protocol version mismatch: server speaks {PROTOCOL_VERSION}, client sent {version}; reload the page"),
+                        format!(
+                            "protocol version mismatch: server speaks {PROTOCOL_VERSION}, client sent {version}; reload the page"
+                        ),
                     ));
                 }
-                let name = text::clean_name(&name).map_err(|e| CloseReason::new(close::POLICY_VIOLATION, e.to_string()))?;
-                let room = text::clean_room(&room).map_err(|e| CloseReason::new(close::POLICY_VIOLATION, e.to_string()))?;
+                let name =
+                    text::clean_name(&name).map_err(|e| CloseReason::new(close::POLICY_VIOLATION, e.to_string()))?;
+                let room =
+                    text::clean_room(&room).map_err(|e| CloseReason::new(close::POLICY_VIOLATION, e.to_string()))?;
                 self.phase = Phase::Joining;
                 Ok(Some(SessionEvent::Join { name, room }))
             }
@@ -218,7 +233,10 @@ mod tests {
         let events: Vec<_> = (0..8).map(|_| session.handle_binary(now, &chat).unwrap().unwrap()).collect();
         let relayed = events.iter().filter(|e| matches!(e, SessionEvent::Chat { .. })).count();
         assert_eq!(relayed, 5, "a burst of five lines goes through");
-        assert!(matches!(events[7], SessionEvent::Reply(ServerMsg::Rejected { .. })), "the rest are refused, connection kept");
+        assert!(
+            matches!(events[7], SessionEvent::Reply(ServerMsg::Rejected { .. })),
+            "the rest are refused, connection kept"
+        );
     }
 
     #[test]

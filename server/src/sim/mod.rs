@@ -76,9 +76,7 @@ impl Sim {
         let mut schedule = Schedule::default();
         schedule.configure_sets((SimSet::ApplyInputs, SimSet::Simulate).chain());
         schedule.add_systems(systems::apply_inputs.in_set(SimSet::ApplyInputs));
-        schedule.add_systems(
-            (systems::move_players, systems::collect_orbs).chain().in_set(SimSet::Simulate),
-        );
+        schedule.add_systems((systems::move_players, systems::collect_orbs).chain().in_set(SimSet::Simulate));
         Self { world, schedule, players: HashMap::new(), tick: 0 }
     }
 
@@ -98,13 +96,7 @@ impl Sim {
         }
         let entity = self
             .world
-            .spawn((
-                PlayerId(id),
-                Position { x: spawn.0, y: spawn.1 },
-                Heading::default(),
-                LastInputSeq(0),
-                Score(0),
-            ))
+            .spawn((PlayerId(id), Position { x: spawn.0, y: spawn.1 }, Heading::default(), LastInputSeq(0), Score(0)))
             .id();
         self.players.insert(id, entity);
     }
@@ -130,8 +122,7 @@ impl Sim {
 
     /// Every player's current state, ordered by id.
     pub fn players(&mut self) -> Vec<PlayerState> {
-        let mut query =
-            self.world.query::<(&PlayerId, &Position, &Score, &LastInputSeq)>();
+        let mut query = self.world.query::<(&PlayerId, &Position, &Score, &LastInputSeq)>();
         let mut players: Vec<PlayerState> = query
             .iter(&self.world)
             .map(|(id, pos, score, seq)| PlayerState {
@@ -177,7 +168,7 @@ mod tests {
         for tick in 0..600u32 {
             let mut inputs = Vec::new();
             for player in 1..=4u32 {
-                if rng.next_u32() % 3 == 0 {
+                if rng.next_u32().is_multiple_of(3) {
                     let dx = (rng.next_u32() % 3) as i8 - 1;
                     let dy = (rng.next_u32() % 3) as i8 - 1;
                     inputs.push(input(player, tick + 1, dx, dy));
@@ -196,10 +187,7 @@ mod tests {
         let first = scripted_run();
         let second = scripted_run();
         assert_eq!(first, second, "the same inputs from the same seed must give the same states");
-        assert!(
-            first.iter().any(|o| !o.events.is_empty()),
-            "the script should exercise orb collection too"
-        );
+        assert!(first.iter().any(|o| !o.events.is_empty()), "the script should exercise orb collection too");
     }
 
     #[test]
@@ -238,7 +226,8 @@ mod tests {
         assert_eq!(out.players[0].score, 1, "standing on an orb collects it");
         assert!(
             matches!(out.events[0], SimEvent::OrbCollected { by: 1, orb: moved } if moved.id == orb.id && (moved.x, moved.y) != (orb.x, orb.y)),
-            "the collected orb reappears elsewhere: {:?}", out.events
+            "the collected orb reappears elsewhere: {:?}",
+            out.events
         );
     }
 

@@ -47,10 +47,7 @@ pub(super) fn apply_inputs(
     pending.0.clear();
 }
 
-pub(super) fn move_players(
-    config: Res<Config>,
-    mut players: Query<(&Heading, &mut Position), With<PlayerId>>,
-) {
+pub(super) fn move_players(config: Res<Config>, mut players: Query<(&Heading, &mut Position), With<PlayerId>>) {
     for (heading, mut pos) in &mut players {
         let (x, y) = game::step_position((pos.x, pos.y), heading.dx, heading.dy, config.dt, &config.rules);
         if (x, y) != (pos.x, pos.y) {

@@ -1,0 +1,334 @@
+//! The page's elements and everything that reads or writes the DOM outside the canvas: join
+//! form, HUD, scoreboard, chat log (always as text, never HTML), touch stick, test state.
+
+use std::fmt::Write;
+
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use web_sys::{
+    CanvasRenderingContext2d, Document, Element, Event, EventTarget, HtmlCanvasElement, HtmlElement, HtmlInputElement,
+    KeyboardEvent, PointerEvent, Window,
+};
+
+use crate::core::{ClientCore, Status};
+
+/// Where the player's name is remembered between visits.
+const NAME_KEY: &str = "easel.name";
+/// Stick travel (fraction of its radius) below which it counts as centred.
+const STICK_DEAD_ZONE: f64 = 0.25;
+
+#[derive(Clone)]
+pub(super) struct Page {
+    pub window: Window,
+    pub document: Document,
+    pub canvas: HtmlCanvasElement,
+    pub context: CanvasRenderingContext2d,
+    pub join_screen: HtmlElement,
+    pub join_form: Element,
+    pub join_error: Element,
+    pub name_input: HtmlInputElement,
+    pub room_input: HtmlInputElement,
+    pub game: HtmlElement,
+    pub status: Element,
+    pub ping: Element,
+    pub room_label: Element,
+    pub scoreboard: Element,
+    pub chat_log: Element,
+    pub chat_form: Element,
+    pub chat_input: HtmlInputElement,
+    pub joystick: HtmlElement,
+    pub joystick_knob: HtmlElement,
+    /// When the pending reconnect fires (performance.now() ms), for the status text.
+    pub reconnect_at: Option<f64>,
+}
+
+impl Page {
+    pub fn find() -> Result<Self, JsValue> {
+        let window = web_sys::window().ok_or("no window")?;
+        let document = window.document().ok_or("no document")?;
+        let by_id = |id: &str| document.get_element_by_id(id).ok_or_else(|| JsValue::from(format!("page lacks #{id}")));
+        let canvas: HtmlCanvasElement = by_id("arena")?.dyn_into()?;
+        let context: CanvasRenderingContext2d = canvas.get_context("2d")?.ok_or("no 2d canvas")?.dyn_into()?;
+        Ok(Self {
+            join_screen: by_id("join-screen")?.dyn_into()?,
+            join_form: by_id("join-form")?,
+            join_error: by_id("join-error")?,
+            name_input: by_id("name-input")?.dyn_into()?,
+            room_input: by_id("room-input")?.dyn_into()?,
+            game: by_id("game")?.dyn_into()?,
+            status: by_id("status")?,
+            ping: by_id("ping")?,
+            room_label: by_id("room-label")?,
+            scoreboard: by_id("scoreboard")?,
+            chat_log: by_id("chat-log")?,
+            chat_form: by_id("chat-form")?,
+            chat_input: by_id("chat-input")?.dyn_into()?,
+            joystick: by_id("joystick")?.dyn_into()?,
+            joystick_knob: by_id("joystick-knob")?.dyn_into()?,
+            canvas,
+            context,
+            window,
+            document,
+            reconnect_at: None,
+        })
+    }
+
+    /// Milliseconds from `performance.now()`.
+    pub fn now(&self) -> f64 {
+        self.window.performance().map_or(0.0, |p| p.now())
+    }
+
+    /// Adds an event handler that lives as long as the page.
+    pub fn listen(
+        &self,
+        target: &EventTarget,
+        kind: &str,
+        handler: impl FnMut(Event) + 'static,
+    ) -> Result<(), JsValue> {
+        let closure = Closure::<dyn FnMut(Event)>::new(handler);
+        target.add_event_listener_with_callback(kind, closure.as_ref().unchecked_ref())?;
+        closure.forget();
+        Ok(())
+    }
+
+    /// Room from `?room=`, name from the last visit.
+    pub fn prefill_join_form(&self) {
+        let search = self.window.location().search().unwrap_or_default();
+        let room = web_sys::UrlSearchParams::new_with_str(&search).ok().and_then(|p| p.get("room"));
+        self.room_input.set_value(room.as_deref().unwrap_or("lobby"));
+        if let Some(name) = self.storage().and_then(|s| s.get_item(NAME_KEY).ok().flatten()) {
+            self.name_input.set_value(&name);
+        }
+        let _ = if self.name_input.value().is_empty() { self.name_input.focus() } else { self.room_input.focus() };
+    }
+
+    pub fn show_join_error(&self, message: &str) {
+        self.join_error.set_text_content(Some(message));
+    }
+
+    /// Remembers the name and puts the room in the address bar, so the link can be shared.
+    pub fn remember_join(&self, name: &str, room: &str) {
+        if let Some(storage) = self.storage() {
+            let _ = storage.set_item(NAME_KEY, name);
+        }
+        let url = format!("?room={room}");
+        if let Ok(history) = self.window.history() {
+            let _ = history.replace_state_with_url(&JsValue::NULL, "", Some(&url));
+        }
+    }
+
+    pub fn show_game(&self, room: &str) {
+        self.join_screen.set_hidden(true);
+        self.game.set_hidden(false);
+        self.room_label.set_text_content(Some(&format!("room {room}")));
+        let _ = self.chat_input.blur();
+    }
+
+    pub fn websocket_url(&self) -> String {
+        let location = self.window.location();
+        let secure = location.protocol().is_ok_and(|p| p == "https:");
+        let host = location.host().unwrap_or_default();
+        format!("{}://{host}/ws", if secure { "wss" } else { "ws" })
+    }
+
+    /// Whether a key press belongs to a text field rather than the game.
+    pub fn typing_in(&self, event: &KeyboardEvent) -> bool {
+        event.target().and_then(|t| t.dyn_into::<HtmlInputElement>().ok()).is_some()
+    }
+
+    pub fn set_status_attribute(&self, status: &str) {
+        if let Some(body) = self.document.body() {
+            let _ = body.dataset().set("status", status);
+        }
+    }
+
+    pub fn update_hud(&self, core: &ClientCore, now: f64) {
+        let (attribute, text) = match core.status() {
+            Status::Connecting => ("connecting", "connecting…".to_owned()),
+            Status::Joined => ("joined", format!("connected · {} players", core.view().players().len())),
+            Status::Closed { reason, retry: true, .. } => match self.reconnect_at {
+                Some(at) => (
+                    "reconnecting",
+                    format!("{reason} · reconnecting in {:.0} s", ((at - now) / 1000.0).max(0.0).ceil()),
+                ),
+                None => ("reconnecting", format!("{reason} · reconnecting…")),
+            },
+            Status::Closed { reason, retry: false, .. } => ("closed", format!("disconnected: {reason}")),
+        };
+        self.set_status_attribute(attribute);
+        self.status.set_text_content(Some(&text));
+        let ping = core.rtt_ms().map(|rtt| format!("ping {rtt:.0} ms")).unwrap_or_default();
+        self.ping.set_text_content(Some(&ping));
+        if let (Some(body), Some(me)) = (self.document.body(), core.view().me()) {
+            let _ = body.dataset().set("playerId", &me.to_string());
+        }
+        self.update_scoreboard(core);
+    }
+
+    fn update_scoreboard(&self, core: &ClientCore) {
+        self.scoreboard.set_text_content(None);
+        let me = core.view().me();
+        for (info, score) in core.view().scoreboard().into_iter().take(10) {
+            let Ok(row) = self.document.create_element("li") else { return };
+            if Some(info.id) == me {
+                row.set_class_name("me");
+            }
+            if let Ok(swatch) = self.document.create_element("span") {
+                swatch.set_class_name("swatch");
+                let _ = swatch.set_attribute("style", &format!("background:#{:06x}", info.color & 0xFF_FFFF));
+                let _ = row.append_child(&swatch);
+            }
+            let _ = row.append_child(&self.document.create_text_node(&format!("{} · {score}", info.name)));
+            let _ = self.scoreboard.append_child(&row);
+        }
+    }
+
+    pub fn update_chat(&self, core: &ClientCore) {
+        self.chat_log.set_text_content(None);
+        for line in core.view().chat() {
+            let Ok(row) = self.document.create_element("li") else { return };
+            if let Ok(who) = self.document.create_element("span") {
+                who.set_class_name("who");
+                who.set_text_content(Some(&format!("{}:", line.name)));
+                let _ = row.append_child(&who);
+            }
+            let _ = row.append_child(&self.document.create_text_node(&line.text));
+            let _ = self.chat_log.append_child(&row);
+        }
+        if let Some(notice) = core.view().notices().last() {
+            self.append_notice(notice);
+        }
+        self.chat_log.set_scroll_top(self.chat_log.scroll_height());
+    }
+
+    /// A message about the player's own input that never went to the server.
+    pub fn show_local_notice(&self, message: &str) {
+        self.append_notice(message);
+        self.chat_log.set_scroll_top(self.chat_log.scroll_height());
+    }
+
+    fn append_notice(&self, message: &str) {
+        if let Ok(row) = self.document.create_element("li") {
+            row.set_class_name("notice");
+            row.set_text_content(Some(message));
+            let _ = self.chat_log.append_child(&row);
+        }
+    }
+
+    /// The 8-way direction the touch stick points, and moves its knob to match.
+    pub fn stick_direction(&self, event: &PointerEvent) -> (i8, i8) {
+        let released = matches!(event.type_().as_str(), "pointerup" | "pointercancel")
+            || (event.type_() == "pointermove" && event.buttons() == 0);
+        if event.type_() == "pointerdown" {
+            let _ = self.joystick.set_pointer_capture(event.pointer_id());
+        }
+        let rect = self.joystick.get_bounding_client_rect();
+        let radius = rect.width() / 2.0;
+        let (mut x, mut y) = (
+            (f64::from(event.client_x()) - rect.left() - radius) / radius,
+            (f64::from(event.client_y()) - rect.top() - radius) / radius,
+        );
+        let length = (x * x + y * y).sqrt();
+        if released || length < STICK_DEAD_ZONE || radius <= 0.0 {
+            let _ = self.joystick_knob.style().set_property("transform", "none");
+            return (0, 0);
+        }
+        if length > 1.0 {
+            x /= length;
+            y /= length;
+        }
+        let knob = format!("translate({:.0}px, {:.0}px)", x * radius * 0.6, y * radius * 0.6);
+        let _ = self.joystick_knob.style().set_property("transform", &knob);
+        // sin(22.5°): beyond it the other axis counts, which gives eight even sectors.
+        let axis = |v: f64| {
+            if v > 0.38 * length {
+                1
+            } else if v < -0.38 * length {
+                -1
+            } else {
+                0
+            }
+        };
+        (axis(x), axis(y))
+    }
+
+    fn storage(&self) -> Option<web_sys::Storage> {
+        self.window.local_storage().ok().flatten()
+    }
+}
+
+/// The direction a set of held key codes asks for; opposite keys cancel.
+pub(super) fn direction_of_keys<'a>(codes: impl Iterator<Item = &'a str>) -> (i8, i8) {
+    let (mut dx, mut dy) = (0i8, 0i8);
+    for code in codes {
+        match code {
+            "KeyW" | "ArrowUp" => dy -= 1,
+            "KeyS" | "ArrowDown" => dy += 1,
+            "KeyA" | "ArrowLeft" => dx -= 1,
+            "KeyD" | "ArrowRight" => dx += 1,
+            _ => {}
+        }
+    }
+    (dx.signum(), dy.signum())
+}
+
+/// The client state as JSON for tests.
+pub(super) fn debug_json(core: Option<&ClientCore>, now: f64) -> String {
+    let Some(core) = core else { return r#"{"status":"idle"}"#.to_owned() };
+    let view = core.view();
+    let status = match core.status() {
+        Status::Connecting => "connecting",
+        Status::Joined => "joined",
+        Status::Closed { .. } => "closed",
+    };
+    let mut out = format!(
+        r#"{{"status":"{status}","room":{},"me":{},"tick":{},"players":["#,
+        json_string(core.room()),
+        view.me().map_or("null".to_owned(), |m| m.to_string()),
+        view.tick()
+    );
+    let drawn = view.render_positions(now);
+    for (i, (id, player)) in view.players().iter().enumerate() {
+        let state = player.state;
+        let (x, y) = state.map_or((0.0, 0.0), |s| (s.x, s.y));
+        let drawn_at = drawn.iter().find(|(d, _, _)| d == id).map_or((x, y), |(_, dx, dy)| (*dx, *dy));
+        let _ = write!(
+            out,
+            r#"{}{{"id":{id},"name":{},"x":{x},"y":{y},"drawnX":{},"drawnY":{},"score":{}}}"#,
+            if i > 0 { "," } else { "" },
+            json_string(&player.info.name),
+            drawn_at.0,
+            drawn_at.1,
+            state.map_or(0, |s| s.score),
+        );
+    }
+    out.push_str(r#"],"chat":["#);
+    for (i, line) in view.chat().enumerate() {
+        let _ = write!(
+            out,
+            r#"{}{{"name":{},"text":{}}}"#,
+            if i > 0 { "," } else { "" },
+            json_string(&line.name),
+            json_string(&line.text)
+        );
+    }
+    let _ = write!(out, r#"],"rtt":{}}}"#, core.rtt_ms().map_or("null".to_owned(), |r| format!("{r:.1}")));
+    out
+}
+
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}

@@ -1,0 +1,374 @@
+//! The browser front (wasm32 only): wires the page's DOM, keyboard, touch stick and WebSocket to
+//! the pure `ClientCore`, and draws it on the canvas. Kept thin: decisions live in the core.
+
+mod dom;
+mod render;
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use easel_protocol::text;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use web_sys::{BinaryType, CloseEvent, Event, HtmlInputElement, KeyboardEvent, MessageEvent, PointerEvent, WebSocket};
+
+use crate::core::{ClientCore, Status, reconnect_delay_ms};
+use dom::Page;
+
+/// Network polling period: inputs go out at the room's tick rate, so this only needs to be
+/// finer than a tick. Kept apart from rendering so a throttled animation frame never delays input.
+const NETWORK_POLL_MS: i32 = 8;
+/// HUD text (status, ping, scoreboard) refresh period; the canvas redraws every frame.
+const HUD_REFRESH_MS: f64 = 200.0;
+
+thread_local! {
+    static APP: RefCell<Option<Rc<RefCell<App>>>> = const { RefCell::new(None) };
+}
+
+struct App {
+    page: Page,
+    core: Option<ClientCore>,
+    socket: Option<Connection>,
+    /// Key codes held down (layout independent: `KeyW`, `ArrowUp`, …).
+    keys: HashSet<String>,
+    /// Direction from the on-screen stick.
+    stick: (i8, i8),
+    reconnect_attempt: u32,
+    reconnect_pending: bool,
+    hud_refreshed_at: f64,
+    log_version: Option<u64>,
+}
+
+/// A WebSocket and the handlers that must live as long as it does.
+struct Connection {
+    socket: WebSocket,
+    _handlers: Vec<Closure<dyn FnMut(JsValue)>>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.socket.set_onopen(None);
+        self.socket.set_onmessage(None);
+        self.socket.set_onclose(None);
+    }
+}
+
+/// Entry point, called by index.html once the module is loaded.
+#[wasm_bindgen]
+pub fn start() -> Result<(), JsValue> {
+    let page = Page::find()?;
+    page.prefill_join_form();
+    let app = Rc::new(RefCell::new(App {
+        page,
+        core: None,
+        socket: None,
+        keys: HashSet::new(),
+        stick: (0, 0),
+        reconnect_attempt: 0,
+        reconnect_pending: false,
+        hud_refreshed_at: f64::MIN,
+        log_version: None,
+    }));
+    APP.with(|slot| *slot.borrow_mut() = Some(app.clone()));
+    install_handlers(&app)?;
+    app.borrow().page.set_status_attribute("ready");
+    Ok(())
+}
+
+/// The client's state as JSON, for end-to-end tests (stable, unlike pixels).
+#[wasm_bindgen]
+pub fn debug_state() -> String {
+    APP.with(|slot| match slot.borrow().as_ref() {
+        Some(app) => {
+            let app = app.borrow();
+            dom::debug_json(app.core.as_ref(), app.page.now())
+        }
+        None => "{}".to_owned(),
+    })
+}
+
+fn install_handlers(app: &Rc<RefCell<App>>) -> Result<(), JsValue> {
+    let page = app.borrow().page.clone();
+
+    let on_join = {
+        let app = app.clone();
+        move |event: Event| {
+            event.prevent_default();
+            join(&app);
+        }
+    };
+    page.listen(&page.join_form, "submit", on_join)?;
+
+    let on_chat = {
+        let app = app.clone();
+        move |event: Event| {
+            event.prevent_default();
+            send_chat(&app);
+        }
+    };
+    page.listen(&page.chat_form, "submit", on_chat)?;
+
+    let on_key_down = {
+        let app = app.clone();
+        move |event: Event| {
+            let Some(event) = event.dyn_ref::<KeyboardEvent>() else { return };
+            key_down(&app, event);
+        }
+    };
+    page.listen(&page.window, "keydown", on_key_down)?;
+
+    let on_key_up = {
+        let app = app.clone();
+        move |event: Event| {
+            if let Some(event) = event.dyn_ref::<KeyboardEvent>() {
+                app.borrow_mut().keys.remove(&event.code());
+            }
+        }
+    };
+    page.listen(&page.window, "keyup", on_key_up)?;
+
+    // Keys released while the window is not focused never send keyup: forget them all.
+    let on_blur = {
+        let app = app.clone();
+        move |_: Event| {
+            let mut app = app.borrow_mut();
+            app.keys.clear();
+            app.stick = (0, 0);
+        }
+    };
+    page.listen(&page.window, "blur", on_blur)?;
+
+    for kind in ["pointerdown", "pointermove", "pointerup", "pointercancel"] {
+        let app = app.clone();
+        let on_stick = move |event: Event| {
+            let Some(event) = event.dyn_ref::<PointerEvent>() else { return };
+            event.prevent_default();
+            let mut app = app.borrow_mut();
+            app.stick = app.page.stick_direction(event);
+        };
+        page.listen(&page.joystick, kind, on_stick)?;
+    }
+
+    let network = {
+        let app = app.clone();
+        Closure::<dyn FnMut()>::new(move || poll_network(&app))
+    };
+    page.window
+        .set_interval_with_callback_and_timeout_and_arguments_0(network.as_ref().unchecked_ref(), NETWORK_POLL_MS)?;
+    network.forget(); // lives as long as the page
+
+    start_animation(app.clone());
+    Ok(())
+}
+
+fn join(app: &Rc<RefCell<App>>) {
+    let (name, room) = {
+        let app = app.borrow();
+        (app.page.name_input.value(), app.page.room_input.value())
+    };
+    let cleaned = text::clean_name(&name).and_then(|name| Ok((name, text::clean_room(&room)?)));
+    let (name, room) = match cleaned {
+        Ok(cleaned) => cleaned,
+        Err(e) => {
+            app.borrow().page.show_join_error(&e.to_string());
+            return;
+        }
+    };
+    {
+        let mut app = app.borrow_mut();
+        app.page.remember_join(&name, &room);
+        app.page.show_game(&room);
+        app.core = Some(ClientCore::new(&name, &room));
+        app.reconnect_attempt = 0;
+    }
+    connect(app);
+}
+
+fn connect(app: &Rc<RefCell<App>>) {
+    let url = app.borrow().page.websocket_url();
+    let socket = match WebSocket::new(&url) {
+        Ok(socket) => socket,
+        Err(e) => {
+            web_sys::console::error_2(&"cannot open WebSocket".into(), &e);
+            schedule_reconnect(app);
+            return;
+        }
+    };
+    socket.set_binary_type(BinaryType::Arraybuffer);
+
+    let on_open = {
+        let app = app.clone();
+        Closure::<dyn FnMut(JsValue)>::new(move |_| {
+            let mut app = app.borrow_mut();
+            let Some(hello) = app.core.as_mut().map(ClientCore::hello) else { return };
+            app.send(&hello);
+        })
+    };
+    let on_message = {
+        let app = app.clone();
+        Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+            let Some(data) = event.dyn_ref::<MessageEvent>().map(MessageEvent::data) else { return };
+            let Some(buffer) = data.dyn_ref::<js_sys::ArrayBuffer>() else { return };
+            let bytes = js_sys::Uint8Array::new(buffer).to_vec();
+            let mut app = app.borrow_mut();
+            let now = app.page.now();
+            let Some(core) = app.core.as_mut() else { return };
+            if let Err(e) = core.handle_message(now, &bytes) {
+                web_sys::console::error_1(&format!("bad message from server: {e}").into());
+            } else if *core.status() == Status::Joined {
+                app.reconnect_attempt = 0;
+            }
+        })
+    };
+    let on_close = {
+        let app = app.clone();
+        Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+            let (code, reason) =
+                event.dyn_ref::<CloseEvent>().map_or((1006, String::new()), |e| (e.code(), e.reason()));
+            let retry = {
+                let mut app = app.borrow_mut();
+                app.socket = None;
+                match app.core.as_mut() {
+                    Some(core) => {
+                        core.handle_close(code, &reason);
+                        matches!(core.status(), Status::Closed { retry: true, .. })
+                    }
+                    None => false,
+                }
+            };
+            if retry {
+                schedule_reconnect(&app);
+            }
+        })
+    };
+    socket.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    socket.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    socket.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+    app.borrow_mut().socket = Some(Connection { socket, _handlers: vec![on_open, on_message, on_close] });
+}
+
+fn schedule_reconnect(app: &Rc<RefCell<App>>) {
+    let delay = {
+        let mut app = app.borrow_mut();
+        if app.reconnect_pending {
+            return;
+        }
+        app.reconnect_pending = true;
+        let delay = reconnect_delay_ms(app.reconnect_attempt, js_sys::Math::random());
+        app.reconnect_attempt += 1;
+        app.page.reconnect_at = Some(app.page.now() + delay);
+        delay
+    };
+    let retry = {
+        let app = app.clone();
+        Closure::once_into_js(move || {
+            {
+                let mut app = app.borrow_mut();
+                app.reconnect_pending = false;
+                app.page.reconnect_at = None;
+            }
+            connect(&app);
+        })
+    };
+    let window = app.borrow().page.window.clone();
+    if window.set_timeout_with_callback_and_timeout_and_arguments_0(retry.unchecked_ref(), delay as i32).is_err() {
+        app.borrow_mut().reconnect_pending = false;
+    }
+}
+
+fn send_chat(app: &Rc<RefCell<App>>) {
+    let app = app.borrow_mut();
+    let input: HtmlInputElement = app.page.chat_input.clone();
+    let line = input.value();
+    let Some(core) = app.core.as_ref() else { return };
+    match core.chat(&line) {
+        Ok(bytes) => {
+            app.send(&bytes);
+            input.set_value("");
+        }
+        Err(e) => app.page.show_local_notice(&e.to_string()),
+    }
+    // Back to the game: Enter again reopens the chat.
+    let _ = input.blur();
+}
+
+fn key_down(app: &Rc<RefCell<App>>, event: &KeyboardEvent) {
+    let mut app = app.borrow_mut();
+    if app.page.typing_in(event) {
+        if event.code() == "Escape" {
+            let _ = app.page.chat_input.blur();
+        }
+        return;
+    }
+    let code = event.code();
+    if app.core.is_some() && code == "Enter" {
+        event.prevent_default();
+        let _ = app.page.chat_input.focus();
+        return;
+    }
+    if dom::direction_of_keys(std::iter::once(code.as_str())) != (0, 0) {
+        // Arrow keys would otherwise scroll the page.
+        event.prevent_default();
+        app.keys.insert(code);
+    }
+}
+
+fn poll_network(app: &Rc<RefCell<App>>) {
+    let mut app = app.borrow_mut();
+    let now = app.page.now();
+    let keys = dom::direction_of_keys(app.keys.iter().map(String::as_str));
+    let held = if keys != (0, 0) { keys } else { app.stick };
+    let Some(core) = app.core.as_mut() else { return };
+    core.hold_direction(held.0, held.1);
+    let outgoing = core.poll_transmit(now);
+    for bytes in outgoing {
+        app.send(&bytes);
+    }
+}
+
+impl App {
+    fn send(&self, bytes: &[u8]) {
+        if let Some(connection) = &self.socket
+            && connection.socket.ready_state() == WebSocket::OPEN
+            && let Err(e) = connection.socket.send_with_u8_array(bytes)
+        {
+            web_sys::console::error_2(&"send failed".into(), &e);
+        }
+    }
+
+    fn frame(&mut self) {
+        let now = self.page.now();
+        let Some(core) = self.core.as_ref() else { return };
+        render::draw(&self.page, core, now);
+        if now - self.hud_refreshed_at >= HUD_REFRESH_MS {
+            self.hud_refreshed_at = now;
+            self.page.update_hud(core, now);
+        }
+        let version = core.view().log_version();
+        if self.log_version != Some(version) {
+            self.log_version = Some(version);
+            self.page.update_chat(core);
+        }
+    }
+}
+
+/// The animation-frame callback, which re-registers itself each frame.
+type FrameCallback = Rc<RefCell<Option<Closure<dyn FnMut()>>>>;
+
+/// requestAnimationFrame loop: draws every display frame.
+fn start_animation(app: Rc<RefCell<App>>) {
+    let slot: FrameCallback = Rc::new(RefCell::new(None));
+    let next = slot.clone();
+    let window = app.borrow().page.window.clone();
+    let first_frame_window = window.clone();
+    *slot.borrow_mut() = Some(Closure::new(move || {
+        app.borrow_mut().frame();
+        if let Some(callback) = next.borrow().as_ref() {
+            let _ = window.request_animation_frame(callback.as_ref().unchecked_ref());
+        }
+    }));
+    if let Some(callback) = slot.borrow().as_ref() {
+        let _ = first_frame_window.request_animation_frame(callback.as_ref().unchecked_ref());
+    }
+}

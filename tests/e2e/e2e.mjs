@@ -1,0 +1,234 @@
+// Easel browser end-to-end tests: the real server and the built wasm client in Debian's chromium,
+// driven by playwright-core. Reads state through the page's test hook (window.easel.debug_state)
+// and data-* attributes, never by guessing pixels. Screenshots go to tests/e2e/artifacts/.
+//
+// Env: EASEL_BIN (server binary), EASEL_DIST (built client). Run through `cargo xtask test`.
+import { chromium } from 'playwright-core';
+import { spawn } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+const BIN = process.env.EASEL_BIN;
+const DIST = process.env.EASEL_DIST;
+const ARTIFACTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'artifacts');
+const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+// The whole run stops by itself, whatever hangs.
+const WATCHDOG_MS = 240_000;
+
+if (!BIN || !DIST) {
+  console.error('EASEL_BIN and EASEL_DIST must be set (use `cargo xtask test`)');
+  process.exit(2);
+}
+mkdirSync(ARTIFACTS, { recursive: true });
+const watchdog = setTimeout(() => { console.error('e2e: watchdog expired'); cleanupAndExit(1); }, WATCHDOG_MS);
+watchdog.unref();
+
+const running = { servers: new Set(), browser: null };
+
+function startServer(port = 0) {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(BIN, ['serve', '--bind', '127.0.0.1', '--port', String(port), '--assets-dir', DIST,
+      '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    running.servers.add(proc);
+    const timer = setTimeout(() => reject(new Error('server did not start within 20 s')), 20_000);
+    let out = '';
+    proc.stdout.on('data', (chunk) => {
+      out += chunk;
+      const match = out.match(/Easel listening on (http:\/\/127\.0\.0\.1:(\d+))/);
+      if (match) {
+        clearTimeout(timer);
+        resolve({ url: match[1], port: Number(match[2]), proc });
+      }
+    });
+    proc.on('exit', (code) => { running.servers.delete(proc); clearTimeout(timer); reject(new Error(`server exited early (${code})`)); });
+  });
+}
+
+function stopServer(server) {
+  return new Promise((resolve, reject) => {
+    if (server.proc.exitCode !== null) return resolve(server.proc.exitCode);
+    const timer = setTimeout(() => reject(new Error('server did not exit within 10 s of SIGTERM')), 10_000);
+    server.proc.once('exit', (code, signal) => { clearTimeout(timer); resolve(code ?? signal); });
+    server.proc.kill('SIGTERM');
+  });
+}
+
+async function state(page) {
+  return JSON.parse(await page.evaluate(() => window.easel ? window.easel.debug_state() : '{"status":"loading"}'));
+}
+
+async function waitFor(what, check, timeoutMs = 15_000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    last = await check();
+    if (last) return last;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+async function joinAs(page, baseUrl, name, room) {
+  await page.goto(`${baseUrl}/?room=${room}`);
+  await page.waitForFunction(() => document.body.dataset.status === 'ready', null, { timeout: 15_000 });
+  const prefilled = await page.inputValue('#room-input');
+  if (prefilled !== room) throw new Error(`?room= should pre-fill the room field, got "${prefilled}"`);
+  await page.fill('#name-input', name);
+  await page.click('#join-button');
+  return waitFor(`${name} to join`, async () => {
+    const s = await state(page);
+    return s.status === 'joined' && s.me !== null ? s : null;
+  });
+}
+
+const player = (s, name) => s.players.find((p) => p.name === name);
+
+const results = [];
+async function test(name, body) {
+  const started = Date.now();
+  try {
+    await body();
+    results.push({ name, ok: true });
+    console.log(`ok   - ${name} (${Date.now() - started} ms)`);
+  } catch (error) {
+    results.push({ name, ok: false });
+    console.log(`FAIL - ${name}: ${error.message}`);
+  }
+}
+
+async function cleanupAndExit(code) {
+  try { await running.browser?.close(); } catch { /* already gone */ }
+  for (const proc of running.servers) proc.kill('SIGKILL');
+  process.exit(code);
+}
+
+const room = `e2e${Date.now() % 100000}`;
+let server = await startServer();
+const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_FLAGS, headless: true });
+running.browser = browser;
+const contextA = await browser.newContext({ viewport: { width: 1000, height: 700 } });
+// Page B renders at device pixel ratio 2, to check the canvas stays sharp on HiDPI screens.
+const contextB = await browser.newContext({ viewport: { width: 800, height: 600 }, deviceScaleFactor: 2 });
+const pageA = await contextA.newPage();
+const pageB = await contextB.newPage();
+const consoleErrors = [];
+for (const page of [pageA, pageB]) {
+  page.on('pageerror', (e) => consoleErrors.push(String(e)));
+  page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+}
+
+await test('two pages join the same room and each sees the other', async () => {
+  await joinAs(pageA, server.url, 'alice', room);
+  await joinAs(pageB, server.url, 'bob', room);
+  for (const [page, other] of [[pageA, 'bob'], [pageB, 'alice']]) {
+    await waitFor(`${other} visible`, async () => {
+      const s = await state(page);
+      return s.players.length === 2 && player(s, other) ? s : null;
+    });
+  }
+});
+
+await test('keys pressed in page A move A as seen in page B', async () => {
+  const before = player(await state(pageB), 'alice');
+  const key = before.x < 1000 ? 'KeyD' : 'KeyA';
+  await pageA.bringToFront();
+  await pageA.keyboard.down(key);
+  try {
+    await waitFor('alice to move in bob\'s view', async () => {
+      const now = player(await state(pageB), 'alice');
+      return Math.abs(now.x - before.x) > 80 ? now : null;
+    });
+  } finally {
+    await pageA.keyboard.up(key);
+  }
+  const after = player(await state(pageB), 'alice');
+  if (after.y !== before.y) throw new Error(`a horizontal key moved alice vertically (${before.y} -> ${after.y})`);
+});
+
+await test('a chat message from A appears in B, as text', async () => {
+  const line = '<b>hello</b> from alice';
+  await pageA.bringToFront();
+  await pageA.keyboard.press('Enter'); // Enter opens the chat box
+  await pageA.keyboard.type(line);
+  await pageA.keyboard.press('Enter');
+  await waitFor('the line in bob\'s chat log', async () =>
+    (await pageB.textContent('#chat-log'))?.includes(line));
+  const injected = await pageB.evaluate(() => document.querySelectorAll('#chat-log b').length);
+  if (injected !== 0) throw new Error('chat text was rendered as HTML');
+});
+
+await test('the scoreboard, ping and status are shown', async () => {
+  await waitFor('a ping figure', async () => /ping \d+ ms/.test(await pageB.textContent('#ping')));
+  const rows = await pageB.$$eval('#scoreboard li', (items) => items.map((li) => li.textContent));
+  if (rows.length !== 2) throw new Error(`scoreboard should list 2 players, got ${JSON.stringify(rows)}`);
+  const status = await pageB.textContent('#status');
+  if (!status.includes('connected')) throw new Error(`status should say connected, got "${status}"`);
+});
+
+await test('the canvas is sharp on a HiDPI screen and follows the window size', async () => {
+  const size = () => pageB.$eval('#arena', (c) => ({ w: c.width, h: c.height, cw: c.clientWidth, ch: c.clientHeight }));
+  const s = await size();
+  if (s.w !== s.cw * 2 || s.h !== s.ch * 2) throw new Error(`canvas ${s.w}x${s.h} for ${s.cw}x${s.ch} CSS px at ratio 2`);
+  await pageB.setViewportSize({ width: 640, height: 480 });
+  await waitFor('the canvas to resize', async () => { const r = await size(); return r.w === 1280 && r.h === 960; });
+});
+
+await test('screenshots of both pages are saved', async () => {
+  await pageA.screenshot({ path: path.join(ARTIFACTS, 'page-a.png') });
+  await pageB.screenshot({ path: path.join(ARTIFACTS, 'page-b.png') });
+});
+
+await test('the touch stick moves the player', async () => {
+  const phone = await browser.newContext({ viewport: { width: 420, height: 800 }, isMobile: true, hasTouch: true });
+  const page = await phone.newPage();
+  try {
+    const joined = await joinAs(page, server.url, 'carol', room);
+    const start = player(joined, 'carol');
+    const box = await page.$eval('#joystick', (el) => { const r = el.getBoundingClientRect(); return { x: r.left, y: r.top, w: r.width, h: r.height, shown: getComputedStyle(el).display !== 'none' }; });
+    if (!box.shown) throw new Error('the stick should be visible on a touch screen');
+    const cx = box.x + box.w / 2;
+    const cy = box.y + box.h / 2;
+    const dx = start.x < 1000 ? 1 : -1;
+    await page.mouse.move(cx, cy);
+    await page.mouse.down();
+    await page.mouse.move(cx + dx * box.w * 0.45, cy, { steps: 4 });
+    await waitFor('carol to move', async () => {
+      const now = player(await state(page), 'carol');
+      return Math.abs(now.x - start.x) > 60 ? now : null;
+    });
+    await page.mouse.up();
+    await page.screenshot({ path: path.join(ARTIFACTS, 'page-touch.png') });
+  } finally {
+    await phone.close();
+  }
+});
+
+await test('a dropped connection is shown and the client reconnects', async () => {
+  const code = await stopServer(server);
+  if (code !== 0) throw new Error(`graceful shutdown should exit 0, got ${code}`);
+  await waitFor('the page to show the drop', async () =>
+    (await pageA.evaluate(() => document.body.dataset.status)) === 'reconnecting');
+  const shown = await pageA.textContent('#status');
+  if (!shown.includes('server shutting down')) throw new Error(`status should give the close reason, got "${shown}"`);
+  server = await startServer(server.port);
+  await waitFor('the page to rejoin', async () => {
+    const s = await state(pageA);
+    return s.status === 'joined' && player(s, 'alice') ? s : null;
+  }, 30_000);
+});
+
+await test('no errors in the browser console', async () => {
+  // Failed reconnect attempts while the server was down are expected network errors.
+  const unexpected = consoleErrors.filter((e) => !/WebSocket|ERR_CONNECTION_REFUSED|net::/.test(e));
+  if (unexpected.length) throw new Error(unexpected.join('\n'));
+});
+
+const passed = results.filter((r) => r.ok).length;
+const failed = results.length - passed;
+console.log(`\n${passed} passed, ${failed} failed`);
+await browser.close();
+running.browser = null;
+await stopServer(server).catch(() => {});
+await cleanupAndExit(failed === 0 ? 0 : 1);
