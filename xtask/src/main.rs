@@ -110,8 +110,8 @@ fn test(root: &Path) -> Result<()> {
     ensure_playwright(root)?;
     lint()?;
     step("Rust tests (unit, property, integration)");
-    let status = cargo().args(["test", "--workspace", "--locked"]).status()?;
-    if !status.success() {
+    let rust = run_counting(cargo().args(["test", "--workspace", "--locked"]))?;
+    if !rust.success {
         bail!("Rust tests failed");
     }
     dist(root, Profile::Release)?;
@@ -121,17 +121,51 @@ fn test(root: &Path) -> Result<()> {
         bail!("building the server failed");
     }
     step("browser end-to-end tests (headless chromium)");
-    let status = Command::new("node")
-        .arg("tests/e2e/e2e.mjs")
+    let mut node = Command::new("node");
+    node.arg("tests/e2e/e2e.mjs")
         .env("EASEL_BIN", target_dir(root).join("debug").join("easel"))
-        .env("EASEL_DIST", root.join("dist"))
-        .status()
-        .context("running node (Node 20 is required)")?;
-    if !status.success() {
+        .env("EASEL_DIST", root.join("dist"));
+    let browser = run_counting(&mut node).context("running node (Node 20 is required)")?;
+    if !browser.success {
         bail!("browser tests failed");
     }
-    println!("\nall test layers passed");
+    println!("\ntotal: {} passed, {} failed", rust.passed + browser.passed, rust.failed + browser.failed);
     Ok(())
+}
+
+/// The outcome of a test runner, with the counts from its summary lines.
+struct Counted {
+    success: bool,
+    passed: u64,
+    failed: u64,
+}
+
+/// Runs a test command, echoing its output as it comes, and adds up the counts from cargo's
+/// `test result: ok. N passed; M failed` lines and the browser runner's `N passed, M failed`.
+fn run_counting(command: &mut Command) -> Result<Counted> {
+    use std::io::{BufRead, BufReader};
+    let mut child = command.stdout(std::process::Stdio::piped()).spawn()?;
+    let stdout = child.stdout.take().context("piped stdout")?;
+    let (mut passed, mut failed) = (0, 0);
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        let summary = line
+            .strip_prefix("test result: ")
+            .map(|rest| rest.replace(';', ","))
+            .or_else(|| (line.ends_with(" failed") && line.contains(" passed, ")).then(|| line.clone()));
+        if let Some(summary) = summary {
+            for part in summary.split(',') {
+                let words: Vec<&str> = part.split_whitespace().collect();
+                match words.as_slice() {
+                    [.., n, "passed"] => passed += n.parse::<u64>().unwrap_or(0),
+                    [.., n, "failed"] => failed += n.parse::<u64>().unwrap_or(0),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(Counted { success: child.wait()?.success(), passed, failed })
 }
 
 fn lint() -> Result<()> {

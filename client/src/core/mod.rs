@@ -17,6 +17,9 @@ pub use view::{ChatLine, GameView, PlayerView};
 
 /// How often to measure the round trip.
 const PING_INTERVAL_MS: f64 = 1000.0;
+/// An input may go out this much before its slot, so a front polling at display rate (16.7 ms)
+/// hits every 33.3 ms slot instead of missing it by a rounding error and waiting a whole frame.
+const INPUT_EARLY_MS: f64 = 2.0;
 
 /// Where the connection stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,8 +46,11 @@ pub struct ClientCore {
 struct InputState {
     /// Direction the player holds now.
     held: (i8, i8),
-    /// Last input sent: (time ms, direction).
-    last_sent: Option<(f64, (i8, i8))>,
+    /// Direction of the last input sent.
+    last_sent: Option<(i8, i8)>,
+    /// When the next repeat of a held direction is due: a fixed schedule, so polling jitter
+    /// does not lower the input rate.
+    next_due_ms: f64,
     seq: u32,
 }
 
@@ -139,14 +145,18 @@ impl ClientCore {
         }
         let interval = 1000.0 / f64::from(self.view.tick_rate().max(1));
         let held = self.input.held;
-        let due = match self.input.last_sent {
-            None => held != (0, 0),
-            Some((_, last)) if last != held => true,
-            Some((at, _)) => held != (0, 0) && now_ms - at >= interval,
-        };
-        if due {
+        let changed = self.input.last_sent.map_or(held != (0, 0), |last| last != held);
+        let repeat = held != (0, 0) && now_ms + INPUT_EARLY_MS >= self.input.next_due_ms;
+        if changed || repeat {
+            self.input.next_due_ms = if changed || self.input.next_due_ms + interval <= now_ms {
+                // A new direction starts a new schedule; so does falling a whole slot behind
+                // (no burst of catch-up inputs).
+                now_ms + interval
+            } else {
+                self.input.next_due_ms + interval
+            };
             self.input.seq += 1;
-            self.input.last_sent = Some((now_ms, held));
+            self.input.last_sent = Some(held);
             out.push(encode(&ClientMsg::Input { seq: self.input.seq, dx: held.0, dy: held.1 }));
         }
         if now_ms >= self.ping.next_at_ms {
@@ -210,7 +220,7 @@ mod tests {
             sent.extend(core.poll_transmit(f64::from(frame) * 1000.0 / 60.0));
         }
         let held = inputs(&sent);
-        assert!((29..=31).contains(&held.len()), "one second of holding sends ~30 inputs, sent {}", held.len());
+        assert_eq!(held.len(), 30, "one second of holding at 60 Hz polling sends one input per 30 Hz tick");
         core.hold_direction(0, 0);
         let release = inputs(&core.poll_transmit(1000.0));
         assert_eq!(
@@ -219,6 +229,20 @@ mod tests {
             "release is sent at once"
         );
         assert!(inputs(&core.poll_transmit(1100.0)).is_empty(), "nothing while idle");
+    }
+
+    #[test]
+    fn jittery_polling_keeps_the_input_rate() {
+        let mut core = welcomed();
+        core.hold_direction(0, 1);
+        let mut rng = easel_protocol::rng::Mulberry32::new(3);
+        let (mut now, mut sent) = (0.0, Vec::new());
+        while now < 10_000.0 {
+            sent.extend(core.poll_transmit(now));
+            now += 4.0 + rng.next_f64() * 12.0; // a timer firing every 4 to 16 ms
+        }
+        let count = inputs(&sent).len();
+        assert!((295..=301).contains(&count), "ten seconds should send ~300 inputs, sent {count}");
     }
 
     #[test]

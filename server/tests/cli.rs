@@ -1,0 +1,57 @@
+//! The `easel` binary as a host runs it: help text, config errors, the listening line, and a
+//! graceful SIGTERM that exits 0.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const EASEL: &str = env!("CARGO_BIN_EXE_easel");
+
+#[test]
+fn serve_help_documents_every_flag() {
+    let output = Command::new(EASEL).args(["serve", "--help"]).output().expect("running easel");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in ["--bind", "--port", "--tick-rate", "--assets-dir", "--allowed-origin", "--log-level", "--config"] {
+        assert!(help.contains(flag), "`easel serve --help` should document {flag}:\n{help}");
+    }
+}
+
+#[test]
+fn a_bad_setting_stops_the_server_with_a_clear_error() {
+    let output = Command::new(EASEL)
+        .args(["serve", "--tick-rate", "0", "--assets-dir", env!("CARGO_MANIFEST_DIR")])
+        .output()
+        .expect("running easel");
+    assert!(!output.status.success(), "a zero tick rate must be refused");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("tick_rate must be between 1 and 120"), "unclear error: {stderr}");
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully_with_exit_code_zero() {
+    let mut server = Command::new(EASEL)
+        .args(["serve", "--port", "0", "--log-level", "warn", "--assets-dir", env!("CARGO_MANIFEST_DIR")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting easel");
+    let stdout = server.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("reading the first line");
+    assert!(line.starts_with("Easel listening on http://127.0.0.1:"), "unexpected first line: {line:?}");
+
+    let killed = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().expect("running kill");
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = server.try_wait().expect("waiting for easel") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = server.kill();
+            panic!("easel did not exit within 10 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
+}
