@@ -2,8 +2,11 @@
 //!
 //! - `core`: connection state, inputs, interpolation, chat: no IO, tested natively.
 //! - `web` (wasm32 only): canvas rendering, keyboard/touch, the browser WebSocket, the page UI.
-//! - `headless` (native only): the same core over tokio-tungstenite, for tests and bots.
+//! - `headless` (native only): the same core over tokio-tungstenite, for tests.
+//! - `bot` (native only): the load generator behind `easel bot` and the benchmarks.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bot;
 pub mod core;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod headless;

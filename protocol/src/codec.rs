@@ -53,6 +53,13 @@ pub fn decode_server(bytes: &[u8]) -> Result<ServerMsg, DecodeError> {
     decode_limited(bytes, server_config(), MAX_SERVER_MESSAGE_BYTES)
 }
 
+/// Whether an encoded server message is a `Snapshot`, read from its first byte without decoding:
+/// load generators count snapshots of every connection this way and decode only a sample.
+pub fn is_snapshot(bytes: &[u8]) -> bool {
+    // bincode writes the enum variant index first, as a varint; `Snapshot` is variant 1.
+    bytes.first() == Some(&1)
+}
+
 fn decode_limited<T: serde::de::DeserializeOwned, const N: usize>(
     bytes: &[u8],
     config: Limited<N>,
@@ -151,6 +158,14 @@ mod tests {
             decode_client(&bytes),
             Err(DecodeError::TooLarge { len: MAX_CLIENT_MESSAGE_BYTES + 1, limit: MAX_CLIENT_MESSAGE_BYTES })
         );
+    }
+
+    #[test]
+    fn snapshots_are_recognised_by_their_first_byte() {
+        assert!(is_snapshot(&encode(&ServerMsg::Snapshot { tick: 9, players: vec![] })));
+        assert!(!is_snapshot(&encode(&ServerMsg::Pong { nonce: 1 })));
+        assert!(!is_snapshot(&encode(&ServerMsg::PlayerLeft { id: 1 })));
+        assert!(!is_snapshot(&[]));
     }
 
     #[test]

@@ -194,6 +194,23 @@ impl ServeArgs {
     }
 }
 
+/// Parses a duration written as `250ms`, `30s` or `2m` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 500ms, 30s or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("unknown unit {unit:?} in {text:?}: use ms, s or m")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
 fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
     let text =
         std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { path: path.to_owned(), source })?;
@@ -245,6 +262,16 @@ mod tests {
         let no_assets = ServeArgs { assets_dir: Some("/nonexistent/easel".into()), ..Default::default() };
         let message = no_assets.into_config().unwrap_err().to_string();
         assert!(message.contains("cargo xtask dist"), "the error says how to fix it: {message}");
+    }
+
+    #[test]
+    fn durations_take_common_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("soon").is_err());
     }
 
     #[test]

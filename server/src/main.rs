@@ -16,13 +16,114 @@ struct Cli {
 enum Command {
     /// Run the game server (HTTP, WebSocket and the browser client on one port).
     Serve(ServeArgs),
+    /// Run headless bots against a server (load generation), then print what they measured.
+    Bot(BotArgs),
+}
+
+#[derive(clap::Args)]
+struct BotArgs {
+    /// WebSocket address of the server.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    url: String,
+    /// Room the bots join.
+    #[arg(long, default_value = "arena")]
+    room: String,
+    /// Number of bots (all in this process, on one runtime).
+    #[arg(long, default_value_t = 10)]
+    count: usize,
+    /// How long to measure, after the warm-up (e.g. 30s, 2m).
+    #[arg(long, default_value = "60s", value_parser = easel::config::parse_duration)]
+    duration: std::time::Duration,
+    /// Time between all bots joining and the start of measuring.
+    #[arg(long, default_value = "0s", value_parser = easel::config::parse_duration)]
+    warmup: std::time::Duration,
+    /// Time after measuring before the bots disconnect.
+    #[arg(long, default_value = "1s", value_parser = easel::config::parse_duration)]
+    grace: std::time::Duration,
+    /// How long all bots may take to join.
+    #[arg(long, default_value = "60s", value_parser = easel::config::parse_duration)]
+    join_timeout: std::time::Duration,
+    /// What the bots do: `arena` plays the arena workload. (`draw` and `mixed` arrive with the
+    /// whiteboard.)
+    #[arg(long, default_value = "arena")]
+    behavior: String,
+    /// Also print the summary as one JSON line (last line of output).
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Bot(args) => bot(args),
     }
+}
+
+fn bot(args: BotArgs) -> anyhow::Result<()> {
+    use easel_client::bot::{self, Behavior, BotConfig, Milestone};
+    let behavior = match args.behavior.as_str() {
+        "arena" => Behavior::Arena,
+        "draw" | "mixed" => {
+            anyhow::bail!("--behavior {} needs the whiteboard, which this build does not have yet", args.behavior)
+        }
+        other => anyhow::bail!("unknown --behavior {other:?}: use arena"),
+    };
+    let config = BotConfig {
+        url: args.url,
+        room: args.room,
+        count: args.count,
+        behavior,
+        warmup: args.warmup,
+        window: args.duration,
+        grace: args.grace,
+        join_timeout: args.join_timeout,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    // A watchdog: whatever happens, the run ends.
+    let budget =
+        config.join_timeout + config.warmup + config.window + config.grace + std::time::Duration::from_secs(15);
+    let summary = runtime.block_on(async {
+        let report = |milestone: Milestone| {
+            let name = match milestone {
+                Milestone::Joined => "joined",
+                Milestone::WindowStart => "window-start",
+                Milestone::WindowEnd => "window-end",
+            };
+            println!("easel-bot: {name}");
+        };
+        tokio::time::timeout(budget, bot::run(config, report)).await
+    });
+    let summary = summary.map_err(|_| anyhow::anyhow!("the bot run exceeded its {budget:?} budget"))??;
+    let latency = &summary.latency_ms;
+    println!(
+        "bots {}/{} connected · window {:.1} s\n  in:  {} messages, {} bytes ({:.0} B/s per bot, {:.1} snapshots/s per bot, min {:.1})\n  out: {} messages, {} bytes\n  input→state latency ms: p50 {:.1} · p90 {:.1} · p99 {:.1} · max {:.1} ({} samples)",
+        summary.connected,
+        summary.count,
+        summary.window_s,
+        summary.messages_in,
+        summary.bytes_in,
+        summary.rx_payload_bytes_per_client_s,
+        summary.snapshots_per_s_per_client.mean,
+        summary.snapshots_per_s_per_client.min,
+        summary.messages_out,
+        summary.bytes_out,
+        latency.p50,
+        latency.p90,
+        latency.p99,
+        latency.max,
+        latency.samples,
+    );
+    if let Some(reason) = &summary.reason {
+        println!("  NOT OK: {reason}");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&summary).context("encoding the summary")?);
+    }
+    if !summary.ok {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -8,13 +8,20 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod bench;
+mod report;
+
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   run [SERVE FLAGS]   build the browser client and start the server (release) on http://127.0.0.1:8080
   dist [--dev]        build the browser client into dist/ (wasm + glue + assets)
   test                install what is missing, then run all tests: lint, Rust, browser end-to-end
-  lint                rustfmt check and clippy -D warnings (native and wasm32)";
+  lint                rustfmt check and clippy -D warnings (native and wasm32)
+  bench arena [--n 50,200,500,1000] [--warmup S] [--window S] [--dev] [--no-record]
+                      the arena workload (WORKLOADS.md): JSON line + table per N,
+                      appended to bench/results/arena.jsonl
+  bench report        SVG plots of the recorded results into docs/bench/";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,6 +32,14 @@ fn main() -> Result<()> {
         Some("dist") => dist(&root, if args.iter().any(|a| a == "--dev") { Profile::Dev } else { Profile::Release }),
         Some("test") => test(&root),
         Some("lint") => lint(),
+        Some("bench") => match args.get(1).map(String::as_str) {
+            Some("arena") => bench::arena(&root, &bench::ArenaOptions::parse(&args[2..])?),
+            Some("report") => report::render(&root),
+            _ => {
+                eprintln!("{USAGE}");
+                bail!("bench takes `arena` or `report`")
+            }
+        },
         _ => {
             eprintln!("{USAGE}");
             bail!("unknown or missing command")
@@ -33,7 +48,7 @@ fn main() -> Result<()> {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Profile {
+pub(crate) enum Profile {
     Dev,
     Release,
 }
@@ -129,6 +144,15 @@ fn test(root: &Path) -> Result<()> {
     if !browser.success {
         bail!("browser tests failed");
     }
+    step("benchmark smoke run (arena, N = 10, not recorded)");
+    let smoke = bench::ArenaOptions {
+        counts: vec![10],
+        warmup: std::time::Duration::from_secs(1),
+        window: std::time::Duration::from_secs(3),
+        profile: Profile::Dev,
+        record: false,
+    };
+    bench::arena(root, &smoke).context("the arena benchmark smoke run failed")?;
     println!("\ntotal: {} passed, {} failed", rust.passed + browser.passed, rust.failed + browser.failed);
     Ok(())
 }
@@ -254,14 +278,14 @@ fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
 }
 
-fn target_dir(root: &Path) -> PathBuf {
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
-fn step(what: &str) {
+pub(crate) fn step(what: &str) {
     println!("\n==> {what}");
 }

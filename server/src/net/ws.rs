@@ -23,6 +23,9 @@ use crate::sim::TickInput;
 /// Outgoing bytes tungstenite may hold for a connection before writes fail: a few snapshots of
 /// a full room. Beyond it the client is not reading and will be dropped by the write timeout.
 const MAX_WRITE_BUFFER: usize = 4 * 1024 * 1024;
+/// Read chunk per connection. Client messages are at most 4 KiB, and tungstenite's 128 KiB
+/// default would cost 128 MB of memory at 1,000 players.
+const READ_BUFFER: usize = 8 * 1024;
 
 pub(super) async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
     if let Err(reason) = check_origin(&headers, &state.config.allowed_origins) {
@@ -33,6 +36,7 @@ pub(super) async fn upgrade(State(state): State<AppState>, headers: HeaderMap, w
     ws.max_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| async move {
             state.metrics.connections.inc();
             state.metrics.connections_total.inc();

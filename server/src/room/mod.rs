@@ -138,7 +138,7 @@ impl Room {
         let snapshot = ServerMsg::Snapshot { tick: outbox.tick, players: outbox.players };
         self.snapshots.send_replace(Bytes::from(encode(&snapshot)));
         self.metrics.ticks.inc();
-        self.metrics.tick_micros.add(started.elapsed().as_micros() as u64);
+        self.metrics.tick_seconds.observe(started.elapsed().as_micros() as u64);
     }
 
     /// Sends a reliable message to every member; a member whose queue is full is too slow to keep

@@ -1,0 +1,465 @@
+//! Load generation: many bots on one tokio runtime, each with its own seeded PRNG, playing the
+//! `arena` workload of WORKLOADS.md to the letter, and measuring what they receive.
+//!
+//! Bots are leaner than `HeadlessClient`: most only count bytes and snapshots; 20 "probe" bots
+//! decode every message and measure input-to-state latency. The run has a fixed timeline:
+//! all join → `Joined` → warm-up → `WindowStart` → window → `WindowEnd` → grace → summary.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use easel_protocol::codec::is_snapshot;
+use easel_protocol::rng::Mulberry32;
+use easel_protocol::{ClientMsg, PROTOCOL_VERSION, ServerMsg, decode_server, encode};
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use tokio::sync::{Mutex, Semaphore, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// The eight directions of the workload, in its order.
+const DIRS: [(i8, i8); 8] = [(1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1)];
+/// Bots that decode every message and measure latency.
+const PROBES: usize = 20;
+/// Connections opened at once while joining: enough to join 1,000 bots in seconds without
+/// overflowing the server's accept backlog.
+const JOIN_CONCURRENCY: usize = 50;
+/// Input period of the workload: 30 inputs a second.
+const INPUT_PERIOD: Duration = Duration::from_nanos(1_000_000_000 / 30);
+
+/// What the bots do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behavior {
+    /// Move as the `arena` workload says.
+    Arena,
+}
+
+#[derive(Debug, Clone)]
+pub struct BotConfig {
+    pub url: String,
+    pub room: String,
+    pub count: usize,
+    pub behavior: Behavior,
+    /// Time after all bots joined before measuring.
+    pub warmup: Duration,
+    /// The measured window.
+    pub window: Duration,
+    /// Time after the window before stopping, so in-flight messages are not cut off.
+    pub grace: Duration,
+    /// How long joining may take in all.
+    pub join_timeout: Duration,
+}
+
+/// Milestones of a run, reported as they happen (a harness samples the server at the window's
+/// edges).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Milestone {
+    Joined,
+    WindowStart,
+    WindowEnd,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub samples: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MeanMin {
+    pub mean: f64,
+    pub min: f64,
+}
+
+/// What the bots measured over the window.
+#[derive(Debug, Clone, Serialize)]
+pub struct BotSummary {
+    pub ok: bool,
+    pub reason: Option<String>,
+    pub count: usize,
+    pub connected: usize,
+    pub window_s: f64,
+    pub messages_in: u64,
+    pub bytes_in: u64,
+    pub messages_out: u64,
+    pub bytes_out: u64,
+    pub rx_payload_bytes_per_client_s: f64,
+    pub rx_tcp_bytes_per_client_s: f64,
+    pub snapshots_per_s_per_client: MeanMin,
+    pub latency_ms: Percentiles,
+    pub disconnected_during_run: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BotError {
+    #[error("bot count must be at least 1")]
+    NoBots,
+}
+
+/// Counters every bot adds to.
+#[derive(Default)]
+struct Shared {
+    messages_in: AtomicU64,
+    bytes_in: AtomicU64,
+    /// WebSocket payload plus frame headers, as they crossed TCP.
+    tcp_bytes_in: AtomicU64,
+    messages_out: AtomicU64,
+    bytes_out: AtomicU64,
+    joined: AtomicU64,
+    disconnected: AtomicU64,
+    recording: AtomicBool,
+    latencies_ms: Mutex<Vec<f64>>,
+    first_error: Mutex<Option<String>>,
+}
+
+/// Runs `config.count` bots through the timeline, calling `milestone` at each step.
+pub async fn run(config: BotConfig, mut milestone: impl FnMut(Milestone)) -> Result<BotSummary, BotError> {
+    if config.count == 0 {
+        return Err(BotError::NoBots);
+    }
+    let shared = Arc::new(Shared::default());
+    let snapshots: Arc<Vec<AtomicU64>> = Arc::new((0..config.count).map(|_| AtomicU64::new(0)).collect());
+    let (stop_tx, stop) = watch::channel(false);
+    let gate = Arc::new(Semaphore::new(JOIN_CONCURRENCY));
+    let mut tasks = Vec::with_capacity(config.count);
+    for index in 0..config.count {
+        let bot = Bot {
+            index,
+            probe: is_probe(index, config.count),
+            url: config.url.clone(),
+            room: config.room.clone(),
+            shared: shared.clone(),
+            snapshots: snapshots.clone(),
+            stop: stop.clone(),
+            gate: gate.clone(),
+        };
+        tasks.push(tokio::spawn(bot.run()));
+    }
+
+    let join_deadline = Instant::now() + config.join_timeout;
+    while (shared.joined.load(Ordering::Acquire) as usize) < config.count && Instant::now() < join_deadline {
+        if let Some(error) = shared.first_error.lock().await.clone() {
+            return Ok(stop_early(&config, &shared, &stop_tx, tasks, format!("a bot failed to join: {error}")).await);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let connected = shared.joined.load(Ordering::Acquire) as usize;
+    if connected < config.count {
+        let reason = format!("only {connected} of {} bots joined within {:?}", config.count, config.join_timeout);
+        return Ok(stop_early(&config, &shared, &stop_tx, tasks, reason).await);
+    }
+    milestone(Milestone::Joined);
+    tokio::time::sleep(config.warmup).await;
+
+    let start = Counters::read(&shared, &snapshots);
+    shared.recording.store(true, Ordering::Release);
+    let started = Instant::now();
+    milestone(Milestone::WindowStart);
+    tokio::time::sleep(config.window).await;
+    let end = Counters::read(&shared, &snapshots);
+    shared.recording.store(false, Ordering::Release);
+    let window_s = started.elapsed().as_secs_f64();
+    milestone(Milestone::WindowEnd);
+    tokio::time::sleep(config.grace).await;
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+
+    let latencies = std::mem::take(&mut *shared.latencies_ms.lock().await);
+    let disconnected = shared.disconnected.load(Ordering::Acquire) as usize;
+    let clients = config.count as f64;
+    let per_client_rates: Vec<f64> =
+        start.snapshots.iter().zip(&end.snapshots).map(|(a, b)| (b - a) as f64 / window_s).collect();
+    let mut summary = BotSummary {
+        ok: true,
+        reason: None,
+        count: config.count,
+        connected,
+        window_s,
+        messages_in: end.messages_in - start.messages_in,
+        bytes_in: end.bytes_in - start.bytes_in,
+        messages_out: end.messages_out - start.messages_out,
+        bytes_out: end.bytes_out - start.bytes_out,
+        rx_payload_bytes_per_client_s: (end.bytes_in - start.bytes_in) as f64 / clients / window_s,
+        rx_tcp_bytes_per_client_s: (end.tcp_bytes_in - start.tcp_bytes_in) as f64 / clients / window_s,
+        snapshots_per_s_per_client: MeanMin {
+            mean: per_client_rates.iter().sum::<f64>() / clients,
+            min: per_client_rates.iter().copied().fold(f64::INFINITY, f64::min),
+        },
+        latency_ms: percentiles(latencies),
+        disconnected_during_run: disconnected,
+    };
+    if disconnected > 0 {
+        summary.ok = false;
+        let error = shared.first_error.lock().await.clone().unwrap_or_default();
+        summary.reason = Some(format!("{disconnected} bots were disconnected during the run: {error}"));
+    } else if summary.latency_ms.samples == 0 {
+        summary.ok = false;
+        summary.reason = Some("no latency samples: the server applied no input during the window".to_owned());
+    }
+    Ok(summary)
+}
+
+async fn stop_early(
+    config: &BotConfig,
+    shared: &Shared,
+    stop: &watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    reason: String,
+) -> BotSummary {
+    let _ = stop.send(true);
+    for task in tasks {
+        task.abort();
+    }
+    let nothing = Percentiles { p50: 0.0, p90: 0.0, p99: 0.0, max: 0.0, samples: 0 };
+    BotSummary {
+        ok: false,
+        reason: Some(reason),
+        count: config.count,
+        connected: shared.joined.load(Ordering::Acquire) as usize,
+        window_s: 0.0,
+        messages_in: 0,
+        bytes_in: 0,
+        messages_out: 0,
+        bytes_out: 0,
+        rx_payload_bytes_per_client_s: 0.0,
+        rx_tcp_bytes_per_client_s: 0.0,
+        snapshots_per_s_per_client: MeanMin { mean: 0.0, min: 0.0 },
+        latency_ms: nothing,
+        disconnected_during_run: 0,
+    }
+}
+
+/// Probe ids: `floor(k × N / 20)` for k in 0..20.
+fn is_probe(index: usize, count: usize) -> bool {
+    (0..PROBES).any(|k| k * count / PROBES == index)
+}
+
+struct Counters {
+    messages_in: u64,
+    bytes_in: u64,
+    tcp_bytes_in: u64,
+    messages_out: u64,
+    bytes_out: u64,
+    snapshots: Vec<u64>,
+}
+
+impl Counters {
+    fn read(shared: &Shared, snapshots: &[AtomicU64]) -> Self {
+        Self {
+            messages_in: shared.messages_in.load(Ordering::Acquire),
+            bytes_in: shared.bytes_in.load(Ordering::Acquire),
+            tcp_bytes_in: shared.tcp_bytes_in.load(Ordering::Acquire),
+            messages_out: shared.messages_out.load(Ordering::Acquire),
+            bytes_out: shared.bytes_out.load(Ordering::Acquire),
+            snapshots: snapshots.iter().map(|s| s.load(Ordering::Acquire)).collect(),
+        }
+    }
+}
+
+struct Bot {
+    index: usize,
+    probe: bool,
+    url: String,
+    room: String,
+    shared: Arc<Shared>,
+    snapshots: Arc<Vec<AtomicU64>>,
+    stop: watch::Receiver<bool>,
+    gate: Arc<Semaphore>,
+}
+
+impl Bot {
+    async fn run(self) {
+        let (shared, index) = (self.shared.clone(), self.index);
+        if let Err(error) = self.play().await {
+            shared.first_error.lock().await.get_or_insert(format!("bot {index}: {error}"));
+        }
+    }
+
+    async fn play(mut self) -> Result<(), String> {
+        let mut rng = Mulberry32::new(1000 + self.index as u32);
+        let mut dir = DIRS[(rng.next_f64() * 8.0) as usize];
+
+        // Small read chunks: a thousand bots share this process.
+        let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
+        let permit = self.gate.acquire().await.map_err(|e| e.to_string())?;
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(&self.url, Some(config), true)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let (mut sink, mut stream) = socket.split();
+        let hello = ClientMsg::Hello {
+            version: PROTOCOL_VERSION,
+            name: format!("bot-{}", self.index),
+            room: self.room.clone(),
+        };
+        sink.send(Message::Binary(encode(&hello).into())).await.map_err(|e| format!("hello: {e}"))?;
+        let me = loop {
+            match stream.next().await {
+                Some(Ok(Message::Binary(bytes))) => {
+                    if let Ok(ServerMsg::Welcome { player_id, .. }) = decode_server(&bytes) {
+                        break player_id;
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => return Err(format!("closed while joining: {frame:?}")),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(format!("joining: {e}")),
+                None => return Err("connection ended while joining".to_owned()),
+            }
+        };
+        drop(permit);
+        self.shared.joined.fetch_add(1, Ordering::AcqRel);
+
+        let offset = Duration::from_secs_f64(rng.next_f64() * INPUT_PERIOD.as_secs_f64());
+        let mut inputs = tokio::time::interval_at(Instant::now() + offset, INPUT_PERIOD);
+        // A fixed schedule: late inputs are sent at once, then the schedule goes on.
+        inputs.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        let mut seq = 0u32;
+        // Inputs sent and not yet seen applied: (seq, sent at). Probes only.
+        let mut pending: std::collections::VecDeque<(u32, Instant)> = std::collections::VecDeque::new();
+        loop {
+            tokio::select! {
+                _ = self.stop.changed() => break,
+                _ = inputs.tick() => {
+                    seq += 1;
+                    if rng.next_f64() < 1.0 / 30.0 {
+                        dir = DIRS[(rng.next_f64() * 8.0) as usize];
+                    }
+                    let bytes = encode(&ClientMsg::Input { seq, dx: dir.0, dy: dir.1 });
+                    self.shared.messages_out.fetch_add(1, Ordering::Relaxed);
+                    self.shared.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    if self.probe {
+                        pending.push_back((seq, Instant::now()));
+                    }
+                    if let Err(e) = sink.send(Message::Binary(bytes.into())).await {
+                        self.lost(format!("send: {e}"));
+                        return Ok(());
+                    }
+                }
+                frame = stream.next() => match frame {
+                    Some(Ok(Message::Binary(bytes))) => self.received(me, &bytes, &mut pending).await,
+                    Some(Ok(Message::Close(frame))) => {
+                        self.lost(format!("closed by server: {frame:?}"));
+                        return Ok(());
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        self.lost(format!("read: {e}"));
+                        return Ok(());
+                    }
+                    None => {
+                        self.lost("connection ended".to_owned());
+                        return Ok(());
+                    }
+                },
+            }
+        }
+        let _ = sink.send(Message::Close(None)).await;
+        Ok(())
+    }
+
+    async fn received(&self, me: u32, bytes: &[u8], pending: &mut std::collections::VecDeque<(u32, Instant)>) {
+        let shared = &self.shared;
+        shared.messages_in.fetch_add(1, Ordering::Relaxed);
+        shared.bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        shared.tcp_bytes_in.fetch_add(bytes.len() as u64 + frame_header_len(bytes.len()), Ordering::Relaxed);
+        if !is_snapshot(bytes) {
+            return;
+        }
+        self.snapshots[self.index].fetch_add(1, Ordering::Relaxed);
+        if !self.probe {
+            return;
+        }
+        let Ok(ServerMsg::Snapshot { players, .. }) = decode_server(bytes) else { return };
+        let Ok(found) = players.binary_search_by_key(&me, |p| p.id) else { return };
+        let applied = players[found].last_input_seq;
+        let now = Instant::now();
+        let recording = shared.recording.load(Ordering::Acquire);
+        let mut seen = Vec::new();
+        while let Some(&(seq, sent)) = pending.front() {
+            if seq > applied {
+                break;
+            }
+            pending.pop_front();
+            if recording {
+                seen.push((now - sent).as_secs_f64() * 1000.0);
+            }
+        }
+        if !seen.is_empty() {
+            shared.latencies_ms.lock().await.extend(seen);
+        }
+    }
+
+    fn lost(&self, why: String) {
+        if !*self.stop.borrow() {
+            self.shared.disconnected.fetch_add(1, Ordering::AcqRel);
+            if let Ok(mut first) = self.shared.first_error.try_lock() {
+                first.get_or_insert(format!("bot {}: {why}", self.index));
+            }
+        }
+    }
+}
+
+/// Bytes of an unmasked server-to-client frame header for a payload of `len` bytes (RFC 6455 §5.2).
+fn frame_header_len(len: usize) -> u64 {
+    match len {
+        0..=125 => 2,
+        126..=65_535 => 4,
+        _ => 10,
+    }
+}
+
+fn percentiles(mut samples: Vec<f64>) -> Percentiles {
+    if samples.is_empty() {
+        return Percentiles { p50: 0.0, p90: 0.0, p99: 0.0, max: 0.0, samples: 0 };
+    }
+    samples.sort_by(f64::total_cmp);
+    // Nearest-rank percentile.
+    let rank = |p: f64| samples[(((p / 100.0) * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
+    Percentiles {
+        p50: rank(50.0),
+        p90: rank(90.0),
+        p99: rank(99.0),
+        max: samples[samples.len() - 1],
+        samples: samples.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn twenty_probes_spread_over_the_bots() {
+        let probes: Vec<usize> = (0..1000).filter(|&i| is_probe(i, 1000)).collect();
+        assert_eq!(probes.len(), 20);
+        assert_eq!(&probes[..3], &[0, 50, 100]);
+        assert_eq!((0..10).filter(|&i| is_probe(i, 10)).count(), 10, "with fewer than 20 bots, all are probes");
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let p = percentiles((1..=100).map(f64::from).collect());
+        assert_eq!((p.p50, p.p90, p.p99, p.max, p.samples), (50.0, 90.0, 99.0, 100.0, 100));
+    }
+
+    #[test]
+    fn frame_headers_follow_rfc_6455() {
+        assert_eq!(frame_header_len(125), 2);
+        assert_eq!(frame_header_len(126), 4);
+        assert_eq!(frame_header_len(70_000), 10);
+    }
+
+    #[test]
+    fn the_first_bot_draws_its_direction_from_mulberry32_1000() {
+        let mut rng = Mulberry32::new(1000);
+        let expected = DIRS[(rng.next_f64() * 8.0) as usize];
+        let mut again = Mulberry32::new(1000);
+        assert_eq!(DIRS[(again.next_f64() * 8.0) as usize], expected, "a bot's stream is reproducible");
+    }
+}

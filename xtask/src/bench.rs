@@ -1,0 +1,444 @@
+//! `cargo xtask bench arena`: the arena workload of WORKLOADS.md, measured from outside the
+//! server. Starts a server, runs the bots in a separate process at `nice 10`, samples the
+//! server's CPU (`/proc/PID/stat`), memory (`VmHWM`) and tick histogram (`/metrics`) at the
+//! window's edges, then prints one JSON line and a table, and appends the line to
+//! `bench/results/arena.jsonl`. Everything it starts it stops, by PID; a watchdog bounds each run.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::{Profile, cargo, step, target_dir};
+
+/// The options of one `bench arena` invocation.
+pub struct ArenaOptions {
+    pub counts: Vec<usize>,
+    pub warmup: Duration,
+    pub window: Duration,
+    pub profile: Profile,
+    /// Append results to `bench/results/arena.jsonl` (off for smoke runs).
+    pub record: bool,
+}
+
+impl ArenaOptions {
+    pub fn parse(args: &[String]) -> Result<Self> {
+        let mut options = Self {
+            counts: vec![50, 200, 500, 1000],
+            warmup: Duration::from_secs(5),
+            window: Duration::from_secs(30),
+            profile: Profile::Release,
+            record: true,
+        };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+            match arg.as_str() {
+                "--n" => {
+                    options.counts = value()?
+                        .split(',')
+                        .map(|n| n.trim().parse::<usize>())
+                        .collect::<Result<_, _>>()
+                        .context("--n")?
+                }
+                "--warmup" => options.warmup = Duration::from_secs_f64(value()?.parse().context("--warmup seconds")?),
+                "--window" => options.window = Duration::from_secs_f64(value()?.parse().context("--window seconds")?),
+                "--dev" => options.profile = Profile::Dev,
+                "--no-record" => options.record = false,
+                other => bail!("unknown bench option {other}"),
+            }
+        }
+        Ok(options)
+    }
+}
+
+pub fn arena(root: &Path, options: &ArenaOptions) -> Result<()> {
+    let binary = build_server(root, options.profile)?;
+    let context = RunContext::collect(root);
+    let mut all_ok = true;
+    let mut rows = Vec::new();
+    for &n in &options.counts {
+        step(&format!("arena, N = {n} (warm-up {:?}, window {:?})", options.warmup, options.window));
+        let result = run_arena(&binary, n, options, &context).unwrap_or_else(|e| failed(n, &context, &e.to_string()));
+        println!("{result}");
+        all_ok &= result["ok"].as_bool().unwrap_or(false);
+        if options.record {
+            append(&root.join("bench").join("results").join("arena.jsonl"), &result)?;
+        }
+        rows.push(result);
+    }
+    print_table(&rows);
+    if !all_ok {
+        bail!("at least one run failed its checks (see \"reason\")");
+    }
+    Ok(())
+}
+
+fn build_server(root: &Path, profile: Profile) -> Result<PathBuf> {
+    let (flag, dir) = match profile {
+        Profile::Release => (Some("--release"), "release"),
+        Profile::Dev => (None, "debug"),
+    };
+    step(&format!("building the server ({dir})"));
+    let mut command = cargo();
+    command.args(["build", "--package", "easel-server", "--bin", "easel", "--locked"]);
+    command.args(flag);
+    if !command.status()?.success() {
+        bail!("building the server failed");
+    }
+    Ok(target_dir(root).join(dir).join("easel"))
+}
+
+/// Facts recorded beside every result.
+pub struct RunContext {
+    commit: String,
+    date: String,
+    machine: String,
+    clock_ticks: f64,
+}
+
+impl RunContext {
+    fn collect(root: &Path) -> Self {
+        let output = |program: &str, args: &[&str]| {
+            Command::new(program)
+                .args(args)
+                .current_dir(root)
+                .output()
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default()
+        };
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines().find_map(|l| l.strip_prefix("model name")?.split(':').nth(1).map(|m| m.trim().to_owned()))
+            })
+            .unwrap_or_else(|| "unknown CPU".to_owned());
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        Self {
+            commit: output("git", &["rev-parse", "--short", "HEAD"]),
+            date: output("date", &["-u", "+%Y-%m-%d"]),
+            machine: format!("{cores} cores, {cpu}"),
+            clock_ticks: output("getconf", &["CLK_TCK"]).parse().unwrap_or(100.0),
+        }
+    }
+}
+
+/// A process we started, killed (by PID) if still running when dropped.
+struct Owned(Child);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// What we read at one edge of the window.
+struct Sample {
+    at: Instant,
+    server_ticks: u64,
+    bots_ticks: u64,
+    machine_busy: u64,
+    machine_total: u64,
+    metrics: String,
+}
+
+fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunContext) -> Result<Value> {
+    let assets = std::env::temp_dir().join("easel-bench-assets");
+    std::fs::create_dir_all(&assets)?;
+    let mut server = Owned(
+        Command::new(binary)
+            .args(["serve", "--bind", "127.0.0.1", "--port", "0", "--rules", "arena-benchmark", "--log-level", "warn"])
+            .arg("--assets-dir")
+            .arg(&assets)
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the server")?,
+    );
+    let server_pid = server.0.id();
+    let mut first_line = String::new();
+    BufReader::new(server.0.stdout.take().context("server stdout")?).read_line(&mut first_line)?;
+    let address = first_line.trim().strip_prefix("Easel listening on http://").context("no listening line")?.to_owned();
+
+    let join_budget = Duration::from_secs(60);
+    let budget = join_budget + options.warmup + options.window + Duration::from_secs(30);
+    let mut bots = Owned(
+        Command::new("nice")
+            .args(["-n", "10"])
+            .arg(binary)
+            .args(["bot", "--behavior", "arena", "--room", "arena", "--json"])
+            .args(["--url", &format!("ws://{address}/ws"), "--count", &n.to_string()])
+            .args(["--warmup", &format!("{}ms", options.warmup.as_millis())])
+            .args(["--duration", &format!("{}ms", options.window.as_millis())])
+            .args(["--join-timeout", &format!("{}ms", join_budget.as_millis())])
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the bots")?,
+    );
+    let bots_pid = bots.0.id();
+    let (lines_tx, lines) = mpsc::channel();
+    let stdout = bots.0.stdout.take().context("bot stdout")?;
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    let deadline = Instant::now() + budget;
+    let (mut start, mut end, mut summary) = (None, None, None);
+    while summary.is_none() {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let line = match lines.recv_timeout(remaining) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Timeout) => bail!("watchdog: the run exceeded its {budget:?} budget"),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        match line.as_str() {
+            "easel-bot: window-start" => start = Some(sample(server_pid, bots_pid, &address)?),
+            "easel-bot: window-end" => end = Some(sample(server_pid, bots_pid, &address)?),
+            json if json.starts_with('{') => summary = Some(serde_json::from_str::<Value>(json)?),
+            _ => {}
+        }
+    }
+    let _ = bots.0.wait();
+    let server_alive = matches!(server.0.try_wait(), Ok(None));
+    let rss_peak_kb = read_status_kb(server_pid, "VmHWM").unwrap_or(0);
+    stop_gracefully(&mut server.0);
+
+    let summary = summary.context("the bots printed no summary")?;
+    let (Some(start), Some(end)) = (start, end) else {
+        let reason = summary["reason"].as_str().unwrap_or("the bots never reached the window").to_owned();
+        return Ok(failed(n, context, &reason));
+    };
+    let window = end.at.duration_since(start.at).as_secs_f64();
+    let ticks_to_seconds = |t: u64| t as f64 / context.clock_ticks;
+    let server_cores = ticks_to_seconds(end.server_ticks - start.server_ticks) / window;
+    let load_cores = ticks_to_seconds(end.bots_ticks - start.bots_ticks) / window;
+    let machine_cores = (end.machine_busy - start.machine_busy) as f64
+        / (end.machine_total - start.machine_total).max(1) as f64
+        * std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
+    let ticks = metric(&end.metrics, "easel_ticks_total") - metric(&start.metrics, "easel_ticks_total");
+    let missed = metric(&end.metrics, "easel_ticks_missed_total") - metric(&start.metrics, "easel_ticks_missed_total");
+    let tick_ms = tick_percentiles(&start.metrics, &end.metrics);
+
+    let mut reasons = Vec::new();
+    if !summary["ok"].as_bool().unwrap_or(false) {
+        reasons.push(summary["reason"].as_str().unwrap_or("bots reported a failure").to_owned());
+    }
+    if !server_alive {
+        reasons.push("the server died during the run".to_owned());
+    }
+    if (window - options.window.as_secs_f64()).abs() > options.window.as_secs_f64() * 0.1 + 0.5 {
+        reasons.push(format!("window not kept: measured {window:.2} s"));
+    }
+    Ok(json!({
+        "impl": "easel",
+        "workload": "arena",
+        "config": "full-visibility",
+        "n": n,
+        "ok": reasons.is_empty(),
+        "reason": if reasons.is_empty() { Value::Null } else { Value::from(reasons.join("; ")) },
+        "window_s": round(window, 3),
+        "server_cpu_cores": round(server_cores, 4),
+        "server_cpu_ms_per_client_s": round(server_cores * 1000.0 / n as f64, 4),
+        "load_cpu_cores": round(load_cores, 3),
+        "machine_cpu_cores": round(machine_cores, 3),
+        "server_rss_peak_mb": round(rss_peak_kb as f64 / 1024.0, 1),
+        "rx_payload_bytes_per_client_s": round(summary["rx_payload_bytes_per_client_s"].as_f64().unwrap_or(0.0), 1),
+        "rx_tcp_bytes_per_client_s": round(summary["rx_tcp_bytes_per_client_s"].as_f64().unwrap_or(0.0), 1),
+        "latency_ms": summary["latency_ms"],
+        "snapshots_per_s_per_client": summary["snapshots_per_s_per_client"],
+        "tick_ms": tick_ms,
+        "ticks_per_s": round(ticks / window, 2),
+        "missed_ticks": missed,
+        "commit": context.commit,
+        "date": context.date,
+        "machine": context.machine,
+    }))
+}
+
+fn failed(n: usize, context: &RunContext, reason: &str) -> Value {
+    json!({
+        "impl": "easel", "workload": "arena", "config": "full-visibility", "n": n, "ok": false, "reason": reason,
+        "commit": context.commit, "date": context.date, "machine": context.machine,
+    })
+}
+
+fn sample(server_pid: u32, bots_pid: u32, address: &str) -> Result<Sample> {
+    let (machine_busy, machine_total) = machine_ticks()?;
+    Ok(Sample {
+        at: Instant::now(),
+        server_ticks: process_ticks(server_pid)?,
+        // `nice` execs the bot binary, so the PID is the bots' own.
+        bots_ticks: process_ticks(bots_pid)?,
+        machine_busy,
+        machine_total,
+        metrics: http_get(address, "/metrics")?,
+    })
+}
+
+/// utime + stime of a process, in clock ticks (`/proc/PID/stat` fields 14 and 15).
+fn process_ticks(pid: u32) -> Result<u64> {
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // The command name (field 2) may contain spaces; the fields after its ')' are plain.
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).context("malformed stat")?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
+    Ok(utime + stime)
+}
+
+/// (busy, total) jiffies of the whole machine from `/proc/stat`.
+fn machine_ticks() -> Result<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let cpu = stat.lines().next().context("empty /proc/stat")?;
+    let values: Vec<u64> = cpu.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let total: u64 = values.iter().sum();
+    // idle + iowait
+    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
+    Ok((total - idle, total))
+}
+
+fn read_status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok())
+}
+
+fn stop_gracefully(server: &mut Child) {
+    let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = server.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+fn http_get(address: &str, path: &str) -> Result<String> {
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default())
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+/// Tick duration p50 / p99 / max over the window, from the difference of two histogram
+/// readings; each figure is the upper bound of its bucket (≤ 50% above the true value).
+fn tick_percentiles(start: &str, end: &str) -> Value {
+    let buckets = |text: &str| -> Vec<(f64, f64)> {
+        text.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix("easel_tick_seconds_bucket{le=\"")?;
+                let (bound, count) = rest.split_once("\"} ")?;
+                let bound = if bound == "+Inf" { f64::INFINITY } else { bound.parse().ok()? };
+                Some((bound, count.trim().parse().ok()?))
+            })
+            .collect()
+    };
+    let (a, b) = (buckets(start), buckets(end));
+    let cumulative: Vec<(f64, f64)> = b.iter().zip(&a).map(|((bound, cb), (_, ca))| (*bound, cb - ca)).collect();
+    let total = cumulative.last().map_or(0.0, |(_, c)| *c);
+    if total == 0.0 {
+        return json!({ "p50": null, "p99": null, "max": null });
+    }
+    let at = |q: f64| cumulative.iter().find(|(_, c)| *c >= q * total).map(|(bound, _)| round(bound * 1000.0, 3));
+    json!({ "p50": at(0.5), "p99": at(0.99), "max": at(1.0) })
+}
+
+fn round(value: f64, places: i32) -> f64 {
+    let scale = 10f64.powi(places);
+    (value * scale).round() / scale
+}
+
+fn append(path: &Path, result: &Value) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    writeln!(file, "{result}")?;
+    Ok(())
+}
+
+fn print_table(rows: &[Value]) {
+    println!(
+        "\n{:>6} {:>4} {:>9} {:>11} {:>8} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>7}",
+        "N",
+        "ok",
+        "CPU cores",
+        "ms/client·s",
+        "RSS MB",
+        "B/s/client",
+        "lat p50",
+        "lat p99",
+        "lat max",
+        "snaps min",
+        "tick p99ms",
+        "missed"
+    );
+    for row in rows {
+        let f = |path: &[&str]| {
+            let mut value = row;
+            for key in path {
+                value = &value[*key];
+            }
+            value.as_f64().map_or("-".to_owned(), |v| format!("{v:.2}"))
+        };
+        println!(
+            "{:>6} {:>4} {:>9} {:>11} {:>8} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>7}",
+            row["n"].to_string(),
+            if row["ok"].as_bool().unwrap_or(false) { "yes" } else { "NO" },
+            f(&["server_cpu_cores"]),
+            f(&["server_cpu_ms_per_client_s"]),
+            f(&["server_rss_peak_mb"]),
+            f(&["rx_payload_bytes_per_client_s"]),
+            f(&["latency_ms", "p50"]),
+            f(&["latency_ms", "p99"]),
+            f(&["latency_ms", "max"]),
+            f(&["snapshots_per_s_per_client", "min"]),
+            f(&["tick_ms", "p99"]),
+            f(&["missed_ticks"]),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_percentiles_come_from_bucket_differences() {
+        let start = "easel_tick_seconds_bucket{le=\"0.001\"} 10\neasel_tick_seconds_bucket{le=\"0.002\"} 10\neasel_tick_seconds_bucket{le=\"+Inf\"} 10\n";
+        let end = "easel_tick_seconds_bucket{le=\"0.001\"} 108\neasel_tick_seconds_bucket{le=\"0.002\"} 110\neasel_tick_seconds_bucket{le=\"+Inf\"} 110\n";
+        let p = tick_percentiles(start, end);
+        assert_eq!(p["p50"], json!(1.0));
+        assert_eq!(p["p99"], json!(2.0));
+        assert_eq!(p["max"], json!(2.0));
+    }
+
+    #[test]
+    fn process_ticks_survive_spaces_in_the_command_name() {
+        // Our own process always exists; its utime+stime is a number.
+        assert!(process_ticks(std::process::id()).is_ok());
+    }
+}
