@@ -297,6 +297,7 @@ impl Bot {
             version: PROTOCOL_VERSION,
             name: format!("bot-{}", self.index),
             room: self.room.clone(),
+            identity: None,
         };
         sink.send(Message::Binary(encode(&hello).into())).await.map_err(|e| format!("hello: {e}"))?;
         let me = loop {

@@ -6,13 +6,21 @@ use serde::Serialize;
 
 use crate::msg::{ClientMsg, ServerMsg};
 
-/// Largest message a client may send. Inputs, pings and chat need far less; the WebSocket layer
-/// enforces the same cap on frames so an oversize message is refused before it is buffered.
-pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4 * 1024;
+/// Largest message a client may send: a whiteboard stroke of the maximum 1,024 points takes
+/// 2 to 10 KB; inputs, pings and chat far less. The WebSocket layer enforces the same cap on
+/// frames so an oversize message is refused before it is buffered.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 16 * 1024;
 
 /// Largest message the server sends: a full snapshot of a crowded room fits with room to spare
-/// (10,000 players × 20 bytes = 200 KB).
+/// (10,000 players × 20 bytes = 200 KB); boards travel in `BoardChunk`s of `BOARD_CHUNK_BYTES`.
 pub const MAX_SERVER_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// Bytes of encoded board per `BoardChunk` message.
+pub const BOARD_CHUNK_BYTES: usize = 512 * 1024;
+
+/// Largest stored or transferred board: 50,000 strokes of ordinary size fit many times over;
+/// the cap only keeps a corrupt or hostile length prefix from allocating without bound.
+pub const MAX_BOARD_BYTES: usize = 256 * 1024 * 1024;
 
 type Limited<const N: usize> = Configuration<LittleEndian, Varint, Limit<N>>;
 
@@ -53,6 +61,11 @@ pub fn decode_server(bytes: &[u8]) -> Result<ServerMsg, DecodeError> {
     decode_limited(bytes, server_config(), MAX_SERVER_MESSAGE_BYTES)
 }
 
+/// Decodes a board snapshot or a client's saved state (board-sized, untrusted bytes).
+pub fn decode_board<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    decode_limited(bytes, bincode::config::standard().with_limit::<MAX_BOARD_BYTES>(), MAX_BOARD_BYTES)
+}
+
 /// Whether an encoded server message is a `Snapshot`, read from its first byte without decoding:
 /// load generators count snapshots of every connection this way and decode only a sample.
 pub fn is_snapshot(bytes: &[u8]) -> bool {
@@ -79,6 +92,7 @@ fn decode_limited<T: serde::de::DeserializeOwned, const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::board::{BoardOp, Point, Stroke, StrokeId};
     use crate::msg::*;
     use proptest::prelude::*;
 
@@ -88,11 +102,39 @@ mod tests {
 
     fn any_client_msg() -> impl Strategy<Value = ClientMsg> {
         prop_oneof![
-            (any::<u16>(), any_text(), any_text()).prop_map(|(version, name, room)| ClientMsg::Hello {
-                version,
-                name,
-                room
-            }),
+            (any::<u16>(), any_text(), any_text(), any::<Option<(u32, [u8; 16])>>()).prop_map(
+                |(version, name, room, id)| ClientMsg::Hello {
+                    version,
+                    name,
+                    room,
+                    identity: id.map(|(author, token)| Identity { author, token })
+                }
+            ),
+            (any::<u64>(), any::<u32>(), any::<u32>(), proptest::collection::vec(any::<(i16, i16)>(), 1..40)).prop_map(
+                |(client_seq, author, counter, points)| ClientMsg::Board {
+                    client_seq,
+                    op: BoardOp::Add {
+                        dot: crdts::Dot::new(author, u64::from(counter)),
+                        stroke: Stroke {
+                            id: StrokeId { author, seq: counter },
+                            color: counter,
+                            width: 3,
+                            points: points.into_iter().map(|(x, y)| Point { x, y }).collect(),
+                        },
+                    },
+                }
+            ),
+            (any::<Option<(i16, i16)>>(), proptest::collection::vec(any::<(i16, i16)>(), 0..20)).prop_map(
+                |(cursor, points)| ClientMsg::Presence(Presence {
+                    cursor: cursor.map(|(x, y)| Point { x, y }),
+                    drawing: (!points.is_empty()).then(|| Preview {
+                        color: 1,
+                        width: 2,
+                        points: points.into_iter().map(|(x, y)| Point { x, y }).collect(),
+                    }),
+                })
+            ),
+            Just(ClientMsg::BoardSync),
             (any::<u32>(), any::<i8>(), any::<i8>()).prop_map(|(seq, dx, dy)| ClientMsg::Input { seq, dx, dy }),
             any_text().prop_map(|text| ClientMsg::Chat { text }),
             any::<u32>().prop_map(|nonce| ClientMsg::Ping { nonce }),
@@ -115,6 +157,12 @@ mod tests {
             (any::<u32>(), any::<u32>(), -1e4f32..1e4, -1e4f32..1e4)
                 .prop_map(|(by, id, x, y)| ServerMsg::OrbCollected { by, orb: OrbState { id, x, y } }),
             any_text().prop_map(|reason| ServerMsg::Rejected { reason }),
+            (any::<u32>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..64))
+                .prop_map(|(index, total, bytes)| ServerMsg::BoardChunk { index, total, bytes }),
+            any::<u64>().prop_map(|client_seq| ServerMsg::BoardAck { client_seq }),
+            (any::<u32>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..64))
+                .prop_map(|(index, total, bytes)| ServerMsg::BoardChunk { index, total, bytes }),
+            any::<u64>().prop_map(|client_seq| ServerMsg::BoardAck { client_seq }),
         ]
     }
 

@@ -3,6 +3,7 @@
 //! Architecture invariant: this crate does no IO (no sockets, no clock, no tokio) and builds for
 //! `wasm32-unknown-unknown`, so the browser client predicts with exactly the server's rules.
 
+pub mod board;
 pub mod close;
 pub mod codec;
 pub mod game;
@@ -11,7 +12,7 @@ pub mod rng;
 pub mod text;
 
 pub use codec::{DecodeError, decode_client, decode_server, encode};
-pub use msg::{ClientMsg, OrbState, PlayerInfo, PlayerState, ServerMsg};
+pub use msg::{ClientMsg, Identity, OrbState, PlayerInfo, PlayerState, Presence, Preview, ServerMsg};
 
 /// Bumped on every incompatible change to `msg`; checked in the `Hello` → `Welcome` handshake.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;

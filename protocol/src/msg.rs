@@ -3,13 +3,15 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::board::{BoardOp, Point};
 use crate::game::Rules;
 
 /// What a client sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClientMsg {
     /// The first message on every connection; anything else first is a protocol error.
-    Hello { version: u16, name: String, room: String },
+    /// `identity` is the whiteboard author identity this tab was given before, if any.
+    Hello { version: u16, name: String, room: String, identity: Option<Identity> },
     /// The direction the player holds. Only the sign of `dx`/`dy` matters (the rules normalize),
     /// so no input can move a player faster than an honest one. `seq` increases by one per input.
     Input { seq: u32, dx: i8, dy: i8 },
@@ -17,6 +19,13 @@ pub enum ClientMsg {
     Chat { text: String },
     /// Echoed back at once as `Pong`, so the client can measure its round trip.
     Ping { nonce: u32 },
+    /// A whiteboard edit; `client_seq` increases by one per op of this author and comes back in
+    /// `BoardAck` once the op is stored.
+    Board { client_seq: u64, op: BoardOp },
+    /// Where this player's cursor is and the stroke being drawn: ephemeral, never stored.
+    Presence(Presence),
+    /// Send the whole board again (after a refused op, to get back in step).
+    BoardSync,
 }
 
 /// What the server sends.
@@ -29,6 +38,10 @@ pub enum ServerMsg {
         rules: Rules,
         players: Vec<PlayerInfo>,
         orbs: Vec<OrbState>,
+        /// This connection's whiteboard author identity (the one it sent, or a new one).
+        identity: Identity,
+        /// How many `BoardChunk`s follow with the board's current state.
+        board_chunks: u32,
     },
     /// The state of every player after simulation tick `tick`.
     Snapshot {
@@ -56,7 +69,58 @@ pub enum ServerMsg {
     Rejected {
         reason: String,
     },
+    /// Part `index` of `total` of the encoded board (`board::Board::decode` of the concatenation).
+    BoardChunk {
+        index: u32,
+        total: u32,
+        bytes: Vec<u8>,
+    },
+    /// Another author's edit, relayed after it was stored.
+    BoardOp(BoardOp),
+    /// Every op of this author up to `client_seq` is stored.
+    BoardAck {
+        client_seq: u64,
+    },
+    /// The op was refused and not applied; the author should resync (`BoardSync`).
+    BoardRejected {
+        client_seq: u64,
+        reason: String,
+    },
+    /// Another player's cursor and stroke in progress.
+    Presence {
+        player: u32,
+        presence: Presence,
+    },
 }
+
+/// A whiteboard author: the server hands one out, the tab keeps it (with its secret token) so
+/// its offline edits keep their author across reloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub author: u32,
+    pub token: [u8; 16],
+}
+
+/// Ephemeral whiteboard presence of one player.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Presence {
+    /// `None` when the pointer is off the board (or the player is in the arena).
+    pub cursor: Option<Point>,
+    /// The stroke being drawn, if any: its newest points only (see `MAX_PREVIEW_POINTS`).
+    pub drawing: Option<Preview>,
+}
+
+/// A stroke in progress, as others see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preview {
+    pub color: u32,
+    pub width: u8,
+    #[serde(with = "crate::board::delta_points")]
+    pub points: Vec<Point>,
+}
+
+/// Newest points of a stroke in progress that a presence update carries.
+pub const MAX_PREVIEW_POINTS: usize = 256;
 
 /// What does not change while a player is in the room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

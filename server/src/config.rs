@@ -11,6 +11,8 @@ use clap::Args;
 use easel_protocol::game::Rules;
 use serde::Deserialize;
 
+use crate::store::Location;
+
 /// `easel serve` flags. Every flag also reads an `EASEL_*` variable and a key of the same name
 /// (with `_` for `-`) in the `--config` file.
 #[derive(Debug, Clone, Default, Args)]
@@ -37,6 +39,9 @@ pub struct ServeArgs {
     /// Log filter: error, warn, info, debug or trace [default: info].
     #[arg(long, env = "EASEL_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Directory of the embedded database (whiteboards, identities) [default: data].
+    #[arg(long, env = "EASEL_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Game rules of every room: `game` (collectable orbs) or `arena-benchmark` (the static-orb
     /// world of the benchmark workload) [default: game].
     #[arg(long, env = "EASEL_RULES", value_name = "PRESET")]
@@ -54,6 +59,7 @@ struct FileSettings {
     allowed_origins: Option<Vec<String>>,
     log_level: Option<String>,
     rules: Option<String>,
+    data_dir: Option<PathBuf>,
 }
 
 /// The validated configuration of a server.
@@ -68,6 +74,8 @@ pub struct Config {
     pub log_level: String,
     pub rules: Rules,
     pub limits: Limits,
+    /// Where whiteboards and identities are stored.
+    pub storage: Location,
 }
 
 /// Bounds that keep one client from costing the server more than its share.
@@ -89,6 +97,10 @@ pub struct Limits {
     pub chat_burst: f64,
     /// Players in one room.
     pub room_capacity: usize,
+    /// Presence updates per second a client may send (more are dropped, not punished).
+    pub presence_per_second: f64,
+    /// Board ops waiting for storage in one room before new ones are refused (full disk).
+    pub max_uncommitted_ops: usize,
 }
 
 impl Default for Limits {
@@ -105,6 +117,8 @@ impl Default for Limits {
             chats_per_second: 1.0,
             chat_burst: 5.0,
             room_capacity: 10_000,
+            presence_per_second: 30.0,
+            max_uncommitted_ops: 10_000,
         }
     }
 }
@@ -120,6 +134,7 @@ impl Config {
             log_level: "warn".to_owned(),
             rules: Rules::GAME,
             limits: Limits::default(),
+            storage: Location::Memory,
         }
     }
 
@@ -182,7 +197,9 @@ impl ServeArgs {
             Some("arena-benchmark") => Rules::ARENA_BENCHMARK,
             Some(other) => return Err(ConfigError::Rules(other.to_owned())),
         };
+        let data_dir = self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data"));
         Ok(Config {
+            storage: Location::Directory(data_dir),
             listen: SocketAddr::new(bind, port),
             tick_rate,
             assets_dir: Some(assets_dir),

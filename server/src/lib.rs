@@ -7,6 +7,7 @@ mod net;
 pub mod room;
 pub mod session;
 pub mod sim;
+pub mod store;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,12 +17,26 @@ use tokio::net::TcpListener;
 pub use config::{Config, ServeArgs};
 use metrics::Metrics;
 
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] store::StoreError),
+}
+
 /// Serves `config` on `listener` until `shutdown` completes, then closes every client with
-/// "going away" and returns once they are gone (or a bounded drain time has passed).
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+/// "going away", lets the rooms finish their pending writes, and returns.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let (store, store_thread) = store::Store::open(&config.storage)?;
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
-    let rooms = room::Rooms::new(config.clone(), metrics.clone());
-    let state = net::AppState { config, rooms, metrics, sessions: net::SessionTracker::default() };
+    let rooms = room::Rooms::new(config.clone(), metrics.clone(), store.clone());
+    let state =
+        net::AppState { config, rooms: rooms.clone(), metrics, sessions: net::SessionTracker::default(), store };
     net::serve(listener, state, shutdown).await;
+    rooms.closed().await;
+    drop(rooms);
+    // Every handle is gone now: the store thread finishes the queued writes and exits.
+    let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+    Ok(())
 }

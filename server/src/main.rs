@@ -141,7 +141,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(dir) = &config.assets_dir {
             tracing::info!(assets = %dir.display(), tick_rate = config.tick_rate, "serving");
         }
-        easel::run(config, listener, shutdown).await;
+        easel::run(config, listener, shutdown).await?;
         tracing::info!("stopped");
         Ok(())
     })

@@ -86,6 +86,8 @@ pub struct Metrics {
     pub bytes_out: Counter,
     /// Connections the server closed for breaking a rule (bad frames, floods, slow reads).
     pub closed_for_cause: Counter,
+    /// Whiteboard ops stored and acknowledged.
+    pub board_ops: Counter,
 }
 
 impl Metrics {
@@ -107,6 +109,7 @@ impl Metrics {
             ("easel_messages_out_total", "Messages sent to clients", &self.messages_out),
             ("easel_bytes_out_total", "Payload bytes sent to clients", &self.bytes_out),
             ("easel_closed_for_cause_total", "Connections closed for breaking a rule", &self.closed_for_cause),
+            ("easel_board_ops_total", "Whiteboard ops stored and acknowledged", &self.board_ops),
         ];
         for (name, help, counter) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", counter.value());

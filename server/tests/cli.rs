@@ -7,12 +7,21 @@ use std::time::{Duration, Instant};
 
 const EASEL: &str = env!("CARGO_BIN_EXE_easel");
 
+/// A fresh data directory for one test's server.
+fn data_dir(test: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("easel-cli-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.to_string_lossy().into_owned()
+}
+
 #[test]
 fn serve_help_documents_every_flag() {
     let output = Command::new(EASEL).args(["serve", "--help"]).output().expect("running easel");
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for flag in ["--bind", "--port", "--tick-rate", "--assets-dir", "--allowed-origin", "--log-level", "--config"] {
+    for flag in
+        ["--bind", "--port", "--tick-rate", "--assets-dir", "--allowed-origin", "--log-level", "--config", "--data-dir"]
+    {
         assert!(help.contains(flag), "`easel serve --help` should document {flag}:\n{help}");
     }
 }
@@ -32,6 +41,7 @@ fn a_bad_setting_stops_the_server_with_a_clear_error() {
 fn sigterm_shuts_down_gracefully_with_exit_code_zero() {
     let mut server = Command::new(EASEL)
         .args(["serve", "--port", "0", "--log-level", "warn", "--assets-dir", env!("CARGO_MANIFEST_DIR")])
+        .args(["--data-dir", &data_dir("sigterm")])
         .stdout(Stdio::piped())
         .spawn()
         .expect("starting easel");

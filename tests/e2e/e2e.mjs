@@ -5,7 +5,8 @@
 // Env: EASEL_BIN (server binary), EASEL_DIST (built client). Run through `cargo xtask test`.
 import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync } from 'node:fs';
+import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
@@ -27,10 +28,13 @@ watchdog.unref();
 
 const running = { servers: new Set(), browser: null };
 
+// One data directory for the whole run, so a restarted server finds its boards again.
+const DATA_DIR = mkdtempSync(path.join(os.tmpdir(), 'easel-e2e-'));
+
 function startServer(port = 0) {
   return new Promise((resolve, reject) => {
     const proc = spawn(BIN, ['serve', '--bind', '127.0.0.1', '--port', String(port), '--assets-dir', DIST,
-      '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
+      '--data-dir', DATA_DIR, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
     running.servers.add(proc);
     const timer = setTimeout(() => reject(new Error('server did not start within 20 s')), 20_000);
     let out = '';

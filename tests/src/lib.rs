@@ -18,7 +18,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct TestServer {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    task: JoinHandle<Result<(), easel::RunError>>,
 }
 
 impl TestServer {
@@ -45,7 +45,8 @@ impl TestServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        tokio::time::timeout(WAIT, &mut self.task).await.expect("server stops in time").expect("server task");
+        let result = tokio::time::timeout(WAIT, &mut self.task).await.expect("server stops in time");
+        result.expect("server task").expect("server ran without errors");
     }
 
     /// A plain HTTP GET, returning (status line, body).

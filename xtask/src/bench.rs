@@ -154,11 +154,15 @@ struct Sample {
 fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunContext) -> Result<Value> {
     let assets = std::env::temp_dir().join("easel-bench-assets");
     std::fs::create_dir_all(&assets)?;
+    let data = std::env::temp_dir().join(format!("easel-bench-data-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
     let mut server = Owned(
         Command::new(binary)
             .args(["serve", "--bind", "127.0.0.1", "--port", "0", "--rules", "arena-benchmark", "--log-level", "warn"])
             .arg("--assets-dir")
             .arg(&assets)
+            .arg("--data-dir")
+            .arg(&data)
             .stdout(Stdio::piped())
             .spawn()
             .context("starting the server")?,

@@ -7,6 +7,7 @@
 mod backoff;
 mod interpolation;
 mod view;
+mod whiteboard;
 
 use easel_protocol::text::{self, TextError};
 use easel_protocol::{ClientMsg, DecodeError, PROTOCOL_VERSION, ServerMsg, close, decode_server, encode};
@@ -14,6 +15,7 @@ use easel_protocol::{ClientMsg, DecodeError, PROTOCOL_VERSION, ServerMsg, close,
 pub use backoff::reconnect_delay_ms;
 pub use interpolation::Interpolator;
 pub use view::{ChatLine, GameView, PlayerView};
+pub use whiteboard::Whiteboard;
 
 /// How often to measure the round trip.
 const PING_INTERVAL_MS: f64 = 1000.0;
@@ -40,6 +42,7 @@ pub struct ClientCore {
     view: GameView,
     input: InputState,
     ping: PingState,
+    whiteboard: Whiteboard,
 }
 
 #[derive(Debug, Default)]
@@ -71,7 +74,16 @@ impl ClientCore {
             view: GameView::default(),
             input: InputState::default(),
             ping: PingState::default(),
+            whiteboard: Whiteboard::default(),
         }
+    }
+
+    pub fn whiteboard(&self) -> &Whiteboard {
+        &self.whiteboard
+    }
+
+    pub fn whiteboard_mut(&mut self) -> &mut Whiteboard {
+        &mut self.whiteboard
     }
 
     pub fn status(&self) -> &Status {
@@ -101,15 +113,31 @@ impl ClientCore {
         self.status = Status::Connecting;
         self.input = InputState { held: self.input.held, ..InputState::default() };
         self.ping = PingState { rtt_ms: self.ping.rtt_ms, ..PingState::default() };
-        encode(&ClientMsg::Hello { version: PROTOCOL_VERSION, name: self.name.clone(), room: self.room.clone() })
+        self.whiteboard.connecting();
+        encode(&ClientMsg::Hello {
+            version: PROTOCOL_VERSION,
+            name: self.name.clone(),
+            room: self.room.clone(),
+            identity: self.whiteboard.identity(),
+        })
     }
 
     pub fn handle_message(&mut self, now_ms: f64, bytes: &[u8]) -> Result<(), DecodeError> {
         let msg = decode_server(bytes)?;
         match msg {
-            ServerMsg::Welcome { .. } => {
+            ServerMsg::Welcome { identity, board_chunks, .. } => {
                 self.status = Status::Joined;
+                self.whiteboard.welcome(identity, board_chunks);
                 self.view.welcome(msg);
+            }
+            ServerMsg::BoardChunk { index, total, bytes } => self.whiteboard.chunk(index, total, bytes)?,
+            ServerMsg::BoardOp(op) => self.whiteboard.remote_op(op),
+            ServerMsg::BoardAck { client_seq } => self.whiteboard.acked(client_seq),
+            ServerMsg::BoardRejected { client_seq, reason } => self.whiteboard.rejected(client_seq, reason),
+            ServerMsg::Presence { player, presence } => self.whiteboard.remote_presence(player, presence),
+            ServerMsg::PlayerLeft { id } => {
+                self.whiteboard.player_left(id);
+                self.view.apply(now_ms, msg);
             }
             ServerMsg::Pong { nonce } => {
                 if let Some((sent_nonce, sent_at)) = self.ping.outstanding
@@ -165,6 +193,7 @@ impl ClientCore {
             self.ping.next_at_ms = now_ms + PING_INTERVAL_MS;
             out.push(encode(&ClientMsg::Ping { nonce: self.ping.nonce }));
         }
+        self.whiteboard.poll_transmit(now_ms, &mut out);
         out
     }
 
@@ -195,6 +224,8 @@ mod tests {
             rules: Rules::GAME,
             players: vec![PlayerInfo { id: 1, name: "ada".into(), color: 0xff0000 }],
             orbs: vec![],
+            identity: easel_protocol::Identity { author: 1, token: [0; 16] },
+            board_chunks: 0,
         };
         core.handle_message(0.0, &encode(&welcome)).unwrap();
         core
@@ -208,7 +239,9 @@ mod tests {
     fn hello_carries_the_protocol_version_name_and_room() {
         let mut core = ClientCore::new("ada", "lobby");
         let hello = decode_client(&core.hello()).unwrap();
-        assert_eq!(hello, ClientMsg::Hello { version: PROTOCOL_VERSION, name: "ada".into(), room: "lobby".into() });
+        let expected =
+            ClientMsg::Hello { version: PROTOCOL_VERSION, name: "ada".into(), room: "lobby".into(), identity: None };
+        assert_eq!(hello, expected);
     }
 
     #[test]

@@ -91,7 +91,7 @@ impl GameView {
     }
 
     pub(super) fn welcome(&mut self, msg: ServerMsg) {
-        if let ServerMsg::Welcome { player_id, tick_rate, rules, players, orbs } = msg {
+        if let ServerMsg::Welcome { player_id, tick_rate, rules, players, orbs, .. } = msg {
             self.me = Some(player_id);
             self.rules = Some(rules);
             self.tick_rate = tick_rate;
@@ -129,7 +129,14 @@ impl GameView {
                 push_bounded(&mut self.notices, reason);
                 self.log_version += 1;
             }
-            ServerMsg::Welcome { .. } | ServerMsg::Pong { .. } => {}
+            // Handled by the core and the whiteboard.
+            ServerMsg::Welcome { .. }
+            | ServerMsg::Pong { .. }
+            | ServerMsg::BoardChunk { .. }
+            | ServerMsg::BoardOp(_)
+            | ServerMsg::BoardAck { .. }
+            | ServerMsg::BoardRejected { .. }
+            | ServerMsg::Presence { .. } => {}
         }
     }
 }

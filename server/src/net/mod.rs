@@ -28,6 +28,7 @@ pub(crate) struct AppState {
     pub rooms: Arc<Rooms>,
     pub metrics: Arc<Metrics>,
     pub sessions: SessionTracker,
+    pub store: crate::store::Store,
 }
 
 /// Counts live WebSocket sessions so shutdown can wait until each has sent its close frame.

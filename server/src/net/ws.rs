@@ -9,8 +9,8 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use easel_protocol::close;
 use easel_protocol::codec::MAX_CLIENT_MESSAGE_BYTES;
+use easel_protocol::{Identity, close};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite;
 
@@ -152,7 +152,7 @@ impl Connection {
         };
         match event {
             None => {}
-            Some(SessionEvent::Join { name, room }) => self.join(name, &room).await?,
+            Some(SessionEvent::Join { name, room, identity }) => self.join(name, &room, identity).await?,
             Some(SessionEvent::Reply(msg)) => self.send(Message::Binary(easel_protocol::encode(&msg).into())).await?,
             Some(SessionEvent::Input { seq, dx, dy }) => {
                 if let Some(m) = &self.membership {
@@ -164,15 +164,34 @@ impl Connection {
                     m.room.chat(m.player_id, text);
                 }
             }
+            Some(SessionEvent::Board { client_seq, op }) => {
+                if let Some(m) = &self.membership {
+                    m.room.board(m.player_id, client_seq, op).await;
+                }
+            }
+            Some(SessionEvent::BoardSync) => {
+                if let Some(m) = &self.membership {
+                    m.room.board_sync(m.player_id);
+                }
+            }
+            Some(SessionEvent::Presence(presence)) => {
+                if let Some(m) = &self.membership {
+                    m.room.presence(m.player_id, presence);
+                }
+            }
         }
         Ok(true)
     }
 
-    async fn join(&mut self, name: String, room: &str) -> Result<(), CloseReason> {
+    async fn join(&mut self, name: String, room: &str, claimed: Option<Identity>) -> Result<(), CloseReason> {
+        let identity = self.state.store.identify(claimed).await.map_err(|e| {
+            tracing::error!("identity lookup failed: {e}");
+            CloseReason::new(close::TRY_AGAIN_LATER, "server storage unavailable")
+        })?;
         let (messages_tx, messages) = mpsc::channel(self.state.config.limits.outbound_queue);
         let (kick_tx, kick) = oneshot::channel();
         let link = MemberLink { messages: messages_tx, kick: kick_tx };
-        let (handle, answer) = self.state.rooms.join(room, name, link)?;
+        let (handle, answer) = self.state.rooms.join(room, name, identity, link)?;
         let joined: Joined = match tokio::time::timeout(self.state.config.limits.hello_timeout, answer).await {
             Ok(Ok(result)) => result?,
             Ok(Err(_)) | Err(_) => return Err(CloseReason::new(close::TRY_AGAIN_LATER, "the room did not answer")),

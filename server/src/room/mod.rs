@@ -1,11 +1,16 @@
-//! Rooms: each owns one simulation (`Sim`), its members and its chat, and runs on its own fixed
-//! tick, independent of every other room. Rooms are created on demand by name and closed when the
-//! last member leaves (`registry`).
+//! Rooms: each owns one simulation (`Sim`), one whiteboard replica, its members and its chat,
+//! and runs on its own fixed tick, independent of every other room. Rooms are created on demand
+//! by name and closed when the last member leaves (`registry`); the board stays in the store.
 //!
 //! A room never waits on a client: every message to a member is a `try_send` into that member's
 //! bounded queue, and snapshots go through a `watch` slot that newer snapshots overwrite. One slow
 //! client therefore costs one queue at most and cannot stall the tick.
+//!
+//! Board ops follow one path: readiness check → apply to the replica → commit (store thread) →
+//! acknowledge to the author and relay to the others, in the order they arrived. Nothing is
+//! acknowledged or relayed before it is on disk.
 
+mod board;
 mod registry;
 
 use std::collections::BTreeMap;
@@ -13,7 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use easel_protocol::{OrbState, PlayerInfo, ServerMsg, close, encode, game};
+use easel_protocol::board::BoardOp;
+use easel_protocol::{Identity, OrbState, PlayerInfo, Presence, ServerMsg, close, encode, game};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
 
@@ -21,12 +27,14 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::session::CloseReason;
 use crate::sim::{Sim, SimEvent, TickInput};
+use crate::store::Committed;
+use board::RoomBoard;
 pub use registry::{JoinError, RoomHandle, Rooms};
 
 /// How the room reaches one member's connection.
 pub struct MemberLink {
-    /// Reliable messages (welcome, joins, leaves, chat, orb events), in order. Bounded: a member
-    /// that lets it fill up is disconnected rather than buffered for.
+    /// Reliable messages (welcome, joins, leaves, chat, orb events, board), in order. Bounded: a
+    /// member that lets it fill up is disconnected rather than buffered for.
     pub messages: mpsc::Sender<Bytes>,
     /// Tells the connection to close with a reason (slow consumer, shutdown).
     pub kick: oneshot::Sender<CloseReason>,
@@ -43,19 +51,24 @@ pub struct Joined {
 
 /// Membership changes: rare, never dropped (unbounded, at most one per connection in flight).
 pub(crate) enum Control {
-    Join { name: String, link: MemberLink, reply: oneshot::Sender<Result<Joined, CloseReason>> },
+    Join { name: String, identity: Identity, link: MemberLink, reply: oneshot::Sender<Result<Joined, CloseReason>> },
     Leave { player: u32 },
     Shutdown,
 }
 
-/// Gameplay traffic: frequent, bounded; dropped if the room is overloaded.
+/// Gameplay and board traffic: frequent, bounded.
 pub(crate) enum Play {
     Input(TickInput),
     Chat { player: u32, text: String },
+    Board { player: u32, client_seq: u64, op: BoardOp },
+    BoardSync { player: u32 },
+    Presence { player: u32, presence: Presence },
 }
 
 struct Member {
     info: PlayerInfo,
+    /// The whiteboard author this connection edits as.
+    author: u32,
     messages: mpsc::Sender<Bytes>,
     kick: Option<oneshot::Sender<CloseReason>>,
 }
@@ -63,6 +76,7 @@ struct Member {
 struct Room {
     name: String,
     sim: Sim,
+    board: RoomBoard,
     members: BTreeMap<u32, Member>,
     inputs: Vec<TickInput>,
     snapshots: watch::Sender<Bytes>,
@@ -71,16 +85,17 @@ struct Room {
 }
 
 impl Room {
-    fn new(name: String, config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
+    fn new(name: String, board: RoomBoard, config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
         let sim = Sim::new(config.rules, config.tick_seconds());
         let (snapshots, _) = watch::channel(Bytes::new());
-        Self { name, sim, members: BTreeMap::new(), inputs: Vec::new(), snapshots, config, metrics }
+        Self { name, sim, board, members: BTreeMap::new(), inputs: Vec::new(), snapshots, config, metrics }
     }
 
     fn join(
         &mut self,
         player_id: u32,
         name: String,
+        identity: Identity,
         spawn: (f32, f32),
         link: MemberLink,
     ) -> Result<Joined, CloseReason> {
@@ -90,16 +105,24 @@ impl Room {
         let info = PlayerInfo { id: player_id, name, color: game::player_color(player_id) };
         self.sim.add_player(player_id, spawn);
         self.broadcast(&ServerMsg::PlayerJoined(info.clone()));
-        self.members.insert(player_id, Member { info, messages: link.messages, kick: Some(link.kick) });
-        self.metrics.players.inc();
+        let chunks = self.board.chunks();
         let welcome = ServerMsg::Welcome {
             player_id,
             tick_rate: self.config.tick_rate,
             rules: self.sim.rules(),
-            players: self.members.values().map(|m| m.info.clone()).collect(),
+            players: self.members.values().map(|m| m.info.clone()).chain(std::iter::once(info.clone())).collect(),
             orbs: self.sim.orbs(),
+            identity,
+            board_chunks: chunks.len() as u32,
         };
-        tracing::info!(room = %self.name, player_id, name = %self.members[&player_id].info.name, "player joined");
+        let member = Member { info, author: identity.author, messages: link.messages, kick: Some(link.kick) };
+        // The board follows the welcome on the reliable queue, before anything else.
+        for chunk in chunks {
+            let _ = member.messages.try_send(chunk);
+        }
+        tracing::info!(room = %self.name, player_id, name = %member.info.name, author = identity.author, "player joined");
+        self.members.insert(player_id, member);
+        self.metrics.players.inc();
         Ok(Joined { player_id, welcome: Bytes::from(encode(&welcome)), snapshots: self.snapshots.subscribe() })
     }
 
@@ -122,6 +145,54 @@ impl Room {
                     self.broadcast(&msg);
                 }
             }
+            Play::Board { player, client_seq, op } => self.board_op(player, client_seq, op),
+            Play::BoardSync { player } => {
+                if let Some(member) = self.members.get(&player) {
+                    for chunk in self.board.chunks() {
+                        let _ = member.messages.try_send(chunk);
+                    }
+                }
+            }
+            Play::Presence { player, presence } => {
+                if self.members.contains_key(&player) {
+                    self.broadcast_lossy(player, &ServerMsg::Presence { player, presence });
+                }
+            }
+        }
+    }
+
+    fn board_op(&mut self, player: u32, client_seq: u64, op: BoardOp) {
+        let Some(author) = self.members.get(&player).map(|m| m.author) else { return };
+        match self.board.submit(player, author, client_seq, op) {
+            Ok(()) => {}
+            Err(board::Refusal::Invalid(reason)) => {
+                self.send_to(player, &ServerMsg::BoardRejected { client_seq, reason });
+            }
+            Err(board::Refusal::StorageBacklog) => self.kick(
+                player,
+                CloseReason::new(
+                    close::TRY_AGAIN_LATER,
+                    "the server cannot store edits right now; yours are kept, reconnecting",
+                ),
+            ),
+        }
+        self.deliver_committed();
+    }
+
+    fn committed(&mut self, committed: Committed) {
+        self.board.committed(committed);
+        self.deliver_committed();
+    }
+
+    /// Acknowledges and relays every op whose turn has come.
+    fn deliver_committed(&mut self) {
+        for ready in self.board.take_committed() {
+            self.metrics.board_ops.inc();
+            self.send_to(ready.player, &ServerMsg::BoardAck { client_seq: ready.client_seq });
+            if let Some(op) = ready.op {
+                let relay = Bytes::from(encode(&ServerMsg::BoardOp(op)));
+                self.broadcast_bytes(relay, Some(ready.player));
+            }
         }
     }
 
@@ -137,6 +208,7 @@ impl Room {
         // Encoded once for every member: all of them see the whole room.
         let snapshot = ServerMsg::Snapshot { tick: outbox.tick, players: outbox.players };
         self.snapshots.send_replace(Bytes::from(encode(&snapshot)));
+        self.board.maybe_compact();
         self.metrics.ticks.inc();
         self.metrics.tick_seconds.observe(started.elapsed().as_micros() as u64);
     }
@@ -144,9 +216,15 @@ impl Room {
     /// Sends a reliable message to every member; a member whose queue is full is too slow to keep
     /// and is disconnected.
     fn broadcast(&mut self, msg: &ServerMsg) {
-        let bytes = Bytes::from(encode(msg));
+        self.broadcast_bytes(Bytes::from(encode(msg)), None);
+    }
+
+    fn broadcast_bytes(&mut self, bytes: Bytes, except: Option<u32>) {
         let mut too_slow = Vec::new();
         for (id, member) in &mut self.members {
+            if Some(*id) == except {
+                continue;
+            }
             if let Err(mpsc::error::TrySendError::Full(_)) = member.messages.try_send(bytes.clone()) {
                 too_slow.push(*id);
             }
@@ -154,6 +232,30 @@ impl Room {
         for id in too_slow {
             self.kick(id, CloseReason::new(close::TRY_AGAIN_LATER, "connection too slow to keep up"));
             self.leave(id);
+        }
+    }
+
+    /// Presence is ephemeral: a member whose queue is half full simply misses this update.
+    fn broadcast_lossy(&mut self, from: u32, msg: &ServerMsg) {
+        let bytes = Bytes::from(encode(msg));
+        let half = self.config.limits.outbound_queue / 2;
+        for (id, member) in &self.members {
+            if *id != from && member.messages.capacity() > half {
+                let _ = member.messages.try_send(bytes.clone());
+            }
+        }
+    }
+
+    fn send_to(&mut self, player: u32, msg: &ServerMsg) {
+        let full = match self.members.get(&player) {
+            Some(member) => {
+                matches!(member.messages.try_send(Bytes::from(encode(msg))), Err(mpsc::error::TrySendError::Full(_)))
+            }
+            None => false,
+        };
+        if full {
+            self.kick(player, CloseReason::new(close::TRY_AGAIN_LATER, "connection too slow to keep up"));
+            self.leave(player);
         }
     }
 
@@ -178,9 +280,20 @@ pub(crate) async fn run_room(
     mut play: mpsc::Receiver<Play>,
 ) {
     let config = rooms.config().clone();
-    let mut room = Room::new(name.clone(), config.clone(), rooms.metrics().clone());
-    tracing::debug!(room = %name, orbs = room.orbs().len(), "room opened");
-    let mut ticker = tokio::time::interval(Duration::from_secs_f32(config.tick_seconds()));
+    let (commits_tx, mut commits) = mpsc::unbounded_channel();
+    let board = match RoomBoard::load(&name, rooms.store().clone(), commits_tx, &config).await {
+        Ok(board) => board,
+        Err(e) => {
+            tracing::error!(room = %name, "cannot load the board, refusing joins: {e}");
+            refuse_all(&mut control, &format!("this room's board cannot be read: {e}"));
+            rooms.remove(&name, room_id);
+            return;
+        }
+    };
+    let mut room = Room::new(name.clone(), board, config.clone(), rooms.metrics().clone());
+    tracing::debug!(room = %name, orbs = room.orbs().len(), strokes = room.board.len(), "room opened");
+    let period = Duration::from_secs_f32(config.tick_seconds());
+    let mut ticker = tokio::time::interval(period);
     // After a stall, skip the missed ticks rather than burst through them: a burst would send
     // clients several snapshots at once, which looks worse than one late one.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -189,9 +302,9 @@ pub(crate) async fn run_room(
         tokio::select! {
             biased;
             command = control.recv() => match command {
-                Some(Control::Join { name: player_name, link, reply }) => {
+                Some(Control::Join { name: player_name, identity, link, reply }) => {
                     let (player_id, spawn) = rooms.next_player(&config.rules);
-                    let _ = reply.send(room.join(player_id, player_name, spawn, link));
+                    let _ = reply.send(room.join(player_id, player_name, identity, spawn, link));
                 }
                 Some(Control::Leave { player }) => room.leave(player),
                 Some(Control::Shutdown) | None => {
@@ -202,10 +315,11 @@ pub(crate) async fn run_room(
                     break;
                 }
             },
+            Some(committed) = commits.recv() => room.committed(committed),
             Some(message) = play.recv() => room.play(message),
+            _ = room.board.retry_due() => room.board.retry(),
             _ = ticker.tick() => {
                 let now = Instant::now();
-                let period = Duration::from_secs_f32(config.tick_seconds());
                 let late_ticks = (now.duration_since(last_tick).as_secs_f32() / period.as_secs_f32()) as u64;
                 if late_ticks >= 2 {
                     room.metrics.ticks_missed.add(late_ticks - 1);
@@ -214,22 +328,47 @@ pub(crate) async fn run_room(
                 room.tick();
             }
         }
-        if room.members.is_empty() && rooms.close_if_idle(&name, room_id, &control) {
+        if room.members.is_empty() && !room.board.has_uncommitted() && rooms.close_if_idle(&name, room_id, &control) {
             break;
         }
     }
     for id in room.members.keys().copied().collect::<Vec<_>>() {
         room.leave(id);
     }
+    // Let writes already queued finish, so an op accepted before shutdown is not half-done.
+    let drain = tokio::time::Instant::now() + Duration::from_secs(2);
+    while room.board.has_uncommitted() && tokio::time::Instant::now() < drain {
+        match tokio::time::timeout_at(drain, commits.recv()).await {
+            Ok(Some(committed)) => room.committed(committed),
+            _ => break,
+        }
+    }
+    room.board.compact_now();
+    rooms.remove(&name, room_id);
     tracing::debug!(room = %name, "room closed");
+}
+
+fn refuse_all(control: &mut mpsc::UnboundedReceiver<Control>, reason: &str) {
+    control.close();
+    while let Ok(command) = control.try_recv() {
+        if let Control::Join { reply, .. } = command {
+            let _ = reply.send(Err(CloseReason::new(close::TRY_AGAIN_LATER, reason)));
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use easel_protocol::board::{Point, Stroke, StrokeId};
 
-    fn room() -> Room {
-        Room::new("test".into(), Arc::new(Config::for_tests()), Arc::new(Metrics::default()))
+    use super::*;
+    use crate::store::{Location, Store};
+
+    async fn room_with(config: Config) -> (Room, mpsc::UnboundedReceiver<Committed>) {
+        let (store, _thread) = Store::open(&Location::Memory).unwrap();
+        let (commits_tx, commits) = mpsc::unbounded_channel();
+        let board = RoomBoard::load("test", store, commits_tx, &config).await.unwrap();
+        (Room::new("test".into(), board, Arc::new(config), Arc::new(Metrics::default())), commits)
     }
 
     fn link(capacity: usize) -> (MemberLink, mpsc::Receiver<Bytes>, oneshot::Receiver<CloseReason>) {
@@ -238,33 +377,43 @@ mod tests {
         (MemberLink { messages, kick }, messages_rx, kick_rx)
     }
 
-    #[test]
-    fn a_member_whose_queue_is_full_is_disconnected_not_buffered_for() {
-        let mut room = room();
-        let (slow, _never_read, mut slow_kick) = link(2);
-        room.join(1, "slow".into(), (0.0, 0.0), slow).unwrap();
+    fn identity(author: u32) -> Identity {
+        Identity { author, token: [0; 16] }
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Bytes>) -> Vec<ServerMsg> {
+        let mut out = Vec::new();
+        while let Ok(bytes) = rx.try_recv() {
+            out.push(easel_protocol::decode_server(&bytes).unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_member_whose_queue_is_full_is_disconnected_not_buffered_for() {
+        let (mut room, _commits) = room_with(Config::for_tests()).await;
+        let (slow, _never_read, mut slow_kick) = link(3);
+        room.join(1, "slow".into(), identity(1), (0.0, 0.0), slow).unwrap();
         let (fast, mut fast_rx, _fast_kick) = link(64);
-        room.join(2, "fast".into(), (5.0, 5.0), fast).unwrap();
+        room.join(2, "fast".into(), identity(2), (5.0, 5.0), fast).unwrap();
+        drain(&mut fast_rx);
         for i in 0..4 {
             room.play(Play::Chat { player: 2, text: format!("line {i}") });
         }
         let reason = slow_kick.try_recv().expect("the slow member is told to go");
         assert_eq!(reason.code, close::TRY_AGAIN_LATER);
         assert!(!room.members.contains_key(&1), "and removed from the room");
-        let mut received = 0;
-        while fast_rx.try_recv().is_ok() {
-            received += 1;
-        }
-        assert_eq!(received, 5, "the other member got all four lines and the leave");
+        let received = drain(&mut fast_rx);
+        assert_eq!(received.len(), 5, "the other member got all four lines and the leave: {received:?}");
     }
 
-    #[test]
-    fn a_tick_publishes_one_snapshot_shared_by_all_members() {
-        let mut room = room();
+    #[tokio::test]
+    async fn a_tick_publishes_one_snapshot_shared_by_all_members() {
+        let (mut room, _commits) = room_with(Config::for_tests()).await;
         let (a, _a_rx, _a_kick) = link(8);
         let (b, _b_rx, _b_kick) = link(8);
-        let mut a_snapshots = room.join(1, "a".into(), (0.0, 0.0), a).unwrap().snapshots;
-        let mut b_snapshots = room.join(2, "b".into(), (1.0, 1.0), b).unwrap().snapshots;
+        let mut a_snapshots = room.join(1, "a".into(), identity(1), (0.0, 0.0), a).unwrap().snapshots;
+        let mut b_snapshots = room.join(2, "b".into(), identity(2), (1.0, 1.0), b).unwrap().snapshots;
         room.tick();
         let (sa, sb) = (a_snapshots.borrow_and_update().clone(), b_snapshots.borrow_and_update().clone());
         assert_eq!(sa.as_ptr(), sb.as_ptr(), "encoded once, shared by every member");
@@ -272,13 +421,54 @@ mod tests {
         assert!(matches!(decoded, ServerMsg::Snapshot { tick: 1, ref players } if players.len() == 2));
     }
 
-    #[test]
-    fn a_full_room_refuses_with_try_again_later() {
+    #[tokio::test]
+    async fn a_full_room_refuses_with_try_again_later() {
         let mut config = Config::for_tests();
         config.limits.room_capacity = 1;
-        let mut room = Room::new("tiny".into(), Arc::new(config), Arc::new(Metrics::default()));
-        room.join(1, "a".into(), (0.0, 0.0), link(4).0).unwrap();
-        let refused = room.join(2, "b".into(), (0.0, 0.0), link(4).0).err().unwrap();
+        let (mut room, _commits) = room_with(config).await;
+        room.join(1, "a".into(), identity(1), (0.0, 0.0), link(4).0).unwrap();
+        let refused = room.join(2, "b".into(), identity(2), (0.0, 0.0), link(4).0).err().unwrap();
         assert_eq!(refused.code, close::TRY_AGAIN_LATER);
+    }
+
+    #[tokio::test]
+    async fn a_board_op_is_acked_and_relayed_only_after_it_is_stored() {
+        let (mut room, mut commits) = room_with(Config::for_tests()).await;
+        let (author, mut author_rx, _k1) = link(64);
+        let (other, mut other_rx, _k2) = link(64);
+        room.join(1, "author".into(), identity(7), (0.0, 0.0), author).unwrap();
+        room.join(2, "other".into(), identity(8), (0.0, 0.0), other).unwrap();
+        drain(&mut author_rx);
+        drain(&mut other_rx);
+        let stroke =
+            Stroke { id: StrokeId { author: 7, seq: 0 }, color: 1, width: 2, points: vec![Point { x: 1, y: 2 }] };
+        let op = BoardOp::Add { dot: easel_protocol::board::Dot::new(7, 1), stroke };
+        room.play(Play::Board { player: 1, client_seq: 1, op });
+        assert!(drain(&mut author_rx).is_empty(), "no ack before the commit");
+        assert!(drain(&mut other_rx).is_empty(), "no relay before the commit");
+        let committed = commits.recv().await.unwrap();
+        room.committed(committed);
+        assert_eq!(drain(&mut author_rx), vec![ServerMsg::BoardAck { client_seq: 1 }]);
+        assert!(matches!(drain(&mut other_rx).as_slice(), [ServerMsg::BoardOp(BoardOp::Add { .. })]));
+    }
+
+    #[tokio::test]
+    async fn an_invalid_board_op_is_refused_to_its_author_only() {
+        let (mut room, _commits) = room_with(Config::for_tests()).await;
+        let (author, mut author_rx, _k1) = link(64);
+        let (other, mut other_rx, _k2) = link(64);
+        room.join(1, "author".into(), identity(7), (0.0, 0.0), author).unwrap();
+        room.join(2, "other".into(), identity(8), (0.0, 0.0), other).unwrap();
+        drain(&mut author_rx);
+        drain(&mut other_rx);
+        let forged =
+            Stroke { id: StrokeId { author: 8, seq: 0 }, color: 1, width: 2, points: vec![Point { x: 1, y: 2 }] };
+        room.play(Play::Board {
+            player: 1,
+            client_seq: 1,
+            op: BoardOp::Add { dot: easel_protocol::board::Dot::new(7, 1), stroke: forged },
+        });
+        assert!(matches!(drain(&mut author_rx).as_slice(), [ServerMsg::BoardRejected { client_seq: 1, .. }]));
+        assert!(drain(&mut other_rx).is_empty());
     }
 }

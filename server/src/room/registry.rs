@@ -14,6 +14,10 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::session::CloseReason;
 use crate::sim::TickInput;
+use crate::store::Store;
+use easel_protocol::Identity;
+use easel_protocol::Presence;
+use easel_protocol::board::BoardOp;
 
 /// Inputs and chat waiting for one room's next tick; a room this far behind drops the excess.
 const PLAY_QUEUE: usize = 16 * 1024;
@@ -27,6 +31,9 @@ pub struct Rooms {
     shutting_down: AtomicBool,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
+    store: Store,
+    /// Wakes `closed()` when the last room is gone.
+    emptied: tokio::sync::Notify,
 }
 
 /// A connection's way into the room it joined.
@@ -53,7 +60,7 @@ impl From<JoinError> for CloseReason {
 }
 
 impl Rooms {
-    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, store: Store) -> Arc<Self> {
         Arc::new(Self {
             by_name: Mutex::new(HashMap::new()),
             spawns: Mutex::new(Mulberry32::new(7)),
@@ -62,6 +69,8 @@ impl Rooms {
             shutting_down: AtomicBool::new(false),
             config,
             metrics,
+            store,
+            emptied: tokio::sync::Notify::new(),
         })
     }
 
@@ -71,6 +80,7 @@ impl Rooms {
         self: &Arc<Self>,
         room: &str,
         name: String,
+        identity: Identity,
         link: MemberLink,
     ) -> Result<(RoomHandle, oneshot::Receiver<Result<Joined, CloseReason>>), JoinError> {
         if self.shutting_down.load(Ordering::Acquire) {
@@ -88,7 +98,7 @@ impl Rooms {
         };
         // Sent under the lock, so the room cannot decide it is idle and close between our
         // lookup and this send (see `close_if_idle`).
-        handle.control.send(Control::Join { name, link, reply }).map_err(|_| JoinError::RoomClosed)?;
+        handle.control.send(Control::Join { name, identity, link, reply }).map_err(|_| JoinError::RoomClosed)?;
         Ok((handle, answer))
     }
 
@@ -112,6 +122,34 @@ impl Rooms {
         &self.metrics
     }
 
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Removes a room that is closing for good (shutdown or a board it cannot read).
+    pub(crate) fn remove(&self, name: &str, room_id: u64) {
+        let mut by_name = self.lock();
+        if by_name.get(name).is_some_and(|h| h.id == room_id) {
+            by_name.remove(name);
+            self.metrics.rooms.dec();
+        }
+        if by_name.is_empty() {
+            self.emptied.notify_waiters();
+        }
+    }
+
+    /// Completes once every room has closed (bounded: rooms close within seconds of shutdown).
+    pub async fn closed(&self) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let notified = self.emptied.notified();
+            if self.lock().is_empty() || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            let _ = tokio::time::timeout_at(deadline, notified).await;
+        }
+    }
+
     /// A new player id and its spawn point.
     pub(crate) fn next_player(&self, rules: &Rules) -> (u32, (f32, f32)) {
         let id = self.next_player_id.fetch_add(1, Ordering::Relaxed);
@@ -128,6 +166,9 @@ impl Rooms {
         if by_name.get(name).is_some_and(|h| h.id == room_id) {
             by_name.remove(name);
             self.metrics.rooms.dec();
+        }
+        if by_name.is_empty() {
+            self.emptied.notify_waiters();
         }
         true
     }
@@ -155,6 +196,21 @@ impl RoomHandle {
 
     pub fn chat(&self, player: u32, text: String) {
         let _ = self.play.try_send(Play::Chat { player, text });
+    }
+
+    /// Queues a board op, waiting if the room is this far behind (board ops are never dropped:
+    /// the wait slows only the sender).
+    pub async fn board(&self, player: u32, client_seq: u64, op: BoardOp) {
+        let _ = self.play.send(Play::Board { player, client_seq, op }).await;
+    }
+
+    pub fn board_sync(&self, player: u32) {
+        let _ = self.play.try_send(Play::BoardSync { player });
+    }
+
+    /// Presence is ephemeral: dropped if the room is behind.
+    pub fn presence(&self, player: u32, presence: Presence) {
+        let _ = self.play.try_send(Play::Presence { player, presence });
     }
 
     pub fn leave(&self, player: u32) {

@@ -9,7 +9,9 @@ mod rate;
 
 use std::time::Instant;
 
-use easel_protocol::{ClientMsg, DecodeError, PROTOCOL_VERSION, ServerMsg, close, codec, text};
+use easel_protocol::board::BoardOp;
+use easel_protocol::msg::MAX_PREVIEW_POINTS;
+use easel_protocol::{ClientMsg, DecodeError, Identity, PROTOCOL_VERSION, Presence, ServerMsg, close, codec, text};
 
 use crate::config::Limits;
 pub use rate::TokenBucket;
@@ -30,10 +32,11 @@ impl CloseReason {
 /// What a frame asks of the transport and the room.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionEvent {
-    /// Join `room` as `name` (both already validated).
+    /// Join `room` as `name` (both already validated), with the whiteboard identity it claims.
     Join {
         name: String,
         room: String,
+        identity: Option<Identity>,
     },
     Input {
         seq: u32,
@@ -43,6 +46,12 @@ pub enum SessionEvent {
     Chat {
         text: String,
     },
+    Board {
+        client_seq: u64,
+        op: BoardOp,
+    },
+    Presence(Presence),
+    BoardSync,
     /// Send this straight back to the client.
     Reply(ServerMsg),
 }
@@ -63,6 +72,8 @@ pub struct Session {
     messages: TokenBucket,
     /// Chat lines: keeps one person from drowning the room's chat.
     chats: TokenBucket,
+    /// Presence updates: excess ones are dropped quietly (the next one supersedes them).
+    presence: TokenBucket,
 }
 
 impl Session {
@@ -71,6 +82,7 @@ impl Session {
             phase: Phase::AwaitingHello { deadline: now + limits.hello_timeout },
             messages: TokenBucket::new(now, limits.messages_per_second, limits.message_burst),
             chats: TokenBucket::new(now, limits.chats_per_second, limits.chat_burst),
+            presence: TokenBucket::new(now, limits.presence_per_second, limits.presence_per_second),
         }
     }
 
@@ -112,7 +124,7 @@ impl Session {
             _ => CloseReason::new(close::PROTOCOL_ERROR, e.to_string()),
         })?;
         match (self.phase, msg) {
-            (Phase::AwaitingHello { .. }, ClientMsg::Hello { version, name, room }) => {
+            (Phase::AwaitingHello { .. }, ClientMsg::Hello { version, name, room, identity }) => {
                 if version != PROTOCOL_VERSION {
                     return Err(CloseReason::new(
                         close::PROTOCOL_ERROR,
@@ -126,7 +138,7 @@ impl Session {
                 let room =
                     text::clean_room(&room).map_err(|e| CloseReason::new(close::POLICY_VIOLATION, e.to_string()))?;
                 self.phase = Phase::Joining;
-                Ok(Some(SessionEvent::Join { name, room }))
+                Ok(Some(SessionEvent::Join { name, room, identity }))
             }
             (Phase::AwaitingHello { .. } | Phase::Joining, _) => {
                 Err(CloseReason::new(close::PROTOCOL_ERROR, "the first message must be Hello"))
@@ -136,6 +148,15 @@ impl Session {
             }
             (Phase::Joined, ClientMsg::Input { seq, dx, dy }) => Ok(Some(SessionEvent::Input { seq, dx, dy })),
             (Phase::Joined, ClientMsg::Ping { nonce }) => Ok(Some(SessionEvent::Reply(ServerMsg::Pong { nonce }))),
+            (Phase::Joined, ClientMsg::Board { client_seq, op }) => Ok(Some(SessionEvent::Board { client_seq, op })),
+            (Phase::Joined, ClientMsg::BoardSync) => Ok(Some(SessionEvent::BoardSync)),
+            (Phase::Joined, ClientMsg::Presence(presence)) => {
+                let preview_points = presence.drawing.as_ref().map_or(0, |d| d.points.len());
+                if preview_points > MAX_PREVIEW_POINTS {
+                    return Err(CloseReason::new(close::POLICY_VIOLATION, "presence preview too long"));
+                }
+                Ok(self.presence.try_take(now).then_some(SessionEvent::Presence(presence)))
+            }
             (Phase::Joined, ClientMsg::Chat { text }) => {
                 let event = match text::clean_chat(&text) {
                     Err(e) => SessionEvent::Reply(ServerMsg::Rejected { reason: e.to_string() }),
@@ -158,7 +179,7 @@ mod tests {
     use easel_protocol::encode;
 
     fn hello(version: u16, name: &str, room: &str) -> Vec<u8> {
-        encode(&ClientMsg::Hello { version, name: name.into(), room: room.into() })
+        encode(&ClientMsg::Hello { version, name: name.into(), room: room.into(), identity: None })
     }
 
     fn joined_session(now: Instant) -> Session {
@@ -173,7 +194,7 @@ mod tests {
         let now = Instant::now();
         let mut session = Session::new(now, &Limits::default());
         let event = session.handle_binary(now, &hello(PROTOCOL_VERSION, " Ada ", "Lobby")).unwrap();
-        assert_eq!(event, Some(SessionEvent::Join { name: "Ada".into(), room: "lobby".into() }));
+        assert_eq!(event, Some(SessionEvent::Join { name: "Ada".into(), room: "lobby".into(), identity: None }));
     }
 
     #[test]

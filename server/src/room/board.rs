@@ -1,0 +1,225 @@
+//! A room's whiteboard: the replica, and the ops waiting for storage in the order they arrived.
+//! An op is acknowledged to its author and relayed to the others only when it and every op
+//! before it are committed; a failed commit is retried (its author keeps seeing it as
+//! "not synced") rather than acknowledged or dropped.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+use easel_protocol::board::{Board, BoardOp, Readiness};
+use easel_protocol::codec::{self, BOARD_CHUNK_BYTES};
+use easel_protocol::{DecodeError, ServerMsg, encode};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::store::{Committed, Store, StoreError};
+
+/// Ops logged after the last snapshot before the room writes a new one: keeps the log (and the
+/// load time) bounded on long-lived boards.
+const COMPACT_EVERY: u64 = 2_000;
+/// Wait before retrying a failed commit (a full disk rarely frees itself in milliseconds).
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LoadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored board is corrupt: {0}")]
+    Corrupt(#[from] DecodeError),
+}
+
+/// Why an op was not taken.
+pub(super) enum Refusal {
+    /// Tell the author; the op is dropped.
+    Invalid(String),
+    /// Too many ops wait for storage: the author should come back later (it keeps the op).
+    StorageBacklog,
+}
+
+/// An op whose turn has come: acknowledge it, and relay it if it changed the board.
+pub(super) struct Ready {
+    pub player: u32,
+    pub client_seq: u64,
+    pub op: Option<BoardOp>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Waiting,
+    Failed,
+    Committed,
+}
+
+struct Entry {
+    player: u32,
+    client_seq: u64,
+    /// `None` for a resend of an op already stored (only the ack is owed).
+    op: Option<BoardOp>,
+    /// Room seq and encoding, for ops that are written.
+    write: Option<(u64, Vec<u8>)>,
+    state: State,
+}
+
+pub(super) struct RoomBoard {
+    room: String,
+    board: Board,
+    store: Store,
+    commits: mpsc::UnboundedSender<Committed>,
+    queue: VecDeque<Entry>,
+    next_seq: u64,
+    ops_since_snapshot: u64,
+    retry_at: Option<Instant>,
+    /// The encoded `BoardChunk` messages of the current board, until it changes.
+    chunks: Option<Vec<Bytes>>,
+    max_uncommitted: usize,
+}
+
+impl RoomBoard {
+    pub async fn load(
+        room: &str,
+        store: Store,
+        commits: mpsc::UnboundedSender<Committed>,
+        config: &Config,
+    ) -> Result<Self, LoadError> {
+        let stored = store.load(room).await?;
+        let mut board = match &stored.snapshot {
+            Some(bytes) => Board::decode(bytes)?,
+            None => Board::default(),
+        };
+        for bytes in &stored.ops {
+            board.apply(codec::decode_board::<BoardOp>(bytes)?);
+        }
+        Ok(Self {
+            room: room.to_owned(),
+            board,
+            store,
+            commits,
+            queue: VecDeque::new(),
+            next_seq: stored.last_seq + 1,
+            ops_since_snapshot: stored.ops.len() as u64,
+            retry_at: None,
+            chunks: None,
+            max_uncommitted: config.limits.max_uncommitted_ops,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.board.len()
+    }
+
+    /// Takes an op from `player` (editing as `author`): applies and queues it for storage, or
+    /// says why not.
+    pub fn submit(&mut self, player: u32, author: u32, client_seq: u64, op: BoardOp) -> Result<(), Refusal> {
+        if self.queue.len() >= self.max_uncommitted {
+            return Err(Refusal::StorageBacklog);
+        }
+        match self.board.readiness(&op, author) {
+            Err(e) => Err(Refusal::Invalid(e.to_string())),
+            Ok(Readiness::Duplicate) => {
+                self.queue.push_back(Entry { player, client_seq, op: None, write: None, state: State::Committed });
+                Ok(())
+            }
+            Ok(Readiness::Ready) => {
+                self.board.apply(op.clone());
+                self.chunks = None;
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let bytes = encode(&op);
+                self.store.commit(&self.room, seq, vec![bytes.clone()], &self.commits);
+                self.queue.push_back(Entry {
+                    player,
+                    client_seq,
+                    op: Some(op),
+                    write: Some((seq, bytes)),
+                    state: State::Waiting,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    pub fn committed(&mut self, committed: Committed) {
+        let Some(entry) =
+            self.queue.iter_mut().find(|e| e.write.as_ref().is_some_and(|(seq, _)| *seq == committed.first_seq))
+        else {
+            return;
+        };
+        match committed.result {
+            Ok(()) => {
+                entry.state = State::Committed;
+                self.ops_since_snapshot += 1;
+            }
+            Err(_) => {
+                entry.state = State::Failed;
+                self.retry_at.get_or_insert(Instant::now() + RETRY_AFTER);
+            }
+        }
+    }
+
+    /// The ops at the front of the queue that are committed, in arrival order.
+    pub fn take_committed(&mut self) -> Vec<Ready> {
+        let mut ready = Vec::new();
+        while self.queue.front().is_some_and(|e| e.state == State::Committed) {
+            if let Some(entry) = self.queue.pop_front() {
+                ready.push(Ready { player: entry.player, client_seq: entry.client_seq, op: entry.op });
+            }
+        }
+        ready
+    }
+
+    pub fn has_uncommitted(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Completes when failed commits are due for another try.
+    pub async fn retry_due(&self) {
+        match self.retry_at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    pub fn retry(&mut self) {
+        self.retry_at = None;
+        for entry in self.queue.iter_mut().filter(|e| e.state == State::Failed) {
+            if let Some((seq, bytes)) = &entry.write {
+                entry.state = State::Waiting;
+                self.store.commit(&self.room, *seq, vec![bytes.clone()], &self.commits);
+            }
+        }
+    }
+
+    /// Writes a snapshot when the log has grown long and nothing is in flight.
+    pub fn maybe_compact(&mut self) {
+        if self.ops_since_snapshot >= COMPACT_EVERY {
+            self.compact_now();
+        }
+    }
+
+    pub fn compact_now(&mut self) {
+        if self.ops_since_snapshot > 0 && self.queue.is_empty() {
+            self.store.compact(&self.room, self.board.encode(), self.next_seq - 1);
+            self.ops_since_snapshot = 0;
+        }
+    }
+
+    /// The board as `BoardChunk` messages (encoded once per change, shared by every joiner).
+    pub fn chunks(&mut self) -> Vec<Bytes> {
+        if self.chunks.is_none() {
+            let encoded = self.board.encode();
+            let parts: Vec<&[u8]> = encoded.chunks(BOARD_CHUNK_BYTES).collect();
+            let total = parts.len() as u32;
+            let chunks = parts
+                .into_iter()
+                .enumerate()
+                .map(|(index, bytes)| {
+                    Bytes::from(encode(&ServerMsg::BoardChunk { index: index as u32, total, bytes: bytes.to_vec() }))
+                })
+                .collect();
+            self.chunks = Some(chunks);
+        }
+        self.chunks.clone().unwrap_or_default()
+    }
+}
