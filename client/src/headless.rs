@@ -46,8 +46,12 @@ impl HeadlessClient {
     /// Connects to `url` (e.g. `ws://127.0.0.1:8080/ws`) and sends `Hello`; does not wait for
     /// `Welcome` (see `joined`).
     pub async fn connect(url: &str, name: &str, room: &str) -> Result<Self, HeadlessError> {
+        Self::connect_with(url, ClientCore::new(name, room)).await
+    }
+
+    /// Connects with an existing core: a client coming back with its offline edits.
+    pub async fn connect_with(url: &str, mut core: ClientCore) -> Result<Self, HeadlessError> {
         let (socket, _response) = tokio_tungstenite::connect_async(url).await?;
-        let mut core = ClientCore::new(name, room);
         let hello = core.hello();
         let core = Arc::new(Mutex::new(core));
         let (changed_tx, changed) = watch::channel(0);
@@ -62,6 +66,26 @@ impl HeadlessClient {
         let client = Self::connect(url, name, room).await?;
         client.joined(timeout).await?;
         Ok(client)
+    }
+
+    /// Waits until the board has arrived and every own edit is acknowledged.
+    pub async fn board_synced(&self, timeout: Duration) -> Result<(), HeadlessError> {
+        self.wait_for(timeout, "board in sync", |core| {
+            (matches!(core.status(), Status::Joined)
+                && core.whiteboard().is_synced()
+                && core.whiteboard().unsynced() == 0)
+                .then_some(())
+        })
+        .await
+    }
+
+    /// Closes the connection and hands back the core, with its board and unsent edits, as a
+    /// client that went offline would keep them.
+    pub async fn disconnect(mut self) -> ClientCore {
+        let _ = self.commands.send(Command::Close);
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+        let core = std::mem::replace(&mut *lock(&self.core), ClientCore::new("", ""));
+        core
     }
 
     pub async fn joined(&self, timeout: Duration) -> Result<u32, HeadlessError> {

@@ -77,6 +77,11 @@ impl Whiteboard {
         self.pending.len()
     }
 
+    /// The server's board has arrived on this connection.
+    pub fn is_synced(&self) -> bool {
+        self.synced
+    }
+
     pub fn version(&self) -> u64 {
         self.version
     }
@@ -89,6 +94,16 @@ impl Whiteboard {
     /// The last refusal, for the player to read.
     pub fn last_error(&self) -> Option<&str> {
         self.last_error.as_deref()
+    }
+
+    /// Highest client seq the server acknowledged (all ops up to it are stored).
+    pub fn acked_through(&self) -> u64 {
+        self.pending.front().map_or(self.next_client_seq, |(seq, _)| seq - 1)
+    }
+
+    /// Client seq of the newest op this tab made.
+    pub fn last_client_seq(&self) -> u64 {
+        self.next_client_seq
     }
 
     pub fn can_undo(&self) -> bool {

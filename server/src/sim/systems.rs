@@ -35,10 +35,13 @@ pub(super) fn apply_inputs(
     if pending.0.is_empty() {
         return;
     }
-    // Sorting makes the outcome independent of arrival order within the tick.
+    // Sorting makes the outcome independent of arrival order within the tick, and lets each
+    // player find its newest input by binary search (O(n log n), not a scan per player).
     pending.0.sort_unstable_by_key(|i| (i.player, i.seq));
+    let inputs = &pending.0;
     for (id, mut heading, mut last_seq) in &mut players {
-        let newest = pending.0.iter().rev().find(|i| i.player == id.0);
+        let end = inputs.partition_point(|i| i.player <= id.0);
+        let newest = end.checked_sub(1).map(|at| &inputs[at]).filter(|i| i.player == id.0);
         if let Some(input) = newest.filter(|i| i.seq > last_seq.0) {
             *heading = Heading { dx: input.dx, dy: input.dy };
             last_seq.0 = input.seq;
