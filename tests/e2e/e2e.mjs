@@ -209,16 +209,109 @@ await test('the touch stick moves the player', async () => {
   }
 });
 
+/** Drags a stroke on the board canvas from (x, y) over `dx`, in CSS pixels. */
+async function drawStroke(page, x, y, dx, dy) {
+  await page.mouse.move(x, y);
+  await page.mouse.down();
+  for (let i = 1; i <= 8; i += 1) {
+    await page.mouse.move(x + (dx * i) / 8, y + (dy * i) / 8 + (i % 2) * 6);
+  }
+  await page.mouse.up();
+}
+
+async function boardOf(page) {
+  return (await state(page)).board;
+}
+
+async function boardsAgree(pages, strokes) {
+  let boards = [];
+  try {
+    return await waitFor(`boards to agree on ${strokes} strokes`, async () => {
+      boards = await Promise.all(pages.map(boardOf));
+      const same = boards.every((b) => b.strokes === strokes && b.unsynced === 0 && b.digest === boards[0].digest);
+      return same ? boards[0] : null;
+    });
+  } catch (error) {
+    throw new Error(`${error.message}; boards: ${JSON.stringify(boards)}`);
+  }
+}
+
+await test('two pages draw on the board at once and end with the same board', async () => {
+  for (const page of [pageA, pageB]) {
+    await page.bringToFront();
+    await page.keyboard.press('KeyB');
+    await waitFor('board mode', async () => (await page.evaluate(() => document.body.dataset.mode)) === 'board');
+  }
+  await Promise.all([
+    // Below the toolbar, which wraps onto several rows on narrow windows.
+    (async () => { for (let i = 0; i < 3; i += 1) await drawStroke(pageA, 150, 260 + i * 60, 220, 30); })(),
+    (async () => { for (let i = 0; i < 3; i += 1) await drawStroke(pageB, 120, 250 + i * 50, 160, -20); })(),
+  ]);
+  await boardsAgree([pageA, pageB], 6);
+  await pageA.screenshot({ path: path.join(ARTIFACTS, 'board-a.png') });
+  await pageB.screenshot({ path: path.join(ARTIFACTS, 'board-b.png') });
+});
+
+await test('each page sees the other\'s cursor on the board', async () => {
+  await pageA.mouse.move(300, 300);
+  await pageA.mouse.move(320, 310);
+  await waitFor('alice\'s cursor in bob\'s view', async () => (await boardOf(pageB)).cursors >= 1);
+});
+
+await test('undo removes only my own last stroke, everywhere', async () => {
+  await pageA.bringToFront();
+  await pageA.keyboard.press('Control+KeyZ');
+  const board = await boardsAgree([pageA, pageB], 5);
+  if (!board) throw new Error('boards disagree after undo');
+});
+
+await test('unsynced strokes survive a reload while offline and merge when back online', async () => {
+  // Page A loses its WebSocket (the page itself stays loadable): every socket it opens is held
+  // by the test and never reaches the server.
+  // Only sockets opened after the route are held, so restart the server to make A reconnect.
+  const cut = [];
+  let offline = true;
+  await pageA.routeWebSocket(/\/ws$/, (ws) => {
+    if (offline) cut.push(ws);
+    else ws.connectToServer(); // back online: pass everything through to the real server
+  });
+  const code = await stopServer(server);
+  if (code !== 0) throw new Error(`graceful shutdown should exit 0, got ${code}`);
+  server = await startServer(server.port);
+  await waitFor('page B to rejoin the restarted server', async () => (await state(pageB)).status === 'joined', 30_000);
+  await waitFor('page A to be offline', async () => cut.length > 0 && (await state(pageA)).status !== 'joined', 30_000);
+  await pageA.bringToFront();
+  await drawStroke(pageA, 200, 440, 200, 30);
+  await waitFor('the unsynced badge', async () =>
+    (await pageA.textContent('#unsynced')).includes('1 change not synced'));
+  await pageA.reload();
+  await pageA.waitForFunction(() => document.body.dataset.status === 'ready', null, { timeout: 15_000 });
+  await pageA.click('#join-button');
+  await waitFor('the offline stroke restored after the reload', async () => {
+    const board = await boardOf(pageA);
+    return board.unsynced === 1 && board.strokes === 1 ? board : null;
+  });
+  // Back online: the held sockets close, the client reconnects to the real server.
+  offline = false;
+  for (const ws of cut.splice(0)) ws.close({ code: 1001, reason: 'test: back online' });
+  await waitFor('page A to rejoin', async () => (await state(pageA)).status === 'joined', 30_000);
+  await boardsAgree([pageA, pageB], 6);
+  await pageA.keyboard.press('KeyB');
+  await pageB.bringToFront();
+  await pageB.keyboard.press('KeyB');
+});
+
 await test('a dropped connection is shown and the client reconnects', async () => {
   const code = await stopServer(server);
   if (code !== 0) throw new Error(`graceful shutdown should exit 0, got ${code}`);
+  // Page B: its socket is direct (page A's now passes through the test's WebSocket route).
   await waitFor('the page to show the drop', async () =>
-    (await pageA.evaluate(() => document.body.dataset.status)) === 'reconnecting');
-  const shown = await pageA.textContent('#status');
+    (await pageB.evaluate(() => document.body.dataset.status)) === 'reconnecting');
+  const shown = await pageB.textContent('#status');
   if (!shown.includes('server shutting down')) throw new Error(`status should give the close reason, got "${shown}"`);
   server = await startServer(server.port);
-  await waitFor('the page to rejoin', async () => {
-    const s = await state(pageA);
+  await waitFor('both pages to rejoin', async () => {
+    const s = await state(pageB);
     return s.status === 'joined' && player(s, 'alice') ? s : null;
   }, 30_000);
 });

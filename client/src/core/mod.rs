@@ -5,6 +5,7 @@
 //! `poll_transmit` every frame; `handle_close` when the socket closes.
 
 mod backoff;
+pub mod base64;
 mod interpolation;
 mod view;
 mod whiteboard;
@@ -155,7 +156,13 @@ impl ClientCore {
     pub fn handle_close(&mut self, code: u16, reason: &str) {
         // A wrong version or a refused name will fail the same way again.
         let retry = !matches!(code, close::PROTOCOL_ERROR | close::POLICY_VIOLATION | close::UNSUPPORTED_DATA);
-        let reason = if reason.is_empty() { "connection lost".to_owned() } else { reason.to_owned() };
+        let reason = match (&self.status, reason.is_empty()) {
+            (_, false) => reason.to_owned(),
+            // A failed reconnect says nothing: keep the last real reason ("server shutting down")
+            // rather than hide it behind "connection lost".
+            (Status::Closed { reason: previous, .. }, true) => previous.clone(),
+            (_, true) => "connection lost".to_owned(),
+        };
         self.status = Status::Closed { code, reason, retry };
     }
 
@@ -297,6 +304,14 @@ mod tests {
         assert!(matches!(core.status(), Status::Closed { retry: false, .. }));
         core.handle_close(close::GOING_AWAY, "");
         assert!(matches!(core.status(), Status::Closed { retry: true, .. }));
+    }
+
+    #[test]
+    fn failed_reconnects_keep_the_servers_reason() {
+        let mut core = welcomed();
+        core.handle_close(close::GOING_AWAY, "server shutting down");
+        core.handle_close(1006, "");
+        assert!(matches!(core.status(), Status::Closed { reason, .. } if reason == "server shutting down"));
     }
 
     #[test]

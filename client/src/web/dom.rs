@@ -6,8 +6,8 @@ use std::fmt::Write;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{
-    CanvasRenderingContext2d, Document, Element, Event, EventTarget, HtmlCanvasElement, HtmlElement, HtmlInputElement,
-    KeyboardEvent, PointerEvent, Window,
+    CanvasRenderingContext2d, Document, Element, Event, EventTarget, HtmlButtonElement, HtmlCanvasElement, HtmlElement,
+    HtmlInputElement, KeyboardEvent, PointerEvent, Window,
 };
 
 use crate::core::{ClientCore, Status};
@@ -38,6 +38,17 @@ pub(super) struct Page {
     pub chat_input: HtmlInputElement,
     pub joystick: HtmlElement,
     pub joystick_knob: HtmlElement,
+    pub mode_toggle: HtmlElement,
+    pub board_tools: HtmlElement,
+    pub tool_pen: HtmlElement,
+    pub tool_eraser: HtmlElement,
+    pub tool_pan: HtmlElement,
+    pub pen_color: HtmlInputElement,
+    pub pen_width: HtmlInputElement,
+    pub undo_button: HtmlButtonElement,
+    pub redo_button: HtmlButtonElement,
+    pub export_button: HtmlElement,
+    pub unsynced: HtmlElement,
     /// When the pending reconnect fires (performance.now() ms), for the status text.
     pub reconnect_at: Option<f64>,
 }
@@ -65,6 +76,17 @@ impl Page {
             chat_input: by_id("chat-input")?.dyn_into()?,
             joystick: by_id("joystick")?.dyn_into()?,
             joystick_knob: by_id("joystick-knob")?.dyn_into()?,
+            mode_toggle: by_id("mode-toggle")?.dyn_into()?,
+            board_tools: by_id("board-tools")?.dyn_into()?,
+            tool_pen: by_id("tool-pen")?.dyn_into()?,
+            tool_eraser: by_id("tool-eraser")?.dyn_into()?,
+            tool_pan: by_id("tool-pan")?.dyn_into()?,
+            pen_color: by_id("pen-color")?.dyn_into()?,
+            pen_width: by_id("pen-width")?.dyn_into()?,
+            undo_button: by_id("undo")?.dyn_into()?,
+            redo_button: by_id("redo")?.dyn_into()?,
+            export_button: by_id("export-png")?.dyn_into()?,
+            unsynced: by_id("unsynced")?.dyn_into()?,
             canvas,
             context,
             window,
@@ -136,6 +158,37 @@ impl Page {
         event.target().and_then(|t| t.dyn_into::<HtmlInputElement>().ok()).is_some()
     }
 
+    /// A pointer's position in CSS pixels relative to the canvas.
+    pub fn canvas_point(&self, event: &PointerEvent) -> (f64, f64) {
+        let rect = self.canvas.get_bounding_client_rect();
+        (f64::from(event.client_x()) - rect.left(), f64::from(event.client_y()) - rect.top())
+    }
+
+    /// Shows the arena or the board and the controls that go with it.
+    pub fn show_mode(&self, board: bool) {
+        self.board_tools.set_hidden(!board);
+        self.mode_toggle.set_text_content(Some(if board { "Arena (B)" } else { "Board (B)" }));
+        if let Some(body) = self.document.body() {
+            let _ = body.dataset().set("mode", if board { "board" } else { "arena" });
+        }
+    }
+
+    /// Marks the selected tool's button.
+    pub fn show_tool(&self, selected: &HtmlElement) {
+        for button in [&self.tool_pen, &self.tool_eraser, &self.tool_pan] {
+            button.set_class_name(if button == selected { "tool selected" } else { "tool" });
+        }
+    }
+
+    /// The storage key for one room's unsynced board edits (per tab: `sessionStorage`).
+    pub fn board_storage_key(room: &str) -> String {
+        format!("easel.board.{room}")
+    }
+
+    pub fn session_storage(&self) -> Option<web_sys::Storage> {
+        self.window.session_storage().ok().flatten()
+    }
+
     pub fn set_status_attribute(&self, status: &str) {
         if let Some(body) = self.document.body() {
             let _ = body.dataset().set("status", status);
@@ -162,6 +215,13 @@ impl Page {
         if let (Some(body), Some(me)) = (self.document.body(), core.view().me()) {
             let _ = body.dataset().set("playerId", &me.to_string());
         }
+        let board = core.whiteboard();
+        let unsynced = board.unsynced();
+        self.unsynced.set_hidden(unsynced == 0);
+        let noun = if unsynced == 1 { "change" } else { "changes" };
+        self.unsynced.set_text_content(Some(&format!("{unsynced} {noun} not synced")));
+        self.undo_button.set_disabled(!board.can_undo());
+        self.redo_button.set_disabled(!board.can_redo());
         self.update_scoreboard(core);
     }
 
@@ -302,7 +362,17 @@ pub(super) fn debug_json(core: Option<&ClientCore>, now: f64) -> String {
             state.map_or(0, |s| s.score),
         );
     }
-    out.push_str(r#"],"chat":["#);
+    let board = core.whiteboard();
+    let digest: String = board.board().digest().iter().map(|b| format!("{b:02x}")).collect();
+    let _ = write!(
+        out,
+        r#"],"board":{{"strokes":{},"digest":"{digest}","unsynced":{},"synced":{},"cursors":{}}}"#,
+        board.board().len(),
+        board.unsynced(),
+        board.is_synced(),
+        board.presence().values().filter(|p| p.cursor.is_some()).count(),
+    );
+    out.push_str(r#","chat":["#);
     for (i, line) in view.chat().enumerate() {
         let _ = write!(
             out,

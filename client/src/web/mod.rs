@@ -1,6 +1,7 @@
 //! The browser front (wasm32 only): wires the page's DOM, keyboard, touch stick and WebSocket to
 //! the pure `ClientCore`, and draws it on the canvas. Kept thin: decisions live in the core.
 
+mod board;
 mod dom;
 mod render;
 
@@ -13,7 +14,9 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{BinaryType, CloseEvent, Event, HtmlInputElement, KeyboardEvent, MessageEvent, PointerEvent, WebSocket};
 
+use crate::core::base64::{from_base64, to_base64};
 use crate::core::{ClientCore, Status, reconnect_delay_ms};
+use board::{BoardUi, Tool};
 use dom::Page;
 
 /// Network polling period: inputs go out at the room's tick rate, so this only needs to be
@@ -38,6 +41,11 @@ struct App {
     reconnect_pending: bool,
     hud_refreshed_at: f64,
     log_version: Option<u64>,
+    /// Whether the board (not the arena) is shown.
+    board_mode: bool,
+    board_ui: BoardUi,
+    /// Whiteboard version last written to the tab's storage.
+    saved_version: Option<u64>,
 }
 
 /// A WebSocket and the handlers that must live as long as it does.
@@ -69,6 +77,9 @@ pub fn start() -> Result<(), JsValue> {
         reconnect_pending: false,
         hud_refreshed_at: f64::MIN,
         log_version: None,
+        board_mode: false,
+        board_ui: BoardUi::default(),
+        saved_version: None,
     }));
     APP.with(|slot| *slot.borrow_mut() = Some(app.clone()));
     install_handlers(&app)?;
@@ -150,6 +161,8 @@ fn install_handlers(app: &Rc<RefCell<App>>) -> Result<(), JsValue> {
         page.listen(&page.joystick, kind, on_stick)?;
     }
 
+    install_board_handlers(app, &page)?;
+
     let network = {
         let app = app.clone();
         Closure::<dyn FnMut()>::new(move || poll_network(&app))
@@ -160,6 +173,142 @@ fn install_handlers(app: &Rc<RefCell<App>>) -> Result<(), JsValue> {
 
     start_animation(app.clone());
     Ok(())
+}
+
+fn install_board_handlers(app: &Rc<RefCell<App>>, page: &Page) -> Result<(), JsValue> {
+    let on_toggle = {
+        let app = app.clone();
+        move |_: Event| toggle_mode(&app)
+    };
+    page.listen(&page.mode_toggle, "click", on_toggle)?;
+
+    for (button, tool) in [(&page.tool_pen, Tool::Pen), (&page.tool_eraser, Tool::Eraser), (&page.tool_pan, Tool::Pan)]
+    {
+        let app = app.clone();
+        page.listen(button, "click", move |_: Event| select_tool(&app, tool))?;
+    }
+    let on_color = {
+        let app = app.clone();
+        move |_: Event| {
+            let mut app = app.borrow_mut();
+            let value = app.page.pen_color.value();
+            if let Ok(color) = u32::from_str_radix(value.trim_start_matches('#'), 16) {
+                app.board_ui.color = color;
+            }
+        }
+    };
+    page.listen(&page.pen_color, "input", on_color)?;
+    let on_width = {
+        let app = app.clone();
+        move |_: Event| {
+            let mut app = app.borrow_mut();
+            if let Ok(width) = app.page.pen_width.value().parse::<u8>() {
+                app.board_ui.width = width.clamp(1, 32);
+            }
+        }
+    };
+    page.listen(&page.pen_width, "input", on_width)?;
+    let on_undo = {
+        let app = app.clone();
+        move |_: Event| history(&app, false)
+    };
+    page.listen(&page.undo_button, "click", on_undo)?;
+    let on_redo = {
+        let app = app.clone();
+        move |_: Event| history(&app, true)
+    };
+    page.listen(&page.redo_button, "click", on_redo)?;
+    let on_export = {
+        let app = app.clone();
+        move |_: Event| {
+            let app = app.borrow();
+            if let Some(core) = app.core.as_ref()
+                && let Err(e) = app.board_ui.export_png(&app.page, core, core.room())
+            {
+                web_sys::console::error_2(&"export failed".into(), &e);
+            }
+        }
+    };
+    page.listen(&page.export_button, "click", on_export)?;
+
+    for kind in ["pointerdown", "pointermove", "pointerup", "pointercancel", "pointerleave"] {
+        let app = app.clone();
+        let on_pointer = move |event: Event| {
+            let Some(event) = event.dyn_ref::<PointerEvent>() else { return };
+            let mut app = app.borrow_mut();
+            if !app.board_mode {
+                return;
+            }
+            event.prevent_default();
+            let App { page, core, board_ui, .. } = &mut *app;
+            if let Some(core) = core.as_mut() {
+                board_ui.pointer(page, core, event);
+            }
+        };
+        page.listen(&page.canvas, kind, on_pointer)?;
+    }
+    let on_wheel = {
+        let app = app.clone();
+        move |event: Event| {
+            let Some(event) = event.dyn_ref::<web_sys::WheelEvent>() else { return };
+            let mut app = app.borrow_mut();
+            if !app.board_mode {
+                return;
+            }
+            event.prevent_default();
+            let rect = app.page.canvas.get_bounding_client_rect();
+            let (x, y) = (f64::from(event.client_x()) - rect.left(), f64::from(event.client_y()) - rect.top());
+            let factor = (-event.delta_y() * 0.0015).exp();
+            let App { page, board_ui, .. } = &mut *app;
+            board_ui.zoom_at(page, x, y, factor);
+        }
+    };
+    page.listen(&page.canvas, "wheel", on_wheel)?;
+    // The right button pans the board; keep the browser's menu out of the way.
+    let on_menu = {
+        let app = app.clone();
+        move |event: Event| {
+            if app.borrow().board_mode {
+                event.prevent_default();
+            }
+        }
+    };
+    page.listen(&page.canvas, "contextmenu", on_menu)?;
+    Ok(())
+}
+
+fn toggle_mode(app: &Rc<RefCell<App>>) {
+    let mut app = app.borrow_mut();
+    if app.core.is_none() {
+        return;
+    }
+    app.board_mode = !app.board_mode;
+    let board_mode = app.board_mode;
+    app.page.show_mode(board_mode);
+    app.board_ui.invalidate();
+    if let Some(core) = app.core.as_mut() {
+        core.whiteboard_mut().set_cursor(None);
+    }
+}
+
+fn select_tool(app: &Rc<RefCell<App>>, tool: Tool) {
+    let mut app = app.borrow_mut();
+    app.board_ui.tool = tool;
+    let button = match tool {
+        Tool::Pen => app.page.tool_pen.clone(),
+        Tool::Eraser => app.page.tool_eraser.clone(),
+        Tool::Pan => app.page.tool_pan.clone(),
+    };
+    app.page.show_tool(&button);
+}
+
+fn history(app: &Rc<RefCell<App>>, redo: bool) {
+    let mut app = app.borrow_mut();
+    if let Some(core) = app.core.as_mut() {
+        let board = core.whiteboard_mut();
+        let _ = if redo { board.redo() } else { board.undo() };
+    }
+    app.hud_refreshed_at = f64::MIN;
 }
 
 fn join(app: &Rc<RefCell<App>>) {
@@ -179,8 +328,17 @@ fn join(app: &Rc<RefCell<App>>) {
         let mut app = app.borrow_mut();
         app.page.remember_join(&name, &room);
         app.page.show_game(&room);
-        app.core = Some(ClientCore::new(&name, &room));
+        let mut core = ClientCore::new(&name, &room);
+        // Edits this tab made but the server never stored survive a reload.
+        let saved = app.page.session_storage().and_then(|s| s.get_item(&Page::board_storage_key(&room)).ok().flatten());
+        if let Some(bytes) = saved.as_deref().and_then(from_base64)
+            && let Err(e) = core.whiteboard_mut().restore(&bytes)
+        {
+            web_sys::console::error_1(&format!("ignoring unreadable saved board state: {e}").into());
+        }
+        app.core = Some(core);
         app.reconnect_attempt = 0;
+        app.page.show_mode(false);
     }
     connect(app);
 }
@@ -293,8 +451,8 @@ fn send_chat(app: &Rc<RefCell<App>>) {
     let _ = input.blur();
 }
 
-fn key_down(app: &Rc<RefCell<App>>, event: &KeyboardEvent) {
-    let mut app = app.borrow_mut();
+fn key_down(app_rc: &Rc<RefCell<App>>, event: &KeyboardEvent) {
+    let mut app = app_rc.borrow_mut();
     if app.page.typing_in(event) {
         if event.code() == "Escape" {
             let _ = app.page.chat_input.blur();
@@ -302,6 +460,32 @@ fn key_down(app: &Rc<RefCell<App>>, event: &KeyboardEvent) {
         return;
     }
     let code = event.code();
+    let command = event.ctrl_key() || event.meta_key();
+    if app.core.is_some() && command && matches!(code.as_str(), "KeyZ" | "KeyY") {
+        event.prevent_default();
+        let redo = code == "KeyY" || event.shift_key();
+        drop(app);
+        history(app_rc, redo);
+        return;
+    }
+    if app.core.is_some() && !command && code == "KeyB" {
+        drop(app);
+        toggle_mode(app_rc);
+        return;
+    }
+    if app.board_mode && !command {
+        let tool = match code.as_str() {
+            "KeyP" => Some(Tool::Pen),
+            "KeyE" => Some(Tool::Eraser),
+            "KeyH" => Some(Tool::Pan),
+            _ => None,
+        };
+        if let Some(tool) = tool {
+            drop(app);
+            select_tool(app_rc, tool);
+            return;
+        }
+    }
     if app.core.is_some() && code == "Enter" {
         event.prevent_default();
         let _ = app.page.chat_input.focus();
@@ -318,7 +502,14 @@ fn poll_network(app: &Rc<RefCell<App>>) {
     let mut app = app.borrow_mut();
     let now = app.page.now();
     let keys = dom::direction_of_keys(app.keys.iter().map(String::as_str));
-    let held = if keys != (0, 0) { keys } else { app.stick };
+    // On the board, keys and the stick do not steer the player.
+    let held = if app.board_mode {
+        (0, 0)
+    } else if keys != (0, 0) {
+        keys
+    } else {
+        app.stick
+    };
     let Some(core) = app.core.as_mut() else { return };
     core.hold_direction(held.0, held.1);
     let outgoing = core.poll_transmit(now);
@@ -340,10 +531,22 @@ impl App {
     fn frame(&mut self) {
         let now = self.page.now();
         let Some(core) = self.core.as_ref() else { return };
-        render::draw(&self.page, core, now);
+        if self.board_mode {
+            self.board_ui.draw(&self.page, core);
+        } else {
+            render::draw(&self.page, core, now);
+        }
         if now - self.hud_refreshed_at >= HUD_REFRESH_MS {
             self.hud_refreshed_at = now;
             self.page.update_hud(core, now);
+            let version = core.whiteboard().version();
+            if self.saved_version != Some(version) {
+                self.saved_version = Some(version);
+                if let Some(storage) = self.page.session_storage() {
+                    let key = Page::board_storage_key(core.room());
+                    let _ = storage.set_item(&key, &to_base64(&core.whiteboard().save()));
+                }
+            }
         }
         let version = core.view().log_version();
         if self.log_version != Some(version) {
