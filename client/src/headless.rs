@@ -84,8 +84,7 @@ impl HeadlessClient {
     pub async fn disconnect(mut self) -> ClientCore {
         let _ = self.commands.send(Command::Close);
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
-        let core = std::mem::replace(&mut *lock(&self.core), ClientCore::new("", ""));
-        core
+        std::mem::replace(&mut *lock(&self.core), ClientCore::new("", ""))
     }
 
     pub async fn joined(&self, timeout: Duration) -> Result<u32, HeadlessError> {

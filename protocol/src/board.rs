@@ -197,7 +197,12 @@ impl Board {
                 self.settle_deferred();
             }
             BoardOp::Erase { clock, ids } => {
-                let deferred = !(clock <= self.set.clock());
+                // Deferred unless every dot it names has been seen here (concurrent counts too).
+                let seen = matches!(
+                    clock.partial_cmp(&self.set.clock()),
+                    Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+                );
+                let deferred = !seen;
                 self.set.apply(orswot::Op::Rm { clock, members: ids.clone() });
                 for id in ids {
                     if !self.set.contains(&id).val {

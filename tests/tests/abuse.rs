@@ -11,7 +11,7 @@ use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
 fn hello(version: u16) -> Vec<u8> {
-    encode(&ClientMsg::Hello { version, name: "mallory".into(), room: "arena".into() })
+    encode(&ClientMsg::Hello { version, name: "mallory".into(), room: "arena".into(), identity: None })
 }
 
 /// A player keeps receiving snapshots: the server is still serving it.

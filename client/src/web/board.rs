@@ -45,8 +45,12 @@ pub(super) struct BoardUi {
     gesture: Gesture,
     /// What the last frame drew (board version, view, canvas size, gesture length): unchanged
     /// means the pixels on screen are still right and drawing can be skipped.
-    drawn: Option<(u64, (i64, i64, i64), (u32, u32), usize)>,
+    drawn: Option<FrameKey>,
 }
+
+/// Everything a drawn frame depends on: board version, view (centre and zoom, rounded), canvas
+/// size in device pixels, and the length of the stroke being drawn.
+type FrameKey = (u64, (i64, i64, i64), (u32, u32), usize);
 
 impl Default for BoardUi {
     fn default() -> Self {

@@ -52,9 +52,17 @@ pub struct Committed {
     pub result: Result<(), String>,
 }
 
+/// Ops of one room to write, and where to say they are written.
+struct PendingCommit {
+    room: String,
+    first_seq: u64,
+    ops: Vec<Vec<u8>>,
+    done: tokio::sync::mpsc::UnboundedSender<Committed>,
+}
+
 enum Request {
     Load { room: String, reply: oneshot::Sender<Result<StoredBoard, StoreError>> },
-    Commit { room: String, first_seq: u64, ops: Vec<Vec<u8>>, done: tokio::sync::mpsc::UnboundedSender<Committed> },
+    Commit(PendingCommit),
     Compact { room: String, snapshot: Vec<u8>, through_seq: u64 },
     Identify { claimed: Option<Identity>, reply: oneshot::Sender<Result<Identity, StoreError>> },
 }
@@ -107,7 +115,7 @@ impl Store {
         ops: Vec<Vec<u8>>,
         done: &tokio::sync::mpsc::UnboundedSender<Committed>,
     ) {
-        let request = Request::Commit { room: room.to_owned(), first_seq, ops, done: done.clone() };
+        let request = Request::Commit(PendingCommit { room: room.to_owned(), first_seq, ops, done: done.clone() });
         if self.requests.send(request).is_err() {
             let _ = done.send(Committed { first_seq, result: Err(StoreError::Stopped.to_string()) });
         }
@@ -162,7 +170,7 @@ fn serve(mut connection: Connection, queue: mpsc::Receiver<Request>) {
         let mut commits = Vec::new();
         for request in batch {
             match request {
-                Request::Commit { room, first_seq, ops, done } => commits.push((room, first_seq, ops, done)),
+                Request::Commit(commit) => commits.push(commit),
                 Request::Load { room, reply } => {
                     let _ = reply.send(load(&connection, &room));
                 }
@@ -183,23 +191,20 @@ fn serve(mut connection: Connection, queue: mpsc::Receiver<Request>) {
         if let Err(e) = &result {
             tracing::error!("board commit failed, ops stay unacknowledged: {e}");
         }
-        for (_, first_seq, _, done) in commits {
-            let _ = done.send(Committed { first_seq, result: result.clone() });
+        for commit in commits {
+            let _ = commit.done.send(Committed { first_seq: commit.first_seq, result: result.clone() });
         }
     }
 }
 
-fn commit_all(
-    connection: &mut Connection,
-    commits: &[(String, u64, Vec<Vec<u8>>, tokio::sync::mpsc::UnboundedSender<Committed>)],
-) -> rusqlite::Result<()> {
+fn commit_all(connection: &mut Connection, commits: &[PendingCommit]) -> rusqlite::Result<()> {
     let transaction = connection.transaction()?;
     {
         let mut insert =
             transaction.prepare_cached("INSERT OR REPLACE INTO board_ops (room, seq, op) VALUES (?1, ?2, ?3)")?;
-        for (room, first_seq, ops, _) in commits {
-            for (seq, op) in (*first_seq..).zip(ops) {
-                insert.execute(params![room, seq as i64, op])?;
+        for commit in commits {
+            for (seq, op) in (commit.first_seq..).zip(&commit.ops) {
+                insert.execute(params![commit.room, seq as i64, op])?;
             }
         }
     }
