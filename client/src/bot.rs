@@ -415,7 +415,7 @@ fn frame_header_len(len: usize) -> u64 {
     }
 }
 
-fn percentiles(mut samples: Vec<f64>) -> Percentiles {
+pub(crate) fn percentiles(mut samples: Vec<f64>) -> Percentiles {
     if samples.is_empty() {
         return Percentiles { p50: 0.0, p90: 0.0, p99: 0.0, max: 0.0, samples: 0 };
     }

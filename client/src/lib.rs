@@ -12,5 +12,7 @@ pub mod core;
 pub mod headless;
 #[cfg(target_arch = "wasm32")]
 mod web;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod whiteboard_load;
 
 pub use core::{ClientCore, Status};

@@ -280,19 +280,7 @@ impl Board {
     /// SHA-256 over the live strokes in (author, seq) order, as WORKLOADS.md defines: author,
     /// seq, color (u32 le), width (u8), point count (u32 le), then each point's x, y (i16 le).
     pub fn digest(&self) -> [u8; 32] {
-        let mut hash = Sha256::new();
-        for stroke in self.live.values() {
-            hash.update(stroke.id.author.to_le_bytes());
-            hash.update(stroke.id.seq.to_le_bytes());
-            hash.update(stroke.color.to_le_bytes());
-            hash.update([stroke.width]);
-            hash.update((stroke.points.len() as u32).to_le_bytes());
-            for point in &stroke.points {
-                hash.update(point.x.to_le_bytes());
-                hash.update(point.y.to_le_bytes());
-            }
-        }
-        hash.finalize().into()
+        digest_of(self.live.values())
     }
 
     /// The board as bytes (the stored snapshot and the late joiner's state).
@@ -338,6 +326,23 @@ impl Board {
             }
         });
     }
+}
+
+/// The workload digest of a set of strokes given in (author, seq) order (see `Board::digest`).
+pub fn digest_of<'a>(strokes: impl IntoIterator<Item = &'a Stroke>) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    for stroke in strokes {
+        hash.update(stroke.id.author.to_le_bytes());
+        hash.update(stroke.id.seq.to_le_bytes());
+        hash.update(stroke.color.to_le_bytes());
+        hash.update([stroke.width]);
+        hash.update((stroke.points.len() as u32).to_le_bytes());
+        for point in &stroke.points {
+            hash.update(point.x.to_le_bytes());
+            hash.update(point.y.to_le_bytes());
+        }
+    }
+    hash.finalize().into()
 }
 
 /// Serde for point lists as deltas: each point is the difference from the one before, so the

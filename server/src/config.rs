@@ -99,6 +99,11 @@ pub struct Limits {
     pub room_capacity: usize,
     /// Presence updates per second a client may send (more are dropped, not punished).
     pub presence_per_second: f64,
+    /// Board ops per second a client may send, sustained, and in a burst: a client coming back
+    /// online resends its offline edits at once, so the burst is large; they do not count
+    /// against `messages_per_second`.
+    pub board_ops_per_second: f64,
+    pub board_op_burst: f64,
     /// Board ops waiting for storage in one room before new ones are refused (full disk).
     pub max_uncommitted_ops: usize,
 }
@@ -118,6 +123,8 @@ impl Default for Limits {
             chat_burst: 5.0,
             room_capacity: 10_000,
             presence_per_second: 30.0,
+            board_ops_per_second: 200.0,
+            board_op_burst: 1_000.0,
             max_uncommitted_ops: 10_000,
         }
     }

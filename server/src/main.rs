@@ -43,10 +43,17 @@ struct BotArgs {
     /// How long all bots may take to join.
     #[arg(long, default_value = "60s", value_parser = easel::config::parse_duration)]
     join_timeout: std::time::Duration,
-    /// What the bots do: `arena` plays the arena workload. (`draw` and `mixed` arrive with the
-    /// whiteboard.)
+    /// What the bots do: `arena` plays the arena workload; `whiteboard` runs the whiteboard
+    /// workload (--writers writers and as many readers, on board `board`; --count is ignored).
     #[arg(long, default_value = "arena")]
     behavior: String,
+    /// Writers of the whiteboard workload.
+    #[arg(long, default_value_t = 4)]
+    writers: usize,
+    /// Strokes on the whiteboard workload's final board (10,000 is the workload; fewer only for
+    /// a quick smoke run, at least 100).
+    #[arg(long, default_value_t = easel_client::whiteboard_load::WORKLOAD_STROKES)]
+    strokes: usize,
     /// Also print the summary as one JSON line (last line of output).
     #[arg(long)]
     json: bool,
@@ -64,10 +71,8 @@ fn bot(args: BotArgs) -> anyhow::Result<()> {
     use easel_client::bot::{self, Behavior, BotConfig, Milestone};
     let behavior = match args.behavior.as_str() {
         "arena" => Behavior::Arena,
-        "draw" | "mixed" => {
-            anyhow::bail!("--behavior {} needs the whiteboard, which this build does not have yet", args.behavior)
-        }
-        other => anyhow::bail!("unknown --behavior {other:?}: use arena"),
+        "whiteboard" => return whiteboard_bots(args),
+        other => anyhow::bail!("unknown --behavior {other:?}: use arena or whiteboard"),
     };
     let config = BotConfig {
         url: args.url,
@@ -145,6 +150,53 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+fn whiteboard_bots(args: BotArgs) -> anyhow::Result<()> {
+    use easel_client::bot::Milestone;
+    use easel_client::whiteboard_load::{self, WhiteboardConfig};
+    anyhow::ensure!(args.strokes >= 100, "--strokes must be at least 100 (the offline case walks 100 strokes)");
+    let config = WhiteboardConfig {
+        url: args.url,
+        writers: args.writers,
+        strokes: args.strokes,
+        phase_timeout: args.join_timeout.max(args.duration),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let summary = runtime.block_on(whiteboard_load::run(config, |milestone| {
+        let name = match milestone {
+            Milestone::Joined => "joined",
+            Milestone::WindowStart => "window-start",
+            Milestone::WindowEnd => "window-end",
+        };
+        println!("easel-bot: {name}");
+    }));
+    println!(
+        "whiteboard W={} · {} strokes · {} ops in {:.1} s\n  convergence {:.1} ms · add→all p50 {:.1} / p99 {:.1} / max {:.1} ms\n  late joiner {:.1} ms · stored {} bytes, loads in {:.1} ms · offline merge {:.1} ms ({} strokes)",
+        summary.writers,
+        summary.strokes,
+        summary.ops,
+        summary.writing_s,
+        summary.convergence_ms,
+        summary.latency_add_all_ms.p50,
+        summary.latency_add_all_ms.p99,
+        summary.latency_add_all_ms.max,
+        summary.late_join.full_board_ms,
+        summary.stored_board_bytes,
+        summary.load_ms,
+        summary.offline.converge_ms,
+        summary.offline.strokes,
+    );
+    if let Some(reason) = &summary.reason {
+        println!("  NOT OK: {reason}");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&summary).context("encoding the summary")?);
+    }
+    if !summary.ok {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// Registers for Ctrl-C and SIGTERM at once (so a signal that arrives right after start-up is

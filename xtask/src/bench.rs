@@ -151,14 +151,15 @@ struct Sample {
     metrics: String,
 }
 
-fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunContext) -> Result<Value> {
+/// Starts a server on a free port with a fresh data directory; returns it and its address.
+fn start_server(binary: &Path, rules: &str) -> Result<(Owned, String)> {
     let assets = std::env::temp_dir().join("easel-bench-assets");
     std::fs::create_dir_all(&assets)?;
-    let data = std::env::temp_dir().join(format!("easel-bench-data-{}", std::process::id()));
+    let data = std::env::temp_dir().join(format!("easel-bench-data-{}-{rules}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let mut server = Owned(
         Command::new(binary)
-            .args(["serve", "--bind", "127.0.0.1", "--port", "0", "--rules", "arena-benchmark", "--log-level", "warn"])
+            .args(["serve", "--bind", "127.0.0.1", "--port", "0", "--rules", rules, "--log-level", "warn"])
             .arg("--assets-dir")
             .arg(&assets)
             .arg("--data-dir")
@@ -167,27 +168,24 @@ fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunConte
             .spawn()
             .context("starting the server")?,
     );
-    let server_pid = server.0.id();
     let mut first_line = String::new();
     BufReader::new(server.0.stdout.take().context("server stdout")?).read_line(&mut first_line)?;
     let address = first_line.trim().strip_prefix("Easel listening on http://").context("no listening line")?.to_owned();
+    Ok((server, address))
+}
 
-    let join_budget = Duration::from_secs(60);
-    let budget = join_budget + options.warmup + options.window + Duration::from_secs(30);
+/// Starts the bots at `nice 10` and returns them with a channel of their output lines.
+fn start_bots(binary: &Path, args: &[String]) -> Result<(Owned, mpsc::Receiver<String>)> {
     let mut bots = Owned(
         Command::new("nice")
             .args(["-n", "10"])
             .arg(binary)
-            .args(["bot", "--behavior", "arena", "--room", "arena", "--json"])
-            .args(["--url", &format!("ws://{address}/ws"), "--count", &n.to_string()])
-            .args(["--warmup", &format!("{}ms", options.warmup.as_millis())])
-            .args(["--duration", &format!("{}ms", options.window.as_millis())])
-            .args(["--join-timeout", &format!("{}ms", join_budget.as_millis())])
+            .arg("bot")
+            .args(args)
             .stdout(Stdio::piped())
             .spawn()
             .context("starting the bots")?,
     );
-    let bots_pid = bots.0.id();
     let (lines_tx, lines) = mpsc::channel();
     let stdout = bots.0.stdout.take().context("bot stdout")?;
     std::thread::spawn(move || {
@@ -197,29 +195,68 @@ fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunConte
             }
         }
     });
+    Ok((bots, lines))
+}
 
+/// Reads the bots' output until their JSON summary, sampling the server at the window's edges;
+/// bounded by `budget`.
+fn follow_bots(
+    lines: &mpsc::Receiver<String>,
+    budget: Duration,
+    server_pid: u32,
+    bots_pid: u32,
+    address: &str,
+) -> Result<(Option<Sample>, Option<Sample>, Value)> {
     let deadline = Instant::now() + budget;
-    let (mut start, mut end, mut summary) = (None, None, None);
-    while summary.is_none() {
+    let (mut start, mut end) = (None, None);
+    loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let line = match lines.recv_timeout(remaining) {
             Ok(line) => line,
             Err(mpsc::RecvTimeoutError::Timeout) => bail!("watchdog: the run exceeded its {budget:?} budget"),
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Disconnected) => bail!("the bots printed no summary"),
         };
         match line.as_str() {
-            "easel-bot: window-start" => start = Some(sample(server_pid, bots_pid, &address)?),
-            "easel-bot: window-end" => end = Some(sample(server_pid, bots_pid, &address)?),
-            json if json.starts_with('{') => summary = Some(serde_json::from_str::<Value>(json)?),
+            "easel-bot: window-start" => start = Some(sample(server_pid, bots_pid, address)?),
+            "easel-bot: window-end" => end = Some(sample(server_pid, bots_pid, address)?),
+            json if json.starts_with('{') => return Ok((start, end, serde_json::from_str(json)?)),
             _ => {}
         }
     }
+}
+
+fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunContext) -> Result<Value> {
+    let (mut server, address) = start_server(binary, "arena-benchmark")?;
+    let server_pid = server.0.id();
+    let join_budget = Duration::from_secs(60);
+    let budget = join_budget + options.warmup + options.window + Duration::from_secs(30);
+    let args: Vec<String> = [
+        "--behavior",
+        "arena",
+        "--room",
+        "arena",
+        "--json",
+        "--url",
+        &format!("ws://{address}/ws"),
+        "--count",
+        &n.to_string(),
+        "--warmup",
+        &format!("{}ms", options.warmup.as_millis()),
+        "--duration",
+        &format!("{}ms", options.window.as_millis()),
+        "--join-timeout",
+        &format!("{}ms", join_budget.as_millis()),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let (mut bots, lines) = start_bots(binary, &args)?;
+    let (start, end, summary) = follow_bots(&lines, budget, server_pid, bots.0.id(), &address)?;
     let _ = bots.0.wait();
     let server_alive = matches!(server.0.try_wait(), Ok(None));
     let rss_peak_kb = read_status_kb(server_pid, "VmHWM").unwrap_or(0);
     stop_gracefully(&mut server.0);
 
-    let summary = summary.context("the bots printed no summary")?;
     let (Some(start), Some(end)) = (start, end) else {
         let reason = summary["reason"].as_str().unwrap_or("the bots never reached the window").to_owned();
         return Ok(failed(n, context, &reason));
@@ -445,4 +482,150 @@ mod tests {
         // Our own process always exists; its utime+stime is a number.
         assert!(process_ticks(std::process::id()).is_ok());
     }
+}
+
+/// The options of one `bench whiteboard` invocation.
+pub struct WhiteboardOptions {
+    pub writers: Vec<usize>,
+    /// Final board size: the workload's 10,000, or fewer for a smoke run (never recorded).
+    pub strokes: usize,
+    pub profile: Profile,
+    pub record: bool,
+}
+
+impl WhiteboardOptions {
+    pub fn parse(args: &[String]) -> Result<Self> {
+        let mut options = Self { writers: vec![4, 16, 64], strokes: 10_000, profile: Profile::Release, record: true };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--w" => {
+                    let list = args.next().context("--w needs a value")?;
+                    options.writers =
+                        list.split(',').map(|w| w.trim().parse::<usize>()).collect::<Result<_, _>>().context("--w")?;
+                }
+                "--strokes" => {
+                    options.strokes = args.next().context("--strokes needs a value")?.parse().context("--strokes")?;
+                    // Smaller than the workload: a smoke run, whose figures are not comparable.
+                    options.record = false;
+                }
+                "--dev" => options.profile = Profile::Dev,
+                "--no-record" => options.record = false,
+                other => bail!("unknown bench option {other}"),
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// `cargo xtask bench whiteboard`: the whiteboard workload of WORKLOADS.md per W.
+pub fn whiteboard(root: &Path, options: &WhiteboardOptions) -> Result<()> {
+    let binary = build_server(root, options.profile)?;
+    let context = RunContext::collect(root);
+    let mut all_ok = true;
+    let mut rows = Vec::new();
+    for &w in &options.writers {
+        step(&format!("whiteboard, W = {w} writers + {w} readers"));
+        let result = run_whiteboard(&binary, w, options.strokes, &context).unwrap_or_else(|e| {
+            json!({ "impl": "easel", "workload": "whiteboard", "w": w, "ok": false, "reason": e.to_string(),
+                    "commit": context.commit, "date": context.date, "machine": context.machine })
+        });
+        println!("{result}");
+        all_ok &= result["ok"].as_bool().unwrap_or(false);
+        if options.record {
+            append(&root.join("bench").join("results").join("whiteboard.jsonl"), &result)?;
+        }
+        rows.push(result);
+    }
+    println!(
+        "\n{:>4} {:>4} {:>12} {:>22} {:>14} {:>12} {:>8} {:>10} {:>10} {:>9} {:>11}",
+        "W",
+        "ok",
+        "converge ms",
+        "add→all p50/p99/max ms",
+        "MB sent/client",
+        "server CPU s",
+        "RSS MB",
+        "late ms",
+        "stored KB",
+        "load ms",
+        "offline ms"
+    );
+    for row in &rows {
+        let f = |v: &Value, scale: f64| v.as_f64().map_or("-".to_owned(), |x| format!("{:.1}", x * scale));
+        let latency = &row["latency_add_all_ms"];
+        println!(
+            "{:>4} {:>4} {:>12} {:>22} {:>14} {:>12} {:>8} {:>10} {:>10} {:>9} {:>11}",
+            row["w"].to_string(),
+            if row["ok"].as_bool().unwrap_or(false) { "yes" } else { "NO" },
+            f(&row["convergence_ms"], 1.0),
+            format!("{}/{}/{}", f(&latency["p50"], 1.0), f(&latency["p99"], 1.0), f(&latency["max"], 1.0)),
+            f(&row["server_bytes_sent_per_client"], 1e-6),
+            f(&row["server_cpu_s"], 1.0),
+            f(&row["server_rss_peak_mb"], 1.0),
+            f(&row["late_join"]["full_board_ms"], 1.0),
+            f(&row["stored_board_bytes"], 1e-3),
+            f(&row["load_ms"], 1.0),
+            f(&row["offline"]["converge_ms"], 1.0),
+        );
+    }
+    if !all_ok {
+        bail!("at least one run failed its checks (see \"reason\")");
+    }
+    Ok(())
+}
+
+fn run_whiteboard(binary: &Path, w: usize, strokes: usize, context: &RunContext) -> Result<Value> {
+    let (mut server, address) = start_server(binary, "game")?;
+    let server_pid = server.0.id();
+    // Each phase may take this long; the run as a whole is bounded by the watchdog below.
+    let phase = Duration::from_secs(180);
+    let args: Vec<String> = ["--behavior", "whiteboard", "--json", "--url", &format!("ws://{address}/ws")]
+        .iter()
+        .map(|a| a.to_string())
+        .chain(["--writers".to_owned(), w.to_string(), "--join-timeout".to_owned(), format!("{}s", phase.as_secs())])
+        .chain(["--strokes".to_owned(), strokes.to_string()])
+        .collect();
+    let (mut bots, lines) = start_bots(binary, &args)?;
+    let (start, end, summary) = follow_bots(&lines, phase * 4, server_pid, bots.0.id(), &address)?;
+    let _ = bots.0.wait();
+    let server_alive = matches!(server.0.try_wait(), Ok(None));
+    let rss_peak_kb = read_status_kb(server_pid, "VmHWM").unwrap_or(0);
+    stop_gracefully(&mut server.0);
+    let (Some(start), Some(end)) = (start, end) else {
+        let reason = summary["reason"].as_str().unwrap_or("the bots never reached the window").to_owned();
+        bail!(reason);
+    };
+    let cpu_s = (end.server_ticks - start.server_ticks) as f64 / context.clock_ticks;
+    let bytes_sent = metric(&end.metrics, "easel_bytes_out_total") - metric(&start.metrics, "easel_bytes_out_total");
+    let mut reasons = Vec::new();
+    if !summary["ok"].as_bool().unwrap_or(false) {
+        reasons.push(summary["reason"].as_str().unwrap_or("bots reported a failure").to_owned());
+    }
+    if !server_alive {
+        reasons.push("the server died during the run".to_owned());
+    }
+    Ok(json!({
+        "impl": "easel",
+        "workload": "whiteboard",
+        "w": w,
+        "ok": reasons.is_empty(),
+        "reason": if reasons.is_empty() { Value::Null } else { Value::from(reasons.join("; ")) },
+        "strokes": summary["strokes"],
+        "ops": summary["ops"],
+        "writing_s": summary["writing_s"],
+        "convergence_ms": summary["convergence_ms"],
+        "latency_add_all_ms": summary["latency_add_all_ms"],
+        "server_bytes_sent": bytes_sent,
+        "server_bytes_sent_per_client": round(bytes_sent / (2 * w) as f64, 0),
+        "server_cpu_s": round(cpu_s, 3),
+        "server_rss_peak_mb": round(rss_peak_kb as f64 / 1024.0, 1),
+        "late_join": summary["late_join"],
+        "stored_board_bytes": summary["stored_board_bytes"],
+        "load_ms": summary["load_ms"],
+        "offline": summary["offline"],
+        "commit": context.commit,
+        "date": context.date,
+        "machine": context.machine,
+    }))
 }

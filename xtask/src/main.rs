@@ -21,6 +21,9 @@ commands:
   bench arena [--n 50,200,500,1000] [--warmup S] [--window S] [--dev] [--no-record]
                       the arena workload (WORKLOADS.md): JSON line + table per N,
                       appended to bench/results/arena.jsonl
+  bench whiteboard [--w 4,16,64] [--dev] [--no-record]
+                      the whiteboard workload: JSON line + table per W,
+                      appended to bench/results/whiteboard.jsonl
   bench report        SVG plots of the recorded results into docs/bench/";
 
 fn main() -> Result<()> {
@@ -34,10 +37,11 @@ fn main() -> Result<()> {
         Some("lint") => lint(),
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("arena") => bench::arena(&root, &bench::ArenaOptions::parse(&args[2..])?),
+            Some("whiteboard") => bench::whiteboard(&root, &bench::WhiteboardOptions::parse(&args[2..])?),
             Some("report") => report::render(&root),
             _ => {
                 eprintln!("{USAGE}");
-                bail!("bench takes `arena` or `report`")
+                bail!("bench takes `arena`, `whiteboard` or `report`")
             }
         },
         _ => {
@@ -153,6 +157,9 @@ fn test(root: &Path) -> Result<()> {
         record: false,
     };
     bench::arena(root, &smoke).context("the arena benchmark smoke run failed")?;
+    step("benchmark smoke run (whiteboard, W = 2, 200 strokes, not recorded)");
+    let smoke = bench::WhiteboardOptions { writers: vec![2], strokes: 200, profile: Profile::Dev, record: false };
+    bench::whiteboard(root, &smoke).context("the whiteboard benchmark smoke run failed")?;
     println!("\ntotal: {} passed, {} failed", rust.passed + browser.passed, rust.failed + browser.failed);
     Ok(())
 }

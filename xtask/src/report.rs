@@ -37,30 +37,55 @@ const ARENA_CHARTS: [Chart; 3] = [
     },
 ];
 
+const WHITEBOARD_CHARTS: [Chart; 2] = [
+    Chart {
+        file: "whiteboard-convergence.svg",
+        title: "Whiteboard: last op to every client converged",
+        y_label: "milliseconds",
+        value: |r| r["convergence_ms"].as_f64(),
+    },
+    Chart {
+        file: "whiteboard-bytes.svg",
+        title: "Whiteboard: bytes the server sent per client",
+        y_label: "bytes per client",
+        value: |r| r["server_bytes_sent_per_client"].as_f64(),
+    },
+];
+
 pub fn render(root: &Path) -> Result<()> {
-    let results = root.join("bench").join("results").join("arena.jsonl");
-    let text = std::fs::read_to_string(&results)
-        .with_context(|| format!("reading {}: run `cargo xtask bench arena` first", results.display()))?;
-    // The newest successful result per (configuration, N): later lines win.
-    let mut newest: BTreeMap<(String, u64), Value> = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let row: Value = serde_json::from_str(line).with_context(|| format!("bad line in {}", results.display()))?;
-        if row["ok"].as_bool() == Some(true) {
-            let key = (row["config"].as_str().unwrap_or("?").to_owned(), row["n"].as_u64().unwrap_or(0));
-            newest.insert(key, row);
-        }
-    }
     let out = root.join("docs").join("bench");
     std::fs::create_dir_all(&out)?;
+    let arena = newest(root, "arena", "n")?;
     for chart in &ARENA_CHARTS {
-        plot(&out.join(chart.file), chart, &newest)?;
+        plot(&out.join(chart.file), chart, &arena, "players in the room (N)")?;
     }
-    std::fs::write(out.join("arena.md"), table(&newest))?;
-    println!("wrote {} charts and arena.md into {}", ARENA_CHARTS.len(), out.display());
+    std::fs::write(out.join("arena.md"), table(&arena))?;
+    let whiteboard = newest(root, "whiteboard", "w")?;
+    if !whiteboard.is_empty() {
+        for chart in &WHITEBOARD_CHARTS {
+            plot(&out.join(chart.file), chart, &whiteboard, "writers (W), with as many readers")?;
+        }
+    }
+    println!("wrote the charts and arena.md into {}", out.display());
     Ok(())
 }
 
-fn plot(path: &Path, chart: &Chart, rows: &BTreeMap<(String, u64), Value>) -> Result<()> {
+/// The newest successful result per (configuration, size) of one workload: later lines win.
+fn newest(root: &Path, workload: &str, size: &str) -> Result<BTreeMap<(String, u64), Value>> {
+    let results = root.join("bench").join("results").join(format!("{workload}.jsonl"));
+    let mut newest = BTreeMap::new();
+    let Ok(text) = std::fs::read_to_string(&results) else { return Ok(newest) };
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let row: Value = serde_json::from_str(line).with_context(|| format!("bad line in {}", results.display()))?;
+        if row["ok"].as_bool() == Some(true) {
+            let config = row["config"].as_str().unwrap_or(workload).to_owned();
+            newest.insert((config, row[size].as_u64().unwrap_or(0)), row);
+        }
+    }
+    Ok(newest)
+}
+
+fn plot(path: &Path, chart: &Chart, rows: &BTreeMap<(String, u64), Value>, x_label: &str) -> Result<()> {
     let mut series: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
     for ((config, n), row) in rows {
         if let Some(y) = (chart.value)(row) {
@@ -78,11 +103,7 @@ fn plot(path: &Path, chart: &Chart, rows: &BTreeMap<(String, u64), Value>) -> Re
         .y_label_area_size(72)
         .build_cartesian_2d(0.0..x_max, 0.0..y_max)
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    plot.configure_mesh()
-        .x_desc("players in the room (N)")
-        .y_desc(chart.y_label)
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    plot.configure_mesh().x_desc(x_label).y_desc(chart.y_label).draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let colors = [RGBColor(0x3b, 0x6e, 0xd8), RGBColor(0xe0, 0x6c, 0x1f), RGBColor(0x2a, 0x9d, 0x5c)];
     for ((config, points), color) in series.iter().zip(colors.iter().cycle()) {
         let color = *color;

@@ -124,7 +124,11 @@ impl ClientCore {
     }
 
     pub fn handle_message(&mut self, now_ms: f64, bytes: &[u8]) -> Result<(), DecodeError> {
-        let msg = decode_server(bytes)?;
+        self.handle(now_ms, decode_server(bytes)?)
+    }
+
+    /// Handles an already decoded message (for fronts that look at it first, like the bots).
+    pub fn handle(&mut self, now_ms: f64, msg: ServerMsg) -> Result<(), DecodeError> {
         match msg {
             ServerMsg::Welcome { identity, board_chunks, .. } => {
                 self.status = Status::Joined;

@@ -16,6 +16,10 @@ use serde::{Deserialize, Serialize};
 
 /// Presence updates at most this often (ms): smooth cursors, modest traffic.
 const PRESENCE_INTERVAL_MS: f64 = 50.0;
+/// Board ops sent per second, sustained and in a burst: under the server's budget (200/s, burst
+/// 1,000), so resending a long offline session never looks like a flood.
+const SEND_OPS_PER_SECOND: f64 = 150.0;
+const SEND_OPS_BURST: f64 = 800.0;
 
 /// What undo undoes: the player's own actions only.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +52,8 @@ pub struct Whiteboard {
     own_presence: Presence,
     presence_dirty: bool,
     presence_sent_at: f64,
+    /// Send budget for board ops: (tokens, at ms).
+    send_budget: Option<(f64, f64)>,
     last_error: Option<String>,
     /// Bumped on every visible change, so fronts redraw only when needed.
     version: u64,
@@ -114,15 +120,16 @@ impl Whiteboard {
         !self.redo.is_empty()
     }
 
-    /// Draws a stroke (split into several if longer than a stroke may be). Needs an identity,
-    /// i.e. one connection since the tab opened.
-    pub fn draw(&mut self, color: u32, width: u8, points: &[Point]) -> Result<(), BoardError> {
+    /// Draws a stroke (split into several if longer than a stroke may be) and returns the ids
+    /// used. Needs an identity, i.e. one connection since the tab opened.
+    pub fn draw(&mut self, color: u32, width: u8, points: &[Point]) -> Result<Vec<StrokeId>, BoardError> {
         let Some(identity) = self.identity else { return Err(BoardError::NotYourStroke) };
         if points.is_empty() {
             return Err(BoardError::EmptyStroke);
         }
         // Consecutive pieces share their joining point so the line stays unbroken.
         let mut start = 0;
+        let mut ids = Vec::new();
         while start < points.len() {
             let end = (start + MAX_POINTS_PER_STROKE).min(points.len());
             let seq = self.board.next_stroke_seq(identity.author).max(self.stroke_seq_floor);
@@ -137,6 +144,7 @@ impl Whiteboard {
                 stroke: stroke.clone(),
             })?;
             self.stroke_seq_floor = seq + 1;
+            ids.push(stroke.id);
             self.add(identity.author, stroke.clone());
             self.undo.push(Action::Drew(stroke));
             if end == points.len() {
@@ -145,7 +153,7 @@ impl Whiteboard {
             start = end - 1;
         }
         self.redo.clear();
-        Ok(())
+        Ok(ids)
     }
 
     /// Erases every stroke passing within `radius` of `at`; returns how many.
@@ -156,6 +164,19 @@ impl Whiteboard {
         }
         let ids: Vec<StrokeId> = hit.iter().map(|s| s.id).collect();
         self.erase(&ids);
+        self.undo.push(Action::Erased(hit.clone()));
+        self.redo.clear();
+        hit.len()
+    }
+
+    /// Erases the given strokes (those this replica holds); returns how many.
+    pub fn erase_ids(&mut self, ids: &[StrokeId]) -> usize {
+        let hit: Vec<Stroke> = ids.iter().filter_map(|id| self.board.stroke(id).cloned()).collect();
+        if hit.is_empty() {
+            return 0;
+        }
+        let present: Vec<StrokeId> = hit.iter().map(|s| s.id).collect();
+        self.erase(&present);
         self.undo.push(Action::Erased(hit.clone()));
         self.redo.clear();
         hit.len()
@@ -270,11 +291,18 @@ impl Whiteboard {
             self.sync_requested = false;
             out.push(encode(&ClientMsg::BoardSync));
         }
-        if self.synced {
+        if self.synced && self.sent < self.pending.len() {
+            let (tokens, at) = self.send_budget.unwrap_or((SEND_OPS_BURST, now_ms));
+            let mut tokens = (tokens + (now_ms - at).max(0.0) / 1000.0 * SEND_OPS_PER_SECOND).min(SEND_OPS_BURST);
             for (client_seq, op) in self.pending.iter().skip(self.sent) {
+                if tokens < 1.0 {
+                    break;
+                }
+                tokens -= 1.0;
                 out.push(encode(&ClientMsg::Board { client_seq: *client_seq, op: op.clone() }));
+                self.sent += 1;
             }
-            self.sent = self.pending.len();
+            self.send_budget = Some((tokens, now_ms));
         }
         if self.presence_dirty && now_ms - self.presence_sent_at >= PRESENCE_INTERVAL_MS {
             self.presence_dirty = false;
@@ -535,6 +563,23 @@ mod tests {
             })
             .collect();
         assert_eq!(counters, vec![2, 3], "dot 1 (acked before the reload) is never used again");
+    }
+
+    #[test]
+    fn a_long_offline_session_is_resent_within_the_servers_budget() {
+        let mut board = connected(1);
+        board.connecting();
+        for i in 0..1000 {
+            board.draw(1, 2, &line(i)).unwrap();
+        }
+        board.welcome(Identity { author: 1, token: [1; 16] }, 0);
+        let mut ops_sent_at = |now: f64| {
+            let mut out = Vec::new();
+            board.poll_transmit(now, &mut out);
+            out.iter().filter(|m| matches!(easel_protocol::decode_client(m), Ok(ClientMsg::Board { .. }))).count()
+        };
+        assert_eq!(ops_sent_at(0.0), SEND_OPS_BURST as usize, "the first burst stays under the server's 1,000");
+        assert_eq!(ops_sent_at(1000.0), SEND_OPS_PER_SECOND as usize, "then the sustained rate");
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct Session {
     chats: TokenBucket,
     /// Presence updates: excess ones are dropped quietly (the next one supersedes them).
     presence: TokenBucket,
+    /// Board ops: their own budget, so a reconnect that resends offline edits is not a flood.
+    board_ops: TokenBucket,
 }
 
 impl Session {
@@ -83,6 +85,7 @@ impl Session {
             messages: TokenBucket::new(now, limits.messages_per_second, limits.message_burst),
             chats: TokenBucket::new(now, limits.chats_per_second, limits.chat_burst),
             presence: TokenBucket::new(now, limits.presence_per_second, limits.presence_per_second),
+            board_ops: TokenBucket::new(now, limits.board_ops_per_second, limits.board_op_burst),
         }
     }
 
@@ -116,13 +119,14 @@ impl Session {
     /// One binary message. `Ok(None)` means nothing to do (e.g. a chat refused politely is a
     /// `Reply`, not an error).
     pub fn handle_binary(&mut self, now: Instant, bytes: &[u8]) -> Result<Option<SessionEvent>, CloseReason> {
-        if !self.messages.try_take(now) {
-            return Err(CloseReason::new(close::POLICY_VIOLATION, "message rate limit exceeded"));
-        }
         let msg = codec::decode_client(bytes).map_err(|e| match e {
             DecodeError::TooLarge { .. } => CloseReason::new(close::MESSAGE_TOO_BIG, e.to_string()),
             _ => CloseReason::new(close::PROTOCOL_ERROR, e.to_string()),
         })?;
+        let bucket = if matches!(msg, ClientMsg::Board { .. }) { &mut self.board_ops } else { &mut self.messages };
+        if !bucket.try_take(now) {
+            return Err(CloseReason::new(close::POLICY_VIOLATION, "message rate limit exceeded"));
+        }
         match (self.phase, msg) {
             (Phase::AwaitingHello { .. }, ClientMsg::Hello { version, name, room, identity }) => {
                 if version != PROTOCOL_VERSION {
@@ -244,6 +248,24 @@ mod tests {
         let now = start + Duration::from_secs(10);
         let flood = (0..1000).map(|_| session.handle_binary(now, &input)).find(Result::is_err);
         assert_eq!(flood.unwrap().unwrap_err().code, close::POLICY_VIOLATION);
+    }
+
+    #[test]
+    fn a_burst_of_offline_board_edits_is_not_a_flood() {
+        use easel_protocol::board::{BoardOp, Dot, Point, Stroke, StrokeId};
+        let now = Instant::now();
+        let mut session = joined_session(now);
+        for seq in 1..=800u32 {
+            let stroke =
+                Stroke { id: StrokeId { author: 1, seq }, color: 0, width: 1, points: vec![Point { x: 0, y: 0 }] };
+            let op = encode(&ClientMsg::Board {
+                client_seq: u64::from(seq),
+                op: BoardOp::Add { dot: Dot::new(1, u64::from(seq)), stroke },
+            });
+            assert!(session.handle_binary(now, &op).is_ok(), "board op {seq} of a reconnect burst refused");
+        }
+        let input = encode(&ClientMsg::Input { seq: 1, dx: 1, dy: 0 });
+        assert!(session.handle_binary(now, &input).is_ok(), "board ops do not use up the general budget");
     }
 
     #[test]

@@ -1,0 +1,510 @@
+//! The `whiteboard` workload of WORKLOADS.md, to the letter: W writers and W readers on board
+//! `board`, writers adding and deleting strokes at 320 ops/s in all from their own
+//! `mulberry32(0x5EED0000 + i)` streams until the board holds exactly 10,000 strokes; then a late
+//! joiner, the stored size, and the offline case. Every figure is checked against the exact
+//! expected board (digests) before it is reported.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use easel_protocol::board::{Board, BoardOp, Point, Stroke, StrokeId, digest_of};
+use easel_protocol::rng::Mulberry32;
+use easel_protocol::{ServerMsg, decode_server};
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::bot::{Milestone, Percentiles, percentiles};
+use crate::core::ClientCore;
+
+/// Strokes on the final board, as the workload defines it.
+pub const WORKLOAD_STROKES: usize = 10_000;
+/// Aggregate op rate of all writers.
+const OPS_PER_SECOND: f64 = 320.0;
+/// Offline edits per disconnected writer; every fifth is a delete.
+const OFFLINE_EDITS: usize = 500;
+
+#[derive(Debug, Clone)]
+pub struct WhiteboardConfig {
+    pub url: String,
+    pub writers: usize,
+    /// Strokes on the final board: `WORKLOAD_STROKES` for the benchmark; fewer only for smoke
+    /// runs (at least 100, which the offline case walks).
+    pub strokes: usize,
+    /// Bound on each phase (joining, writing + converging, late join, offline merge).
+    pub phase_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LateJoin {
+    pub full_board_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Offline {
+    pub converge_ms: f64,
+    pub strokes: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WhiteboardSummary {
+    pub ok: bool,
+    pub reason: Option<String>,
+    pub writers: usize,
+    pub readers: usize,
+    pub strokes: usize,
+    pub ops: u64,
+    pub writing_s: f64,
+    pub convergence_ms: f64,
+    pub latency_add_all_ms: Percentiles,
+    pub client_bytes_in_total: u64,
+    pub late_join: LateJoin,
+    pub stored_board_bytes: usize,
+    pub load_ms: f64,
+    pub offline: Offline,
+}
+
+/// What every client task reports into.
+#[derive(Default)]
+struct Shared {
+    /// Add sent at, and how many other clients have yet to receive it.
+    adds: Mutex<HashMap<StrokeId, (Instant, usize)>>,
+    latencies_ms: Mutex<Vec<f64>>,
+    synced: AtomicUsize,
+    bytes_in: AtomicU64,
+    ops: AtomicU64,
+    /// Clients holding the current target board, and when the last of them got it.
+    reached: AtomicUsize,
+    last_reached: Mutex<Option<Instant>>,
+    writers_done: AtomicUsize,
+    last_op: Mutex<Option<Instant>>,
+    /// Every writer's live strokes, published when it finishes: the expected board.
+    live: Mutex<BTreeMap<StrokeId, Stroke>>,
+    errors: Mutex<Vec<String>>,
+}
+
+/// The board every client must end with: stroke count and digest.
+type Target = Option<(usize, [u8; 32])>;
+
+/// A writer's workload state, handed over when it goes offline.
+struct Writer {
+    index: usize,
+    rng: Mulberry32,
+    /// Its own live strokes, in the workload's swap-remove order.
+    live: Vec<Stroke>,
+    target: usize,
+    next_op: u64,
+}
+
+enum Command {
+    /// Close the socket and hand the core (and the writer state) back.
+    GoOffline(oneshot::Sender<(ClientCore, Option<Writer>)>),
+}
+
+pub async fn run(config: WhiteboardConfig, mut milestone: impl FnMut(Milestone)) -> WhiteboardSummary {
+    let w = config.writers.max(1);
+    let shared = Arc::new(Shared::default());
+    let (target_tx, target) = watch::channel::<Target>(None);
+    let (start_tx, start) = watch::channel::<Option<Instant>>(None);
+    let clients = 2 * w;
+    let mut commands = Vec::new();
+    let mut tasks = Vec::new();
+    for index in 0..clients {
+        let writer = (index < w).then(|| Writer {
+            index,
+            rng: Mulberry32::new(0x5EED_0000 + index as u32),
+            live: Vec::new(),
+            target: config.strokes / w + usize::from(index < config.strokes % w),
+            next_op: 0,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        commands.push(tx);
+        let client =
+            ClientCore::new(&format!("{}-{index}", if writer.is_some() { "writer" } else { "reader" }), "board");
+        tasks.push(tokio::spawn(client_task(
+            config.url.clone(),
+            client,
+            writer,
+            w,
+            clients,
+            shared.clone(),
+            target.clone(),
+            start.clone(),
+            rx,
+        )));
+    }
+    let fail = |reason: String| failed(w, reason);
+
+    // Phase 1: everyone connected and holding the (empty) board.
+    if !wait_until(config.phase_timeout, || shared.synced.load(Ordering::Acquire) >= clients).await {
+        return fail(format!("only {} of {clients} clients synced", shared.synced.load(Ordering::Acquire)));
+    }
+    milestone(Milestone::Joined);
+
+    // Phase 2: writing, then convergence on the exact expected board.
+    let t_start = Instant::now() + Duration::from_millis(200);
+    let _ = start_tx.send(Some(t_start));
+    milestone(Milestone::WindowStart);
+    if !wait_until(config.phase_timeout, || shared.writers_done.load(Ordering::Acquire) >= w).await {
+        return fail(first_error(&shared).await.unwrap_or_else(|| "writers did not finish in time".to_owned()));
+    }
+    let writing_s = t_start.elapsed().as_secs_f64();
+    let expected: BTreeMap<StrokeId, Stroke> = shared.live.lock().await.clone();
+    let expected_digest = digest_of(expected.values());
+    let _ = target_tx.send(Some((expected.len(), expected_digest)));
+    if !wait_until(config.phase_timeout, || shared.reached.load(Ordering::Acquire) >= clients).await {
+        return fail(format!(
+            "only {} of {clients} clients hold the final board",
+            shared.reached.load(Ordering::Acquire)
+        ));
+    }
+    let last_op = shared.last_op.lock().await.unwrap_or(t_start);
+    let converged_at = shared.last_reached.lock().await.unwrap_or(last_op);
+    let convergence_ms = converged_at.saturating_duration_since(last_op).as_secs_f64() * 1000.0;
+    milestone(Milestone::WindowEnd);
+    let latencies = std::mem::take(&mut *shared.latencies_ms.lock().await);
+    let client_bytes_in_total = shared.bytes_in.load(Ordering::Acquire);
+
+    // Late joiner: until it holds all strokes, verified.
+    let joined_at = Instant::now();
+    shared.reached.store(0, Ordering::Release);
+    let (late_tx, late_rx) = mpsc::unbounded_channel();
+    let late = tokio::spawn(client_task(
+        config.url.clone(),
+        ClientCore::new("late-joiner", "board"),
+        None,
+        w,
+        clients,
+        shared.clone(),
+        target.clone(),
+        start.clone(),
+        late_rx,
+    ));
+    if !wait_until(config.phase_timeout, || shared.reached.load(Ordering::Acquire) >= 1).await {
+        return fail("the late joiner never held the full board".to_owned());
+    }
+    let full_board_ms = joined_at.elapsed().as_secs_f64() * 1000.0;
+
+    // Stored size and load time, measured on the late joiner's real replica.
+    let (reply, replica) = oneshot::channel();
+    let _ = late_tx.send(Command::GoOffline(reply));
+    let Ok((late_core, _)) = replica.await else {
+        return fail("the late joiner's replica was lost".to_owned());
+    };
+    let _ = late.await;
+    let converged = late_core.whiteboard().board();
+    let stored = converged.encode();
+    let load_started = std::time::Instant::now();
+    let loaded = Board::decode(&stored);
+    let load_ms = load_started.elapsed().as_secs_f64() * 1000.0;
+    if loaded.map(|b| b.digest()) != Ok(expected_digest) {
+        return fail("the encoded board does not load back to the same board".to_owned());
+    }
+
+    // Offline case: writers 0 and 1 go offline, edit, and come back together.
+    let offline = offline_case(&config, &shared, &commands, converged, &target_tx, w, clients, &target, &start).await;
+    let offline = match offline {
+        Ok(offline) => offline,
+        Err(reason) => return fail(reason),
+    };
+    for task in tasks {
+        task.abort();
+    }
+
+    let errors = shared.errors.lock().await.clone();
+    WhiteboardSummary {
+        ok: errors.is_empty(),
+        reason: errors.first().cloned(),
+        writers: w,
+        readers: w,
+        strokes: expected.len(),
+        ops: shared.ops.load(Ordering::Acquire),
+        writing_s,
+        convergence_ms,
+        latency_add_all_ms: percentiles(latencies),
+        client_bytes_in_total,
+        late_join: LateJoin { full_board_ms },
+        stored_board_bytes: stored.len(),
+        load_ms,
+        offline,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn offline_case(
+    config: &WhiteboardConfig,
+    shared: &Arc<Shared>,
+    commands: &[mpsc::UnboundedSender<Command>],
+    converged: &Board,
+    target_tx: &watch::Sender<Target>,
+    w: usize,
+    clients: usize,
+    target: &watch::Receiver<Target>,
+    start: &watch::Receiver<Option<Instant>>,
+) -> Result<Offline, String> {
+    if w < 2 {
+        return Ok(Offline { converge_ms: 0.0, strokes: converged.len() });
+    }
+    let walk: Vec<StrokeId> = converged.strokes().take(100).map(|s| s.id).collect();
+    let mut board: BTreeMap<StrokeId, Stroke> = converged.strokes().map(|s| (s.id, s.clone())).collect();
+    let mut offline = Vec::new();
+    for writer in 0..2 {
+        let (tx, rx) = oneshot::channel();
+        commands[writer].send(Command::GoOffline(tx)).map_err(|_| "writer task gone".to_owned())?;
+        let (core, state) = rx.await.map_err(|_| "writer did not go offline".to_owned())?;
+        offline.push((core, state.ok_or("no writer state")?));
+    }
+    for (core, writer) in &mut offline {
+        for e in 0..OFFLINE_EDITS {
+            if e % 5 == 4 {
+                let id = walk[e / 5];
+                core.whiteboard_mut().erase_ids(&[id]);
+                board.remove(&id);
+            } else {
+                let stroke = add_stroke(core, writer)?;
+                board.insert(stroke.id, stroke);
+            }
+        }
+    }
+    let digest = digest_of(board.values());
+    shared.reached.store(0, Ordering::Release);
+    *shared.last_reached.lock().await = None;
+    let _ = target_tx.send(Some((board.len(), digest)));
+    let reconnect_at = Instant::now();
+    let mut returning = Vec::new();
+    for (core, _) in offline {
+        let (_tx, rx) = mpsc::unbounded_channel();
+        returning.push(tokio::spawn(client_task(
+            config.url.clone(),
+            core,
+            None,
+            w,
+            clients,
+            shared.clone(),
+            target.clone(),
+            start.clone(),
+            rx,
+        )));
+    }
+    let ok = wait_until(config.phase_timeout, || shared.reached.load(Ordering::Acquire) >= clients).await;
+    for task in returning {
+        task.abort();
+    }
+    if !ok {
+        return Err(format!(
+            "offline case: only {} of {clients} clients hold the merged board",
+            shared.reached.load(Ordering::Acquire)
+        ));
+    }
+    let converged_at = shared.last_reached.lock().await.unwrap_or(reconnect_at);
+    Ok(Offline {
+        converge_ms: converged_at.saturating_duration_since(reconnect_at).as_secs_f64() * 1000.0,
+        strokes: board.len(),
+    })
+}
+
+/// Draws the writer's next stroke from its stream, in the workload's order, and adds it to the
+/// writer's board; returns the stroke as drawn (with the id the board gave it).
+fn add_stroke(core: &mut ClientCore, writer: &mut Writer) -> Result<Stroke, String> {
+    let rng = &mut writer.rng;
+    let color = rng.next_u32();
+    let width = 1 + (rng.next_u32() % 16) as u8;
+    let mut x = (rng.next_u32() % 32001) as i32 - 16000;
+    let mut y = (rng.next_u32() % 32001) as i32 - 16000;
+    let mut points = vec![Point { x: x as i16, y: y as i16 }];
+    for _ in 1..32 {
+        x = (x + (rng.next_u32() % 129) as i32 - 64).clamp(i32::from(i16::MIN), i32::from(i16::MAX));
+        y = (y + (rng.next_u32() % 129) as i32 - 64).clamp(i32::from(i16::MIN), i32::from(i16::MAX));
+        points.push(Point { x: x as i16, y: y as i16 });
+    }
+    let ids = core.whiteboard_mut().draw(color, width, &points).map_err(|e| e.to_string())?;
+    let id = *ids.first().ok_or("nothing drawn")?;
+    Ok(Stroke { id, color, width, points })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn client_task(
+    url: String,
+    mut core: ClientCore,
+    mut writer: Option<Writer>,
+    w: usize,
+    clients: usize,
+    shared: Arc<Shared>,
+    mut target: watch::Receiver<Target>,
+    mut start: watch::Receiver<Option<Instant>>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let epoch = Instant::now();
+    let now_ms = move || epoch.elapsed().as_secs_f64() * 1000.0;
+    let socket = match tokio_tungstenite::connect_async(&url).await {
+        Ok((socket, _)) => socket,
+        Err(e) => {
+            shared.errors.lock().await.push(format!("connect: {e}"));
+            return;
+        }
+    };
+    let (mut sink, mut stream) = socket.split();
+    let hello = core.hello();
+    if sink.send(Message::Binary(hello.into())).await.is_err() {
+        return;
+    }
+    let mut counted_sync = false;
+    // A client nobody can command (its sender is gone) must not poll the closed channel.
+    let mut commandable = true;
+    let mut reached_generation: Option<(usize, [u8; 32])> = None;
+    let mut next_due: Option<Instant> = None;
+    let rate_per_writer = OPS_PER_SECOND / w as f64;
+    loop {
+        let due = next_due;
+        tokio::select! {
+            frame = stream.next() => {
+                let Some(Ok(Message::Binary(bytes))) = frame else {
+                    match frame {
+                        Some(Ok(_)) => continue,
+                        _ => return,
+                    }
+                };
+                shared.bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                let Ok(msg) = decode_server(&bytes) else { continue };
+                if let ServerMsg::BoardOp(BoardOp::Add { stroke, .. }) = &msg {
+                    received(&shared, stroke.id).await;
+                }
+                let _ = core.handle(now_ms(), msg);
+                if !counted_sync && core.whiteboard().is_synced() {
+                    counted_sync = true;
+                    shared.synced.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+            command = commands.recv(), if commandable => match command {
+                Some(Command::GoOffline(reply)) => {
+                    let _ = sink.send(Message::Close(None)).await;
+                    let _ = reply.send((core, writer));
+                    return;
+                }
+                None => commandable = false,
+            },
+            _ = start.changed(), if writer.is_some() && next_due.is_none() => {
+                if let (Some(t_start), Some(state)) = (*start.borrow(), writer.as_ref()) {
+                    next_due = Some(t_start + Duration::from_secs_f64(state.index as f64 / w as f64 / rate_per_writer));
+                }
+            }
+            _ = sleep_until(due) => {
+                let Some(state) = writer.as_mut() else { continue };
+                write_one(&mut core, state, &shared, clients).await;
+                state.next_op += 1;
+                if state.live.len() == state.target {
+                    next_due = None;
+                    let now = Instant::now();
+                    {
+                        let mut last_op = shared.last_op.lock().await;
+                        *last_op = Some(last_op.map_or(now, |t| t.max(now)));
+                    }
+                    shared.live.lock().await.extend(state.live.iter().map(|s| (s.id, s.clone())));
+                    shared.writers_done.fetch_add(1, Ordering::AcqRel);
+                } else if let Some(t_start) = *start.borrow() {
+                    let k = state.next_op as f64;
+                    next_due = Some(t_start + Duration::from_secs_f64((state.index as f64 / w as f64 + k) / rate_per_writer));
+                }
+            }
+            _ = target.changed() => {}
+        }
+        for bytes in core.poll_transmit(now_ms()) {
+            if sink.send(Message::Binary(bytes.into())).await.is_err() {
+                return;
+            }
+        }
+        let wanted = *target.borrow();
+        if let Some((count, digest)) = wanted
+            && reached_generation != wanted
+            && core.whiteboard().board().len() == count
+            && core.whiteboard().board().digest() == digest
+        {
+            reached_generation = wanted;
+            let now = Instant::now();
+            let mut last = shared.last_reached.lock().await;
+            *last = Some(last.map_or(now, |t| t.max(now)));
+            shared.reached.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// One op of a writer: a delete every tenth op (when it has a live stroke), else an add.
+async fn write_one(core: &mut ClientCore, state: &mut Writer, shared: &Shared, clients: usize) {
+    let j = state.next_op + 1;
+    if j % 10 == 0 && !state.live.is_empty() {
+        let r = state.rng.next_u32() as usize % state.live.len();
+        let stroke = state.live.swap_remove(r);
+        core.whiteboard_mut().erase_ids(&[stroke.id]);
+    } else {
+        // Timed from just before the op is made; the other clients can only see it after.
+        let sent = Instant::now();
+        match add_stroke(core, state) {
+            Ok(stroke) => {
+                shared.adds.lock().await.insert(stroke.id, (sent, clients - 1));
+                state.live.push(stroke);
+            }
+            Err(e) => shared.errors.lock().await.push(format!("writer {}: {e}", state.index)),
+        }
+    }
+    shared.ops.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Another client received an add: the add's latency is known when the last one has it.
+async fn received(shared: &Shared, id: StrokeId) {
+    let mut adds = shared.adds.lock().await;
+    if let Some((sent, remaining)) = adds.get_mut(&id) {
+        *remaining = remaining.saturating_sub(1);
+        if *remaining == 0 {
+            let latency = sent.elapsed().as_secs_f64() * 1000.0;
+            adds.remove(&id);
+            drop(adds);
+            shared.latencies_ms.lock().await.push(latency);
+        }
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    true
+}
+
+async fn first_error(shared: &Shared) -> Option<String> {
+    shared.errors.lock().await.first().cloned()
+}
+
+fn failed(w: usize, reason: String) -> WhiteboardSummary {
+    let nothing = Percentiles { p50: 0.0, p90: 0.0, p99: 0.0, max: 0.0, samples: 0 };
+    WhiteboardSummary {
+        ok: false,
+        reason: Some(reason),
+        writers: w,
+        readers: w,
+        strokes: 0,
+        ops: 0,
+        writing_s: 0.0,
+        convergence_ms: 0.0,
+        latency_add_all_ms: nothing,
+        client_bytes_in_total: 0,
+        late_join: LateJoin { full_board_ms: 0.0 },
+        stored_board_bytes: 0,
+        load_ms: 0.0,
+        offline: Offline { converge_ms: 0.0, strokes: 0 },
+    }
+}
