@@ -5,7 +5,7 @@
 // Env: EASEL_BIN (server binary), EASEL_DIST (built client). Run through `cargo xtask test`.
 import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -263,6 +263,18 @@ await test('undo removes only my own last stroke, everywhere', async () => {
   await pageA.keyboard.press('Control+KeyZ');
   const board = await boardsAgree([pageA, pageB], 5);
   if (!board) throw new Error('boards disagree after undo');
+});
+
+await test('the whole board downloads as a PNG', async () => {
+  await pageA.bringToFront();
+  const [download] = await Promise.all([
+    pageA.waitForEvent('download', { timeout: 15_000 }),
+    pageA.click('#export-png'),
+  ]);
+  if (!download.suggestedFilename().endsWith('.png')) throw new Error(`file name ${download.suggestedFilename()}`);
+  const bytes = readFileSync(await download.path());
+  const isPng = bytes.length > 1000 && bytes[0] === 0x89 && bytes.toString('ascii', 1, 4) === 'PNG';
+  if (!isPng) throw new Error(`not a PNG image (${bytes.length} bytes)`);
 });
 
 await test('unsynced strokes survive a reload while offline and merge when back online', async () => {
