@@ -84,6 +84,8 @@ struct Shared {
     last_op: Mutex<Option<Instant>>,
     /// Every writer's live strokes, published when it finishes: the expected board.
     live: Mutex<BTreeMap<StrokeId, Stroke>>,
+    /// Each client's stroke count and unacknowledged ops, by name: explains a failed phase.
+    progress: Mutex<BTreeMap<String, (usize, usize)>>,
     errors: Mutex<Vec<String>>,
 }
 
@@ -252,9 +254,9 @@ async fn offline_case(
     let walk: Vec<StrokeId> = converged.strokes().take(100).map(|s| s.id).collect();
     let mut board: BTreeMap<StrokeId, Stroke> = converged.strokes().map(|s| (s.id, s.clone())).collect();
     let mut offline = Vec::new();
-    for writer in 0..2 {
+    for command in &commands[..2] {
         let (tx, rx) = oneshot::channel();
-        commands[writer].send(Command::GoOffline(tx)).map_err(|_| "writer task gone".to_owned())?;
+        command.send(Command::GoOffline(tx)).map_err(|_| "writer task gone".to_owned())?;
         let (core, state) = rx.await.map_err(|_| "writer did not go offline".to_owned())?;
         offline.push((core, state.ok_or("no writer state")?));
     }
@@ -364,8 +366,15 @@ async fn client_task(
             frame = stream.next() => {
                 let Some(Ok(Message::Binary(bytes))) = frame else {
                     match frame {
+                        Some(Ok(Message::Close(reason))) => {
+                            shared.errors.lock().await.push(format!("{} was disconnected: {reason:?}", core.name()));
+                            return;
+                        }
                         Some(Ok(_)) => continue,
-                        _ => return,
+                        _ => {
+                            shared.errors.lock().await.push(format!("{} lost its connection", core.name()));
+                            return;
+                        }
                     }
                 };
                 shared.bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -417,6 +426,8 @@ async fn client_task(
                 return;
             }
         }
+        let board = core.whiteboard();
+        shared.progress.lock().await.insert(core.name().to_owned(), (board.board().len(), board.unsynced()));
         let wanted = *target.borrow();
         if let Some((count, digest)) = wanted
             && reached_generation != wanted
@@ -435,7 +446,7 @@ async fn client_task(
 /// One op of a writer: a delete every tenth op (when it has a live stroke), else an add.
 async fn write_one(core: &mut ClientCore, state: &mut Writer, shared: &Shared, clients: usize) {
     let j = state.next_op + 1;
-    if j % 10 == 0 && !state.live.is_empty() {
+    if j.is_multiple_of(10) && !state.live.is_empty() {
         let r = state.rng.next_u32() as usize % state.live.len();
         let stroke = state.live.swap_remove(r);
         core.whiteboard_mut().erase_ids(&[stroke.id]);

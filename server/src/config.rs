@@ -114,7 +114,9 @@ impl Default for Limits {
             hello_timeout: Duration::from_secs(5),
             http_header_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
-            outbound_queue: 512,
+            // Whiteboard bursts (a client resending hundreds of offline edits, relayed to everyone)
+            // must fit; at ~100 bytes a message this bounds a stuck client to about 0.5 MB.
+            outbound_queue: 4096,
             // 30 inputs + 1 ping a second is an honest client; four times that absorbs bursts
             // after a stall without letting a flood through.
             messages_per_second: 120.0,

@@ -463,27 +463,6 @@ fn print_table(rows: &[Value]) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tick_percentiles_come_from_bucket_differences() {
-        let start = "easel_tick_seconds_bucket{le=\"0.001\"} 10\neasel_tick_seconds_bucket{le=\"0.002\"} 10\neasel_tick_seconds_bucket{le=\"+Inf\"} 10\n";
-        let end = "easel_tick_seconds_bucket{le=\"0.001\"} 108\neasel_tick_seconds_bucket{le=\"0.002\"} 110\neasel_tick_seconds_bucket{le=\"+Inf\"} 110\n";
-        let p = tick_percentiles(start, end);
-        assert_eq!(p["p50"], json!(1.0));
-        assert_eq!(p["p99"], json!(2.0));
-        assert_eq!(p["max"], json!(2.0));
-    }
-
-    #[test]
-    fn process_ticks_survive_spaces_in_the_command_name() {
-        // Our own process always exists; its utime+stime is a number.
-        assert!(process_ticks(std::process::id()).is_ok());
-    }
-}
-
 /// The options of one `bench whiteboard` invocation.
 pub struct WhiteboardOptions {
     pub writers: Vec<usize>,
@@ -628,4 +607,25 @@ fn run_whiteboard(binary: &Path, w: usize, strokes: usize, context: &RunContext)
         "date": context.date,
         "machine": context.machine,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_percentiles_come_from_bucket_differences() {
+        let start = "easel_tick_seconds_bucket{le=\"0.001\"} 10\neasel_tick_seconds_bucket{le=\"0.002\"} 10\neasel_tick_seconds_bucket{le=\"+Inf\"} 10\n";
+        let end = "easel_tick_seconds_bucket{le=\"0.001\"} 108\neasel_tick_seconds_bucket{le=\"0.002\"} 110\neasel_tick_seconds_bucket{le=\"+Inf\"} 110\n";
+        let p = tick_percentiles(start, end);
+        assert_eq!(p["p50"], json!(1.0));
+        assert_eq!(p["p99"], json!(2.0));
+        assert_eq!(p["max"], json!(2.0));
+    }
+
+    #[test]
+    fn process_ticks_survive_spaces_in_the_command_name() {
+        // Our own process always exists; its utime+stime is a number.
+        assert!(process_ticks(std::process::id()).is_ok());
+    }
 }
