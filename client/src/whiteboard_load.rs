@@ -426,9 +426,12 @@ async fn client_task(
                 return;
             }
         }
-        let board = core.whiteboard();
-        shared.progress.lock().await.insert(core.name().to_owned(), (board.board().len(), board.unsynced()));
         let wanted = *target.borrow();
+        if wanted.is_some() && reached_generation != wanted {
+            // Only while a phase waits on this client: the progress report is for failures.
+            let board = core.whiteboard();
+            shared.progress.lock().await.insert(core.name().to_owned(), (board.board().len(), board.unsynced()));
+        }
         if let Some((count, digest)) = wanted
             && reached_generation != wanted
             && core.whiteboard().board().len() == count

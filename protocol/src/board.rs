@@ -225,7 +225,9 @@ impl Board {
         }
         let mut bodies = std::mem::take(&mut self.live);
         bodies.extend(other.live);
-        self.live = bodies.into_iter().filter(|(id, _)| self.set.contains(id).val).collect();
+        // One read of the membership (one clock clone), not one `contains` per stroke.
+        let members = self.set.read().val;
+        self.live = bodies.into_iter().filter(|(id, _)| members.contains(id)).collect();
         self.deferred_erases.extend(other.deferred_erases);
         self.settle_deferred();
     }
@@ -302,11 +304,8 @@ impl Board {
             next_seq: snapshot.next_seq,
             deferred_erases: BTreeSet::new(),
         };
-        for stroke in snapshot.strokes {
-            if board.set.contains(&stroke.id).val {
-                board.live.insert(stroke.id, stroke);
-            }
-        }
+        let members = board.set.read().val;
+        board.live = snapshot.strokes.into_iter().filter(|s| members.contains(&s.id)).map(|s| (s.id, s)).collect();
         Ok(board)
     }
 

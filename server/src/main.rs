@@ -68,7 +68,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn bot(args: BotArgs) -> anyhow::Result<()> {
-    use easel_client::bot::{self, Behavior, BotConfig, Milestone};
+    use easel_client::bot::{self, Behavior, BotConfig};
     let behavior = match args.behavior.as_str() {
         "arena" => Behavior::Arena,
         "whiteboard" => return whiteboard_bots(args),
@@ -88,17 +88,7 @@ fn bot(args: BotArgs) -> anyhow::Result<()> {
     // A watchdog: whatever happens, the run ends.
     let budget =
         config.join_timeout + config.warmup + config.window + config.grace + std::time::Duration::from_secs(15);
-    let summary = runtime.block_on(async {
-        let report = |milestone: Milestone| {
-            let name = match milestone {
-                Milestone::Joined => "joined",
-                Milestone::WindowStart => "window-start",
-                Milestone::WindowEnd => "window-end",
-            };
-            println!("easel-bot: {name}");
-        };
-        tokio::time::timeout(budget, bot::run(config, report)).await
-    });
+    let summary = runtime.block_on(async { tokio::time::timeout(budget, bot::run(config, print_milestone)).await });
     let summary = summary.map_err(|_| anyhow::anyhow!("the bot run exceeded its {budget:?} budget"))??;
     let latency = &summary.latency_ms;
     println!(
@@ -119,16 +109,7 @@ fn bot(args: BotArgs) -> anyhow::Result<()> {
         latency.max,
         latency.samples,
     );
-    if let Some(reason) = &summary.reason {
-        println!("  NOT OK: {reason}");
-    }
-    if args.json {
-        println!("{}", serde_json::to_string(&summary).context("encoding the summary")?);
-    }
-    if !summary.ok {
-        std::process::exit(1);
-    }
-    Ok(())
+    finish(&summary, summary.ok, summary.reason.as_deref(), args.json)
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -153,7 +134,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn whiteboard_bots(args: BotArgs) -> anyhow::Result<()> {
-    use easel_client::bot::Milestone;
     use easel_client::whiteboard_load::{self, WhiteboardConfig};
     anyhow::ensure!(args.strokes >= 100, "--strokes must be at least 100 (the offline case walks 100 strokes)");
     let config = WhiteboardConfig {
@@ -163,14 +143,7 @@ fn whiteboard_bots(args: BotArgs) -> anyhow::Result<()> {
         phase_timeout: args.join_timeout.max(args.duration),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    let summary = runtime.block_on(whiteboard_load::run(config, |milestone| {
-        let name = match milestone {
-            Milestone::Joined => "joined",
-            Milestone::WindowStart => "window-start",
-            Milestone::WindowEnd => "window-end",
-        };
-        println!("easel-bot: {name}");
-    }));
+    let summary = runtime.block_on(whiteboard_load::run(config, print_milestone));
     println!(
         "whiteboard W={} · {} strokes · {} ops in {:.1} s\n  convergence {:.1} ms · add→all p50 {:.1} / p99 {:.1} / max {:.1} ms\n  late joiner {:.1} ms · stored {} bytes, loads in {:.1} ms · offline merge {:.1} ms ({} strokes)",
         summary.writers,
@@ -187,13 +160,30 @@ fn whiteboard_bots(args: BotArgs) -> anyhow::Result<()> {
         summary.offline.converge_ms,
         summary.offline.strokes,
     );
-    if let Some(reason) = &summary.reason {
+    finish(&summary, summary.ok, summary.reason.as_deref(), args.json)
+}
+
+/// Prints a run's milestone on its own line, where a benchmark harness watches for it.
+fn print_milestone(milestone: easel_client::bot::Milestone) {
+    use easel_client::bot::Milestone;
+    let name = match milestone {
+        Milestone::Joined => "joined",
+        Milestone::WindowStart => "window-start",
+        Milestone::WindowEnd => "window-end",
+    };
+    println!("easel-bot: {name}");
+}
+
+/// Ends a bot run: says why it failed, prints the JSON summary if asked (as the last line), and
+/// exits non-zero when the run failed its own checks.
+fn finish(summary: &impl serde::Serialize, ok: bool, reason: Option<&str>, json: bool) -> anyhow::Result<()> {
+    if let Some(reason) = reason {
         println!("  NOT OK: {reason}");
     }
-    if args.json {
-        println!("{}", serde_json::to_string(&summary).context("encoding the summary")?);
+    if json {
+        println!("{}", serde_json::to_string(summary).context("encoding the summary")?);
     }
-    if !summary.ok {
+    if !ok {
         std::process::exit(1);
     }
     Ok(())

@@ -14,13 +14,20 @@ fn hello(version: u16) -> Vec<u8> {
     encode(&ClientMsg::Hello { version, name: "mallory".into(), room: "arena".into(), identity: None })
 }
 
-/// A player keeps receiving snapshots: the server is still serving it.
+/// A moving player keeps receiving snapshots: the server is still serving it. (It moves because
+/// a room where nothing changes sends no snapshots.)
 async fn still_playing(client: &HeadlessClient) {
-    let tick = client.core().view().tick();
+    let (tick, toward_centre) = {
+        let core = client.core();
+        let me = core.view().me().and_then(|id| core.view().players().get(&id)?.state);
+        (core.view().tick(), if me.is_some_and(|s| s.x > 1000.0) { -1 } else { 1 })
+    };
+    client.hold_direction(toward_centre, 0);
     client
         .wait_for(WAIT, "fresh snapshots", |core| (core.view().tick() > tick + 3).then_some(()))
         .await
         .expect("an honest player keeps playing while others misbehave");
+    client.hold_direction(0, 0);
 }
 
 #[tokio::test]

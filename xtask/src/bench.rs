@@ -60,23 +60,36 @@ impl ArenaOptions {
 pub fn arena(root: &Path, options: &ArenaOptions) -> Result<()> {
     let binary = build_server(root, options.profile)?;
     let context = RunContext::collect(root);
-    let mut all_ok = true;
-    let mut rows = Vec::new();
-    for &n in &options.counts {
+    let results = options.record.then(|| root.join("bench").join("results").join("arena.jsonl"));
+    let rows = run_series(&options.counts, results.as_deref(), |n| {
         step(&format!("arena, N = {n} (warm-up {:?}, window {:?})", options.warmup, options.window));
-        let result = run_arena(&binary, n, options, &context).unwrap_or_else(|e| failed(n, &context, &e.to_string()));
+        run_arena(&binary, n, options, &context).unwrap_or_else(|e| failed(n, &context, &e.to_string()))
+    })?;
+    print_table(&rows);
+    ensure_all_ok(&rows)
+}
+
+/// Runs one workload at each size, printing each JSON line as it comes and appending it to
+/// `results` (when recording).
+fn run_series(sizes: &[usize], results: Option<&Path>, mut run: impl FnMut(usize) -> Value) -> Result<Vec<Value>> {
+    let mut rows = Vec::new();
+    for &size in sizes {
+        let result = run(size);
         println!("{result}");
-        all_ok &= result["ok"].as_bool().unwrap_or(false);
-        if options.record {
-            append(&root.join("bench").join("results").join("arena.jsonl"), &result)?;
+        if let Some(path) = results {
+            append(path, &result)?;
         }
         rows.push(result);
     }
-    print_table(&rows);
-    if !all_ok {
-        bail!("at least one run failed its checks (see \"reason\")");
+    Ok(rows)
+}
+
+fn ensure_all_ok(rows: &[Value]) -> Result<()> {
+    if rows.iter().all(|row| row["ok"].as_bool().unwrap_or(false)) {
+        Ok(())
+    } else {
+        bail!("at least one run failed its checks (see \"reason\")")
     }
-    Ok(())
 }
 
 fn build_server(root: &Path, profile: Profile) -> Result<PathBuf> {
@@ -501,21 +514,14 @@ impl WhiteboardOptions {
 pub fn whiteboard(root: &Path, options: &WhiteboardOptions) -> Result<()> {
     let binary = build_server(root, options.profile)?;
     let context = RunContext::collect(root);
-    let mut all_ok = true;
-    let mut rows = Vec::new();
-    for &w in &options.writers {
+    let results = options.record.then(|| root.join("bench").join("results").join("whiteboard.jsonl"));
+    let rows = run_series(&options.writers, results.as_deref(), |w| {
         step(&format!("whiteboard, W = {w} writers + {w} readers"));
-        let result = run_whiteboard(&binary, w, options.strokes, &context).unwrap_or_else(|e| {
+        run_whiteboard(&binary, w, options.strokes, &context).unwrap_or_else(|e| {
             json!({ "impl": "easel", "workload": "whiteboard", "w": w, "ok": false, "reason": e.to_string(),
                     "commit": context.commit, "date": context.date, "machine": context.machine })
-        });
-        println!("{result}");
-        all_ok &= result["ok"].as_bool().unwrap_or(false);
-        if options.record {
-            append(&root.join("bench").join("results").join("whiteboard.jsonl"), &result)?;
-        }
-        rows.push(result);
-    }
+        })
+    })?;
     println!(
         "\n{:>4} {:>4} {:>12} {:>22} {:>14} {:>12} {:>8} {:>10} {:>10} {:>9} {:>11}",
         "W",
@@ -548,10 +554,7 @@ pub fn whiteboard(root: &Path, options: &WhiteboardOptions) -> Result<()> {
             f(&row["offline"]["converge_ms"], 1.0),
         );
     }
-    if !all_ok {
-        bail!("at least one run failed its checks (see \"reason\")");
-    }
-    Ok(())
+    ensure_all_ok(&rows)
 }
 
 fn run_whiteboard(binary: &Path, w: usize, strokes: usize, context: &RunContext) -> Result<Value> {

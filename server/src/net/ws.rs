@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use easel_protocol::codec::MAX_CLIENT_MESSAGE_BYTES;
 use easel_protocol::{Identity, close};
+use futures_util::SinkExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite;
 
@@ -23,6 +24,8 @@ use crate::sim::TickInput;
 /// Outgoing bytes tungstenite may hold for a connection before writes fail: a few snapshots of
 /// a full room. Beyond it the client is not reading and will be dropped by the write timeout.
 const MAX_WRITE_BUFFER: usize = 4 * 1024 * 1024;
+/// Queued messages written with one flush at most: bounds the time one write holds the loop.
+const MAX_BATCH: usize = 256;
 /// Read chunk per connection. Client messages are at most 4 KiB, and tungstenite's 128 KiB
 /// default would cost 128 MB of memory at 1,000 players.
 const READ_BUFFER: usize = 8 * 1024;
@@ -128,7 +131,7 @@ impl Connection {
             };
             match step {
                 Step::Close(reason) => return Err(reason),
-                Step::Send(bytes) => self.send(Message::Binary(bytes)).await?,
+                Step::Send(bytes) => self.send_queued(bytes).await?,
                 Step::Inbound(None) => return Ok(()),
                 Step::Inbound(Some(Err(e))) => return Err(read_error(e)),
                 Step::Inbound(Some(Ok(message))) => {
@@ -201,6 +204,38 @@ impl Connection {
         self.membership =
             Some(Membership { room: handle, player_id: joined.player_id, messages, snapshots: joined.snapshots, kick });
         Ok(())
+    }
+
+    /// Sends `first` and whatever else the room has queued by now, with one flush: under a burst
+    /// (a whiteboard reconnect relayed to everyone) that is one write instead of hundreds.
+    async fn send_queued(&mut self, first: Bytes) -> Result<(), CloseReason> {
+        let mut batch = vec![first];
+        if let Some(membership) = &mut self.membership {
+            while batch.len() < MAX_BATCH {
+                match membership.messages.try_recv() {
+                    Ok(bytes) => batch.push(bytes),
+                    Err(_) => break,
+                }
+            }
+        }
+        let count = batch.len() as u64;
+        let bytes: u64 = batch.iter().map(|b| b.len() as u64).sum();
+        let socket = &mut self.socket;
+        let write = async {
+            for message in batch {
+                socket.feed(Message::Binary(message)).await?;
+            }
+            socket.flush().await
+        };
+        match tokio::time::timeout(self.state.config.limits.write_timeout, write).await {
+            Ok(Ok(())) => {
+                self.state.metrics.messages_out.add(count);
+                self.state.metrics.bytes_out.add(bytes);
+                Ok(())
+            }
+            Ok(Err(_)) => Err(CloseReason::new(close::GOING_AWAY, "connection lost")),
+            Err(_) => Err(CloseReason::new(close::TRY_AGAIN_LATER, "client is not reading")),
+        }
     }
 
     async fn send(&mut self, message: Message) -> Result<(), CloseReason> {

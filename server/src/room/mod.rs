@@ -80,6 +80,8 @@ struct Room {
     members: BTreeMap<u32, Member>,
     inputs: Vec<TickInput>,
     snapshots: watch::Sender<Bytes>,
+    /// The players of the last published snapshot.
+    last_players: Vec<easel_protocol::PlayerState>,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
 }
@@ -88,7 +90,17 @@ impl Room {
     fn new(name: String, board: RoomBoard, config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
         let sim = Sim::new(config.rules, config.tick_seconds());
         let (snapshots, _) = watch::channel(Bytes::new());
-        Self { name, sim, board, members: BTreeMap::new(), inputs: Vec::new(), snapshots, config, metrics }
+        Self {
+            name,
+            sim,
+            board,
+            members: BTreeMap::new(),
+            inputs: Vec::new(),
+            snapshots,
+            last_players: Vec::new(),
+            config,
+            metrics,
+        }
     }
 
     fn join(
@@ -205,9 +217,14 @@ impl Room {
                 SimEvent::OrbCollected { by, orb } => self.broadcast(&ServerMsg::OrbCollected { by, orb }),
             }
         }
-        // Encoded once for every member: all of them see the whole room.
-        let snapshot = ServerMsg::Snapshot { tick: outbox.tick, players: outbox.players };
-        self.snapshots.send_replace(Bytes::from(encode(&snapshot)));
+        // A world where nothing changed needs no snapshot: clients keep drawing the last one
+        // (a board room of idle players would otherwise send everyone the whole room 30 times
+        // a second). Encoded once for every member: all of them see the whole room.
+        if outbox.players != self.last_players {
+            let snapshot = ServerMsg::Snapshot { tick: outbox.tick, players: outbox.players.clone() };
+            self.snapshots.send_replace(Bytes::from(encode(&snapshot)));
+            self.last_players = outbox.players;
+        }
         self.board.maybe_compact();
         self.metrics.ticks.inc();
         self.metrics.tick_seconds.observe(started.elapsed().as_micros() as u64);
@@ -419,6 +436,21 @@ mod tests {
         assert_eq!(sa.as_ptr(), sb.as_ptr(), "encoded once, shared by every member");
         let decoded = easel_protocol::decode_server(&sa).unwrap();
         assert!(matches!(decoded, ServerMsg::Snapshot { tick: 1, ref players } if players.len() == 2));
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_world_publishes_no_new_snapshot() {
+        let (mut room, _commits) = room_with(Config::for_tests()).await;
+        let (a, _a_rx, _a_kick) = link(8);
+        let mut snapshots = room.join(1, "a".into(), identity(1), (500.0, 500.0), a).unwrap().snapshots;
+        room.tick();
+        assert!(snapshots.has_changed().unwrap(), "the first state is published");
+        snapshots.borrow_and_update();
+        room.tick();
+        assert!(!snapshots.has_changed().unwrap(), "nobody moved: nothing new to send");
+        room.play(Play::Input(TickInput { player: 1, seq: 1, dx: 1, dy: 0 }));
+        room.tick();
+        assert!(snapshots.has_changed().unwrap(), "movement is published again");
     }
 
     #[tokio::test]
