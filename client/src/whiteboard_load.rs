@@ -92,6 +92,29 @@ struct Shared {
 /// The board every client must end with: stroke count and digest.
 type Target = Option<(usize, [u8; 32])>;
 
+/// What every client task of one run shares.
+#[derive(Clone)]
+struct Clients {
+    url: String,
+    writers: usize,
+    /// Clients that must all hold a target board (writers plus readers).
+    count: usize,
+    shared: Arc<Shared>,
+    target: watch::Receiver<Target>,
+    start: watch::Receiver<Option<Instant>>,
+}
+
+impl Clients {
+    fn spawn(
+        &self,
+        core: ClientCore,
+        writer: Option<Writer>,
+        commands: mpsc::UnboundedReceiver<Command>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(client_task(self.clone(), core, writer, commands))
+    }
+}
+
 /// A writer's workload state, handed over when it goes offline.
 struct Writer {
     index: usize,
@@ -113,6 +136,7 @@ pub async fn run(config: WhiteboardConfig, mut milestone: impl FnMut(Milestone))
     let (target_tx, target) = watch::channel::<Target>(None);
     let (start_tx, start) = watch::channel::<Option<Instant>>(None);
     let clients = 2 * w;
+    let run = Clients { url: config.url.clone(), writers: w, count: clients, shared: shared.clone(), target, start };
     let mut commands = Vec::new();
     let mut tasks = Vec::new();
     for index in 0..clients {
@@ -127,17 +151,7 @@ pub async fn run(config: WhiteboardConfig, mut milestone: impl FnMut(Milestone))
         commands.push(tx);
         let client =
             ClientCore::new(&format!("{}-{index}", if writer.is_some() { "writer" } else { "reader" }), "board");
-        tasks.push(tokio::spawn(client_task(
-            config.url.clone(),
-            client,
-            writer,
-            w,
-            clients,
-            shared.clone(),
-            target.clone(),
-            start.clone(),
-            rx,
-        )));
+        tasks.push(run.spawn(client, writer, rx));
     }
     let fail = |reason: String| failed(w, reason);
 
@@ -175,17 +189,7 @@ pub async fn run(config: WhiteboardConfig, mut milestone: impl FnMut(Milestone))
     let joined_at = Instant::now();
     shared.reached.store(0, Ordering::Release);
     let (late_tx, late_rx) = mpsc::unbounded_channel();
-    let late = tokio::spawn(client_task(
-        config.url.clone(),
-        ClientCore::new("late-joiner", "board"),
-        None,
-        w,
-        clients,
-        shared.clone(),
-        target.clone(),
-        start.clone(),
-        late_rx,
-    ));
+    let late = run.spawn(ClientCore::new("late-joiner", "board"), None, late_rx);
     if !wait_until(config.phase_timeout, || shared.reached.load(Ordering::Acquire) >= 1).await {
         return fail("the late joiner never held the full board".to_owned());
     }
@@ -208,7 +212,7 @@ pub async fn run(config: WhiteboardConfig, mut milestone: impl FnMut(Milestone))
     }
 
     // Offline case: writers 0 and 1 go offline, edit, and come back together.
-    let offline = offline_case(&config, &shared, &commands, converged, &target_tx, w, clients, &target, &start).await;
+    let offline = offline_case(&config, &run, &commands, converged, &target_tx).await;
     let offline = match offline {
         Ok(offline) => offline,
         Err(reason) => return fail(reason),
@@ -236,18 +240,14 @@ pub async fn run(config: WhiteboardConfig, mut milestone: impl FnMut(Milestone))
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn offline_case(
     config: &WhiteboardConfig,
-    shared: &Arc<Shared>,
+    run: &Clients,
     commands: &[mpsc::UnboundedSender<Command>],
     converged: &Board,
     target_tx: &watch::Sender<Target>,
-    w: usize,
-    clients: usize,
-    target: &watch::Receiver<Target>,
-    start: &watch::Receiver<Option<Instant>>,
 ) -> Result<Offline, String> {
+    let (shared, w, clients) = (&run.shared, run.writers, run.count);
     if w < 2 {
         return Ok(Offline { converge_ms: 0.0, strokes: converged.len() });
     }
@@ -280,17 +280,7 @@ async fn offline_case(
     let mut returning = Vec::new();
     for (core, _) in offline {
         let (_tx, rx) = mpsc::unbounded_channel();
-        returning.push(tokio::spawn(client_task(
-            config.url.clone(),
-            core,
-            None,
-            w,
-            clients,
-            shared.clone(),
-            target.clone(),
-            start.clone(),
-            rx,
-        )));
+        returning.push(run.spawn(core, None, rx));
     }
     let ok = wait_until(config.phase_timeout, || shared.reached.load(Ordering::Acquire) >= clients).await;
     for task in returning {
@@ -328,18 +318,13 @@ fn add_stroke(core: &mut ClientCore, writer: &mut Writer) -> Result<Stroke, Stri
     Ok(Stroke { id, color, width, points })
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn client_task(
-    url: String,
+    run: Clients,
     mut core: ClientCore,
     mut writer: Option<Writer>,
-    w: usize,
-    clients: usize,
-    shared: Arc<Shared>,
-    mut target: watch::Receiver<Target>,
-    mut start: watch::Receiver<Option<Instant>>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
+    let Clients { url, writers: w, count: clients, shared, mut target, mut start } = run;
     let epoch = Instant::now();
     let now_ms = move || epoch.elapsed().as_secs_f64() * 1000.0;
     let socket = match tokio_tungstenite::connect_async(&url).await {

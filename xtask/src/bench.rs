@@ -48,13 +48,21 @@ impl ArenaOptions {
                 }
                 "--warmup" => options.warmup = Duration::from_secs_f64(value()?.parse().context("--warmup seconds")?),
                 "--window" => options.window = Duration::from_secs_f64(value()?.parse().context("--window seconds")?),
-                "--dev" => options.profile = Profile::Dev,
-                "--no-record" => options.record = false,
-                other => bail!("unknown bench option {other}"),
+                other => common_option(other, &mut options.profile, &mut options.record)?,
             }
         }
         Ok(options)
     }
+}
+
+/// The flags every benchmark takes: `--dev` (debug build) and `--no-record`.
+fn common_option(arg: &str, profile: &mut Profile, record: &mut bool) -> Result<()> {
+    match arg {
+        "--dev" => *profile = Profile::Dev,
+        "--no-record" => *record = false,
+        other => bail!("unknown bench option {other}"),
+    }
+    Ok(())
 }
 
 pub fn arena(root: &Path, options: &ArenaOptions) -> Result<()> {
@@ -501,9 +509,7 @@ impl WhiteboardOptions {
                     // Smaller than the workload: a smoke run, whose figures are not comparable.
                     options.record = false;
                 }
-                "--dev" => options.profile = Profile::Dev,
-                "--no-record" => options.record = false,
-                other => bail!("unknown bench option {other}"),
+                other => common_option(other, &mut options.profile, &mut options.record)?,
             }
         }
         Ok(options)
