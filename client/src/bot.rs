@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use easel_protocol::board::{BoardOp, Dot, Point, Stroke, StrokeId};
 use easel_protocol::codec::is_snapshot;
 use easel_protocol::rng::Mulberry32;
 use easel_protocol::{ClientMsg, PROTOCOL_VERSION, ServerMsg, decode_server, encode};
@@ -34,7 +35,24 @@ const INPUT_PERIOD: Duration = Duration::from_nanos(1_000_000_000 / 30);
 pub enum Behavior {
     /// Move as the `arena` workload says.
     Arena,
+    /// Draw on the room's whiteboard: a 32-point stroke about twice a second each.
+    Draw,
+    /// Both: move as the arena workload says and draw.
+    Mixed,
 }
+
+impl Behavior {
+    fn moves(self) -> bool {
+        matches!(self, Behavior::Arena | Behavior::Mixed)
+    }
+
+    fn draws(self) -> bool {
+        matches!(self, Behavior::Draw | Behavior::Mixed)
+    }
+}
+
+/// Mean time between two strokes of a drawing bot.
+const DRAW_PERIOD: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct BotConfig {
@@ -93,6 +111,9 @@ pub struct BotSummary {
     pub snapshots_per_s_per_client: MeanMin,
     pub latency_ms: Percentiles,
     pub disconnected_during_run: usize,
+    /// Whiteboard strokes sent and stored (acknowledged) during the window.
+    pub board_ops_sent: u64,
+    pub board_ops_acked: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +131,8 @@ struct Shared {
     tcp_bytes_in: AtomicU64,
     messages_out: AtomicU64,
     bytes_out: AtomicU64,
+    board_sent: AtomicU64,
+    board_acked: AtomicU64,
     joined: AtomicU64,
     disconnected: AtomicU64,
     recording: AtomicBool,
@@ -129,6 +152,7 @@ pub async fn run(config: BotConfig, mut milestone: impl FnMut(Milestone)) -> Res
     let mut tasks = Vec::with_capacity(config.count);
     for index in 0..config.count {
         let bot = Bot {
+            behavior: config.behavior,
             index,
             probe: is_probe(index, config.count),
             url: config.url.clone(),
@@ -194,14 +218,19 @@ pub async fn run(config: BotConfig, mut milestone: impl FnMut(Milestone)) -> Res
         },
         latency_ms: percentiles(latencies),
         disconnected_during_run: disconnected,
+        board_ops_sent: end.board_sent - start.board_sent,
+        board_ops_acked: end.board_acked - start.board_acked,
     };
     if disconnected > 0 {
         summary.ok = false;
         let error = shared.first_error.lock().await.clone().unwrap_or_default();
         summary.reason = Some(format!("{disconnected} bots were disconnected during the run: {error}"));
-    } else if summary.latency_ms.samples == 0 {
+    } else if config.behavior.moves() && summary.latency_ms.samples == 0 {
         summary.ok = false;
         summary.reason = Some("no latency samples: the server applied no input during the window".to_owned());
+    } else if config.behavior.draws() && summary.board_ops_acked == 0 {
+        summary.ok = false;
+        summary.reason = Some("no stroke was stored during the window".to_owned());
     }
     Ok(summary)
 }
@@ -233,6 +262,8 @@ async fn stop_early(
         snapshots_per_s_per_client: MeanMin { mean: 0.0, min: 0.0 },
         latency_ms: nothing,
         disconnected_during_run: 0,
+        board_ops_sent: 0,
+        board_ops_acked: 0,
     }
 }
 
@@ -247,6 +278,8 @@ struct Counters {
     tcp_bytes_in: u64,
     messages_out: u64,
     bytes_out: u64,
+    board_sent: u64,
+    board_acked: u64,
     snapshots: Vec<u64>,
 }
 
@@ -258,12 +291,15 @@ impl Counters {
             tcp_bytes_in: shared.tcp_bytes_in.load(Ordering::Acquire),
             messages_out: shared.messages_out.load(Ordering::Acquire),
             bytes_out: shared.bytes_out.load(Ordering::Acquire),
+            board_sent: shared.board_sent.load(Ordering::Acquire),
+            board_acked: shared.board_acked.load(Ordering::Acquire),
             snapshots: snapshots.iter().map(|s| s.load(Ordering::Acquire)).collect(),
         }
     }
 }
 
 struct Bot {
+    behavior: Behavior,
     index: usize,
     probe: bool,
     url: String,
@@ -300,11 +336,11 @@ impl Bot {
             identity: None,
         };
         sink.send(Message::Binary(encode(&hello).into())).await.map_err(|e| format!("hello: {e}"))?;
-        let me = loop {
+        let (me, author) = loop {
             match stream.next().await {
                 Some(Ok(Message::Binary(bytes))) => {
-                    if let Ok(ServerMsg::Welcome { player_id, .. }) = decode_server(&bytes) {
-                        break player_id;
+                    if let Ok(ServerMsg::Welcome { player_id, identity, .. }) = decode_server(&bytes) {
+                        break (player_id, identity.author);
                     }
                 }
                 Some(Ok(Message::Close(frame))) => return Err(format!("closed while joining: {frame:?}")),
@@ -320,13 +356,29 @@ impl Bot {
         let mut inputs = tokio::time::interval_at(Instant::now() + offset, INPUT_PERIOD);
         // A fixed schedule: late inputs are sent at once, then the schedule goes on.
         inputs.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        // A drawing bot has its own stream, so adding drawing never changes the arena's inputs.
+        let mut draw_rng = Mulberry32::new(0xD2A0_0000 + self.index as u32);
+        let draw_offset = Duration::from_secs_f64(draw_rng.next_f64() * DRAW_PERIOD.as_secs_f64());
+        let mut draws = tokio::time::interval_at(Instant::now() + draw_offset, DRAW_PERIOD);
+        // A fresh identity: its dots and stroke seqs start from the beginning.
+        let mut strokes_drawn = 0u32;
         let mut seq = 0u32;
         // Inputs sent and not yet seen applied: (seq, sent at). Probes only.
         let mut pending: std::collections::VecDeque<(u32, Instant)> = std::collections::VecDeque::new();
         loop {
             tokio::select! {
                 _ = self.stop.changed() => break,
-                _ = inputs.tick() => {
+                _ = draws.tick(), if self.behavior.draws() => {
+                    let op = random_stroke(&mut draw_rng, author, strokes_drawn);
+                    strokes_drawn += 1;
+                    let bytes = encode(&ClientMsg::Board { client_seq: u64::from(strokes_drawn), op });
+                    self.shared.board_sent.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = sink.send(Message::Binary(bytes.into())).await {
+                        self.lost(format!("send: {e}"));
+                        return Ok(());
+                    }
+                }
+                _ = inputs.tick(), if self.behavior.moves() => {
                     seq += 1;
                     if rng.next_f64() < 1.0 / 30.0 {
                         dir = DIRS[(rng.next_f64() * 8.0) as usize];
@@ -369,6 +421,9 @@ impl Bot {
         shared.messages_in.fetch_add(1, Ordering::Relaxed);
         shared.bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         shared.tcp_bytes_in.fetch_add(bytes.len() as u64 + frame_header_len(bytes.len()), Ordering::Relaxed);
+        if self.behavior.draws() && matches!(decode_server(bytes), Ok(ServerMsg::BoardAck { .. })) {
+            shared.board_acked.fetch_add(1, Ordering::Relaxed);
+        }
         if !is_snapshot(bytes) {
             return;
         }
@@ -404,6 +459,21 @@ impl Bot {
             }
         }
     }
+}
+
+/// The `n`-th stroke of a drawing bot: a 32-point random walk anywhere on the board.
+fn random_stroke(rng: &mut Mulberry32, author: u32, n: u32) -> BoardOp {
+    let mut x = (rng.next_u32() % 32001) as i32 - 16000;
+    let mut y = (rng.next_u32() % 32001) as i32 - 16000;
+    let points = (0..32)
+        .map(|_| {
+            x = (x + (rng.next_u32() % 129) as i32 - 64).clamp(i32::from(i16::MIN), i32::from(i16::MAX));
+            y = (y + (rng.next_u32() % 129) as i32 - 64).clamp(i32::from(i16::MIN), i32::from(i16::MAX));
+            Point { x: x as i16, y: y as i16 }
+        })
+        .collect();
+    let stroke = Stroke { id: StrokeId { author, seq: n }, color: rng.next_u32() & 0xFF_FFFF, width: 2, points };
+    BoardOp::Add { dot: Dot::new(author, u64::from(n) + 1), stroke }
 }
 
 /// Bytes of an unmasked server-to-client frame header for a payload of `len` bytes (RFC 6455 §5.2).

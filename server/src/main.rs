@@ -43,8 +43,10 @@ struct BotArgs {
     /// How long all bots may take to join.
     #[arg(long, default_value = "60s", value_parser = easel::config::parse_duration)]
     join_timeout: std::time::Duration,
-    /// What the bots do: `arena` plays the arena workload; `whiteboard` runs the whiteboard
-    /// workload (--writers writers and as many readers, on board `board`; --count is ignored).
+    /// What the bots do: `arena` moves as the arena workload says, `draw` draws on the room's
+    /// board (a stroke about twice a second each), `mixed` does both; `whiteboard` runs the
+    /// whiteboard workload (--writers writers and as many readers on room `board`; --count,
+    /// --room and --duration are ignored).
     #[arg(long, default_value = "arena")]
     behavior: String,
     /// Writers of the whiteboard workload.
@@ -71,8 +73,10 @@ fn bot(args: BotArgs) -> anyhow::Result<()> {
     use easel_client::bot::{self, Behavior, BotConfig};
     let behavior = match args.behavior.as_str() {
         "arena" => Behavior::Arena,
+        "draw" => Behavior::Draw,
+        "mixed" => Behavior::Mixed,
         "whiteboard" => return whiteboard_bots(args),
-        other => anyhow::bail!("unknown --behavior {other:?}: use arena or whiteboard"),
+        other => anyhow::bail!("unknown --behavior {other:?}: use arena, draw, mixed or whiteboard"),
     };
     let config = BotConfig {
         url: args.url,
@@ -92,7 +96,7 @@ fn bot(args: BotArgs) -> anyhow::Result<()> {
     let summary = summary.map_err(|_| anyhow::anyhow!("the bot run exceeded its {budget:?} budget"))??;
     let latency = &summary.latency_ms;
     println!(
-        "bots {}/{} connected · window {:.1} s\n  in:  {} messages, {} bytes ({:.0} B/s per bot, {:.1} snapshots/s per bot, min {:.1})\n  out: {} messages, {} bytes\n  input→state latency ms: p50 {:.1} · p90 {:.1} · p99 {:.1} · max {:.1} ({} samples)",
+        "bots {}/{} connected · window {:.1} s\n  in:  {} messages, {} bytes ({:.0} B/s per bot, {:.1} snapshots/s per bot, min {:.1})\n  out: {} messages, {} bytes\n  input→state latency ms: p50 {:.1} · p90 {:.1} · p99 {:.1} · max {:.1} ({} samples)\n  strokes: {} sent, {} stored",
         summary.connected,
         summary.count,
         summary.window_s,
@@ -108,6 +112,8 @@ fn bot(args: BotArgs) -> anyhow::Result<()> {
         latency.p99,
         latency.max,
         latency.samples,
+        summary.board_ops_sent,
+        summary.board_ops_acked,
     );
     finish(&summary, summary.ok, summary.reason.as_deref(), args.json)
 }

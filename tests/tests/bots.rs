@@ -1,0 +1,47 @@
+//! `easel bot`'s load generator against the real server: each behaviour connects every bot,
+//! measures what it should, and its run checks pass.
+
+use std::time::Duration;
+
+use easel_client::bot::{self, Behavior, BotConfig};
+use easel_tests::TestServer;
+
+async fn run(behavior: Behavior) -> bot::BotSummary {
+    let server = TestServer::start().await;
+    let config = BotConfig {
+        url: server.ws_url(),
+        room: "bots".to_owned(),
+        count: 6,
+        behavior,
+        warmup: Duration::from_millis(300),
+        window: Duration::from_millis(1500),
+        grace: Duration::from_millis(200),
+        join_timeout: Duration::from_secs(10),
+    };
+    let summary =
+        tokio::time::timeout(Duration::from_secs(30), bot::run(config, |_| {})).await.expect("bounded").expect("runs");
+    server.stop().await;
+    summary
+}
+
+#[tokio::test]
+async fn arena_bots_measure_input_latency() {
+    let summary = run(Behavior::Arena).await;
+    assert!(summary.ok, "{:?}", summary.reason);
+    assert_eq!(summary.connected, 6);
+    assert!(summary.latency_ms.samples > 0 && summary.snapshots_per_s_per_client.min > 20.0);
+}
+
+#[tokio::test]
+async fn drawing_bots_have_their_strokes_stored() {
+    let summary = run(Behavior::Draw).await;
+    assert!(summary.ok, "{:?}", summary.reason);
+    assert!(summary.board_ops_acked > 0 && summary.board_ops_acked <= summary.board_ops_sent);
+}
+
+#[tokio::test]
+async fn mixed_bots_move_and_draw() {
+    let summary = run(Behavior::Mixed).await;
+    assert!(summary.ok, "{:?}", summary.reason);
+    assert!(summary.latency_ms.samples > 0 && summary.board_ops_acked > 0);
+}
