@@ -219,6 +219,37 @@ fn start_bots(binary: &Path, args: &[String]) -> Result<(Owned, mpsc::Receiver<S
     Ok((bots, lines))
 }
 
+/// One bot run against one server, sampled at the window's edges.
+struct Measured {
+    start: Sample,
+    end: Sample,
+    summary: Value,
+    server_alive: bool,
+    rss_peak_kb: u64,
+}
+
+/// Runs the bots with `args` against `server` (bounded by `budget`), then stops the server by
+/// PID. The inner `Err` is the bots' own reason when they never reached the window.
+fn measure(
+    binary: &Path,
+    args: &[String],
+    budget: Duration,
+    mut server: Owned,
+    address: &str,
+) -> Result<Result<Measured, String>> {
+    let server_pid = server.0.id();
+    let (mut bots, lines) = start_bots(binary, args)?;
+    let (start, end, summary) = follow_bots(&lines, budget, server_pid, bots.0.id(), address)?;
+    let _ = bots.0.wait();
+    let server_alive = matches!(server.0.try_wait(), Ok(None));
+    let rss_peak_kb = read_status_kb(server_pid, "VmHWM").unwrap_or(0);
+    stop_gracefully(&mut server.0);
+    match (start, end) {
+        (Some(start), Some(end)) => Ok(Ok(Measured { start, end, summary, server_alive, rss_peak_kb })),
+        _ => Ok(Err(summary["reason"].as_str().unwrap_or("the bots never reached the window").to_owned())),
+    }
+}
+
 /// Reads the bots' output until their JSON summary, sampling the server at the window's edges;
 /// bounded by `budget`.
 fn follow_bots(
@@ -247,8 +278,7 @@ fn follow_bots(
 }
 
 fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunContext) -> Result<Value> {
-    let (mut server, address) = start_server(binary, "arena-benchmark")?;
-    let server_pid = server.0.id();
+    let (server, address) = start_server(binary, "arena-benchmark")?;
     let join_budget = Duration::from_secs(60);
     let budget = join_budget + options.warmup + options.window + Duration::from_secs(30);
     let args: Vec<String> = [
@@ -271,17 +301,11 @@ fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunConte
     .iter()
     .map(|a| a.to_string())
     .collect();
-    let (mut bots, lines) = start_bots(binary, &args)?;
-    let (start, end, summary) = follow_bots(&lines, budget, server_pid, bots.0.id(), &address)?;
-    let _ = bots.0.wait();
-    let server_alive = matches!(server.0.try_wait(), Ok(None));
-    let rss_peak_kb = read_status_kb(server_pid, "VmHWM").unwrap_or(0);
-    stop_gracefully(&mut server.0);
-
-    let (Some(start), Some(end)) = (start, end) else {
-        let reason = summary["reason"].as_str().unwrap_or("the bots never reached the window").to_owned();
-        return Ok(failed(n, context, &reason));
+    let run = match measure(binary, &args, budget, server, &address)? {
+        Ok(run) => run,
+        Err(reason) => return Ok(failed(n, context, &reason)),
     };
+    let Measured { start, end, summary, server_alive, rss_peak_kb } = run;
     let window = end.at.duration_since(start.at).as_secs_f64();
     let ticks_to_seconds = |t: u64| t as f64 / context.clock_ticks;
     let server_cores = ticks_to_seconds(end.server_ticks - start.server_ticks) / window;
@@ -564,8 +588,7 @@ pub fn whiteboard(root: &Path, options: &WhiteboardOptions) -> Result<()> {
 }
 
 fn run_whiteboard(binary: &Path, w: usize, strokes: usize, context: &RunContext) -> Result<Value> {
-    let (mut server, address) = start_server(binary, "game")?;
-    let server_pid = server.0.id();
+    let (server, address) = start_server(binary, "game")?;
     // Each phase may take this long; the run as a whole is bounded by the watchdog below.
     let phase = Duration::from_secs(180);
     let args: Vec<String> = ["--behavior", "whiteboard", "--json", "--url", &format!("ws://{address}/ws")]
@@ -574,16 +597,8 @@ fn run_whiteboard(binary: &Path, w: usize, strokes: usize, context: &RunContext)
         .chain(["--writers".to_owned(), w.to_string(), "--join-timeout".to_owned(), format!("{}s", phase.as_secs())])
         .chain(["--strokes".to_owned(), strokes.to_string()])
         .collect();
-    let (mut bots, lines) = start_bots(binary, &args)?;
-    let (start, end, summary) = follow_bots(&lines, phase * 4, server_pid, bots.0.id(), &address)?;
-    let _ = bots.0.wait();
-    let server_alive = matches!(server.0.try_wait(), Ok(None));
-    let rss_peak_kb = read_status_kb(server_pid, "VmHWM").unwrap_or(0);
-    stop_gracefully(&mut server.0);
-    let (Some(start), Some(end)) = (start, end) else {
-        let reason = summary["reason"].as_str().unwrap_or("the bots never reached the window").to_owned();
-        bail!(reason);
-    };
+    let Measured { start, end, summary, server_alive, rss_peak_kb } =
+        measure(binary, &args, phase * 4, server, &address)?.map_err(anyhow::Error::msg)?;
     let cpu_s = (end.server_ticks - start.server_ticks) as f64 / context.clock_ticks;
     let bytes_sent = metric(&end.metrics, "easel_bytes_out_total") - metric(&start.metrics, "easel_bytes_out_total");
     let mut reasons = Vec::new();

@@ -158,18 +158,12 @@ impl Whiteboard {
 
     /// Erases every stroke passing within `radius` of `at`; returns how many.
     pub fn erase_at(&mut self, at: Point, radius: f32) -> usize {
-        let hit: Vec<Stroke> = self.board.strokes().filter(|s| touches(s, at, radius)).cloned().collect();
-        if hit.is_empty() {
-            return 0;
-        }
-        let ids: Vec<StrokeId> = hit.iter().map(|s| s.id).collect();
-        self.erase(&ids);
-        self.undo.push(Action::Erased(hit.clone()));
-        self.redo.clear();
-        hit.len()
+        let ids: Vec<StrokeId> = self.board.strokes().filter(|s| touches(s, at, radius)).map(|s| s.id).collect();
+        self.erase_ids(&ids)
     }
 
-    /// Erases the given strokes (those this replica holds); returns how many.
+    /// Erases the given strokes (those this replica holds) as one undoable action; returns how
+    /// many.
     pub fn erase_ids(&mut self, ids: &[StrokeId]) -> usize {
         let hit: Vec<Stroke> = ids.iter().filter_map(|id| self.board.stroke(id).cloned()).collect();
         if hit.is_empty() {
@@ -177,9 +171,10 @@ impl Whiteboard {
         }
         let present: Vec<StrokeId> = hit.iter().map(|s| s.id).collect();
         self.erase(&present);
-        self.undo.push(Action::Erased(hit.clone()));
+        let count = hit.len();
+        self.undo.push(Action::Erased(hit));
         self.redo.clear();
-        hit.len()
+        count
     }
 
     /// Undoes this player's newest action (never anyone else's).

@@ -398,6 +398,19 @@ mod tests {
         Identity { author, token: [0; 16] }
     }
 
+    /// Player 1 (author 7) and player 2 (author 8) in the room, their welcome traffic drained.
+    fn author_and_other(room: &mut Room) -> (mpsc::Receiver<Bytes>, mpsc::Receiver<Bytes>) {
+        let (author, mut author_rx, kick_author) = link(64);
+        let (other, mut other_rx, kick_other) = link(64);
+        room.join(1, "author".into(), identity(7), (0.0, 0.0), author).unwrap();
+        room.join(2, "other".into(), identity(8), (0.0, 0.0), other).unwrap();
+        // Dropping the kick receivers is fine: these tests never kick.
+        drop((kick_author, kick_other));
+        drain(&mut author_rx);
+        drain(&mut other_rx);
+        (author_rx, other_rx)
+    }
+
     fn drain(rx: &mut mpsc::Receiver<Bytes>) -> Vec<ServerMsg> {
         let mut out = Vec::new();
         while let Ok(bytes) = rx.try_recv() {
@@ -466,12 +479,7 @@ mod tests {
     #[tokio::test]
     async fn a_board_op_is_acked_and_relayed_only_after_it_is_stored() {
         let (mut room, mut commits) = room_with(Config::for_tests()).await;
-        let (author, mut author_rx, _k1) = link(64);
-        let (other, mut other_rx, _k2) = link(64);
-        room.join(1, "author".into(), identity(7), (0.0, 0.0), author).unwrap();
-        room.join(2, "other".into(), identity(8), (0.0, 0.0), other).unwrap();
-        drain(&mut author_rx);
-        drain(&mut other_rx);
+        let (mut author_rx, mut other_rx) = author_and_other(&mut room);
         let stroke =
             Stroke { id: StrokeId { author: 7, seq: 0 }, color: 1, width: 2, points: vec![Point { x: 1, y: 2 }] };
         let op = BoardOp::Add { dot: easel_protocol::board::Dot::new(7, 1), stroke };
@@ -487,12 +495,7 @@ mod tests {
     #[tokio::test]
     async fn an_invalid_board_op_is_refused_to_its_author_only() {
         let (mut room, _commits) = room_with(Config::for_tests()).await;
-        let (author, mut author_rx, _k1) = link(64);
-        let (other, mut other_rx, _k2) = link(64);
-        room.join(1, "author".into(), identity(7), (0.0, 0.0), author).unwrap();
-        room.join(2, "other".into(), identity(8), (0.0, 0.0), other).unwrap();
-        drain(&mut author_rx);
-        drain(&mut other_rx);
+        let (mut author_rx, mut other_rx) = author_and_other(&mut room);
         let forged =
             Stroke { id: StrokeId { author: 8, seq: 0 }, color: 1, width: 2, points: vec![Point { x: 1, y: 2 }] };
         room.play(Play::Board {
