@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use easel_protocol::board::{BoardOp, Dot, Point, Stroke, StrokeId};
-use easel_protocol::codec::is_snapshot;
+use easel_protocol::codec::snapshot_tick;
+use easel_protocol::msg::MAX_INPUTS_PER_MESSAGE;
 use easel_protocol::rng::Mulberry32;
 use easel_protocol::{ClientMsg, PROTOCOL_VERSION, ServerMsg, decode_server, encode};
 use futures_util::{SinkExt, StreamExt};
@@ -19,6 +20,8 @@ use tokio::sync::{Mutex, Semaphore, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::core::SnapshotReceiver;
 
 /// The eight directions of the workload, in its order.
 const DIRS: [(i8, i8); 8] = [(1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1)];
@@ -334,6 +337,7 @@ impl Bot {
             name: format!("bot-{}", self.index),
             room: self.room.clone(),
             identity: None,
+            resume: None,
         };
         sink.send(Message::Binary(encode(&hello).into())).await.map_err(|e| format!("hello: {e}"))?;
         let (me, author) = loop {
@@ -363,8 +367,11 @@ impl Bot {
         // A fresh identity: its dots and stroke seqs start from the beginning.
         let mut strokes_drawn = 0u32;
         let mut seq = 0u32;
+        // Directions of the newest inputs, repeated in each input as a real client does.
+        let mut recent: std::collections::VecDeque<(i8, i8)> = std::collections::VecDeque::new();
         // Inputs sent and not yet seen applied: (seq, sent at). Probes only.
         let mut pending: std::collections::VecDeque<(u32, Instant)> = std::collections::VecDeque::new();
+        let mut snapshots = Snapshots::default();
         loop {
             tokio::select! {
                 _ = self.stop.changed() => break,
@@ -383,7 +390,12 @@ impl Bot {
                     if rng.next_f64() < 1.0 / 30.0 {
                         dir = DIRS[(rng.next_f64() * 8.0) as usize];
                     }
-                    let bytes = encode(&ClientMsg::Input { seq, dx: dir.0, dy: dir.1 });
+                    if recent.len() == MAX_INPUTS_PER_MESSAGE {
+                        recent.pop_front();
+                    }
+                    recent.push_back(dir);
+                    let input = ClientMsg::Input { seq, ack: snapshots.newest, dirs: recent.iter().copied().collect() };
+                    let bytes = encode(&input);
                     self.shared.messages_out.fetch_add(1, Ordering::Relaxed);
                     self.shared.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     if self.probe {
@@ -395,7 +407,7 @@ impl Bot {
                     }
                 }
                 frame = stream.next() => match frame {
-                    Some(Ok(Message::Binary(bytes))) => self.received(me, &bytes, &mut pending).await,
+                    Some(Ok(Message::Binary(bytes))) => self.received(me, &bytes, &mut pending, &mut snapshots).await,
                     Some(Ok(Message::Close(frame))) => {
                         self.lost(format!("closed by server: {frame:?}"));
                         return Ok(());
@@ -416,7 +428,13 @@ impl Bot {
         Ok(())
     }
 
-    async fn received(&self, me: u32, bytes: &[u8], pending: &mut std::collections::VecDeque<(u32, Instant)>) {
+    async fn received(
+        &self,
+        me: u32,
+        bytes: &[u8],
+        pending: &mut std::collections::VecDeque<(u32, Instant)>,
+        snapshots: &mut Snapshots,
+    ) {
         let shared = &self.shared;
         shared.messages_in.fetch_add(1, Ordering::Relaxed);
         shared.bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -424,14 +442,16 @@ impl Bot {
         if self.behavior.draws() && matches!(decode_server(bytes), Ok(ServerMsg::BoardAck { .. })) {
             shared.board_acked.fetch_add(1, Ordering::Relaxed);
         }
-        if !is_snapshot(bytes) {
-            return;
-        }
+        let Some(tick) = snapshot_tick(bytes) else { return };
         self.snapshots[self.index].fetch_add(1, Ordering::Relaxed);
         if !self.probe {
+            // Acknowledged without decoding: the next ones are deltas this bot never reads.
+            snapshots.newest = snapshots.newest.max(tick);
             return;
         }
-        let Ok(ServerMsg::Snapshot { players, .. }) = decode_server(bytes) else { return };
+        let Ok(ServerMsg::Snapshot { tick, baseline, entities }) = decode_server(bytes) else { return };
+        let Ok(Some(players)) = snapshots.decoder.receive(tick, baseline, &entities) else { return };
+        snapshots.newest = tick;
         let Ok(found) = players.binary_search_by_key(&me, |p| p.id) else { return };
         let applied = players[found].last_input_seq;
         let now = Instant::now();
@@ -459,6 +479,13 @@ impl Bot {
             }
         }
     }
+}
+
+/// A bot's snapshot state: probes decode (and keep baselines), the others only acknowledge.
+#[derive(Default)]
+struct Snapshots {
+    decoder: SnapshotReceiver,
+    newest: u32,
 }
 
 /// The `n`-th stroke of a drawing bot: a 32-point random walk anywhere on the board.

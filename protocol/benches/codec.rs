@@ -1,33 +1,58 @@
-//! Microbenchmarks of the wire codec: encoding and decoding a 256-player snapshot.
+//! Microbenchmarks of snapshot coding for a 256-player room: a full snapshot and a one-tick delta
+//! in which every player moved, each encoded and decoded.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use easel_protocol::rng::Mulberry32;
-use easel_protocol::{PlayerState, ServerMsg, decode_server, encode};
+use easel_protocol::snapshot::{self, NetPlayer, quantize};
 
-fn snapshot(players: u32) -> ServerMsg {
+fn world(players: u32) -> Vec<NetPlayer> {
     let mut rng = Mulberry32::new(1);
-    let players = (0..players)
-        .map(|id| PlayerState {
+    (0..players)
+        .map(|id| NetPlayer {
             id,
-            x: (rng.next_f64() * 2000.0) as f32,
-            y: (rng.next_f64() * 2000.0) as f32,
+            x: quantize((rng.next_f64() * 2000.0) as f32),
+            y: quantize((rng.next_f64() * 2000.0) as f32),
             score: rng.next_u32() % 50,
             last_input_seq: rng.next_u32() % 100_000,
         })
-        .collect();
-    ServerMsg::Snapshot { tick: 12_345, players }
+        .collect()
+}
+
+/// The next tick of `base`: everyone moved one step in some direction and sent one input.
+fn next_tick(base: &[NetPlayer]) -> Vec<NetPlayer> {
+    let step = i32::from(quantize(200.0 / 30.0));
+    base.iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (dx, dy) = [(step, 0), (0, step), (-step, 0), (0, -step)][i % 4];
+            NetPlayer {
+                x: (i32::from(p.x) + dx).clamp(0, 16_000) as u16,
+                y: (i32::from(p.y) + dy).clamp(0, 16_000) as u16,
+                last_input_seq: p.last_input_seq + 1,
+                ..*p
+            }
+        })
+        .collect()
 }
 
 fn codec(c: &mut Criterion) {
-    let msg = snapshot(256);
-    let bytes = encode(&msg);
+    let base = world(256);
+    let next = next_tick(&base);
+    let full = snapshot::encode(&next, None, 0);
+    let delta = snapshot::encode(&next, Some(&base), 1);
     let mut group = c.benchmark_group("snapshot_256_players");
-    group.throughput(Throughput::Bytes(bytes.len() as u64));
-    group.bench_function("encode", |b| b.iter(|| encode(black_box(&msg))));
-    group.bench_function("decode", |b| b.iter(|| decode_server(black_box(&bytes)).expect("valid snapshot")));
+    group.throughput(Throughput::Bytes(full.len() as u64));
+    group.bench_function("encode_full", |b| b.iter(|| snapshot::encode(black_box(&next), None, 0)));
+    group.bench_function("decode_full", |b| b.iter(|| snapshot::decode(black_box(&full), None, 0).expect("valid")));
+    group.throughput(Throughput::Bytes(delta.len() as u64));
+    group.bench_function("encode_delta", |b| b.iter(|| snapshot::encode(black_box(&next), Some(&base), 1)));
+    group.bench_function("decode_delta", |b| {
+        b.iter(|| snapshot::decode(black_box(&delta), Some(&base), 1).expect("valid"))
+    });
     group.finish();
+    println!("256 moving players: full {} bytes, one-tick delta {} bytes", full.len(), delta.len());
 }
 
 criterion_group!(benches, codec);

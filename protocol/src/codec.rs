@@ -73,6 +73,21 @@ pub fn is_snapshot(bytes: &[u8]) -> bool {
     bytes.first() == Some(&1)
 }
 
+/// The tick of an encoded `Snapshot`, read from its header without decoding the rest: load
+/// generators acknowledge every snapshot this way.
+pub fn snapshot_tick(bytes: &[u8]) -> Option<u32> {
+    if !is_snapshot(bytes) {
+        return None;
+    }
+    // bincode's varint: one byte below 251, else a marker and 2 or 4 little-endian bytes.
+    match *bytes.get(1)? {
+        small @ 0..=250 => Some(u32::from(small)),
+        251 => Some(u32::from(u16::from_le_bytes(bytes.get(2..4)?.try_into().ok()?))),
+        252 => Some(u32::from_le_bytes(bytes.get(2..6)?.try_into().ok()?)),
+        _ => None,
+    }
+}
+
 fn decode_limited<T: serde::de::DeserializeOwned, const N: usize>(
     bytes: &[u8],
     config: Limited<N>,
@@ -107,7 +122,8 @@ mod tests {
                     version,
                     name,
                     room,
-                    identity: id.map(|(author, token)| Identity { author, token })
+                    identity: id.map(|(author, token)| Identity { author, token }),
+                    resume: id.map(|(_, token)| token),
                 }
             ),
             (any::<u64>(), any::<u32>(), any::<u32>(), proptest::collection::vec(any::<(i16, i16)>(), 1..40)).prop_map(
@@ -135,21 +151,18 @@ mod tests {
                 })
             ),
             Just(ClientMsg::BoardSync),
-            (any::<u32>(), any::<i8>(), any::<i8>()).prop_map(|(seq, dx, dy)| ClientMsg::Input { seq, dx, dy }),
+            (any::<u32>(), any::<u32>(), proptest::collection::vec(any::<(i8, i8)>(), 1..=4))
+                .prop_map(|(seq, ack, dirs)| ClientMsg::Input { seq, ack, dirs }),
+            any::<u32>().prop_map(|tick| ClientMsg::Ack { tick }),
             any_text().prop_map(|text| ClientMsg::Chat { text }),
             any::<u32>().prop_map(|nonce| ClientMsg::Ping { nonce }),
         ]
     }
 
-    fn any_player_state() -> impl Strategy<Value = PlayerState> {
-        (any::<u32>(), -1e6f32..1e6, -1e6f32..1e6, any::<u32>(), any::<u32>())
-            .prop_map(|(id, x, y, score, last_input_seq)| PlayerState { id, x, y, score, last_input_seq })
-    }
-
     fn any_server_msg() -> impl Strategy<Value = ServerMsg> {
         prop_oneof![
-            (any::<u32>(), proptest::collection::vec(any_player_state(), 0..50))
-                .prop_map(|(tick, players)| ServerMsg::Snapshot { tick, players }),
+            (any::<u32>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..200))
+                .prop_map(|(tick, baseline, entities)| ServerMsg::Snapshot { tick, baseline, entities }),
             (any::<u32>(), any_text(), any::<u32>())
                 .prop_map(|(id, name, color)| { ServerMsg::PlayerJoined(PlayerInfo { id, name, color }) }),
             any::<u32>().prop_map(|id| ServerMsg::PlayerLeft { id }),
@@ -210,8 +223,12 @@ mod tests {
 
     #[test]
     fn snapshots_are_recognised_by_their_first_byte() {
-        assert!(is_snapshot(&encode(&ServerMsg::Snapshot { tick: 9, players: vec![] })));
+        assert!(is_snapshot(&encode(&ServerMsg::Snapshot { tick: 9, baseline: 0, entities: vec![] })));
         assert!(!is_snapshot(&encode(&ServerMsg::Pong { nonce: 1 })));
+        for tick in [0, 9, 250, 251, 65_535, 65_536, u32::MAX] {
+            let bytes = encode(&ServerMsg::Snapshot { tick, baseline: 3, entities: vec![1, 2] });
+            assert_eq!(snapshot_tick(&bytes), Some(tick));
+        }
         assert!(!is_snapshot(&encode(&ServerMsg::PlayerLeft { id: 1 })));
         assert!(!is_snapshot(&[]));
     }

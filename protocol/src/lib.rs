@@ -9,10 +9,11 @@ pub mod codec;
 pub mod game;
 pub mod msg;
 pub mod rng;
+pub mod snapshot;
 pub mod text;
 
 pub use codec::{DecodeError, decode_client, decode_server, encode};
 pub use msg::{ClientMsg, Identity, OrbState, PlayerInfo, PlayerState, Presence, Preview, ServerMsg};
 
 /// Bumped on every incompatible change to `msg`; checked in the `Hello` → `Welcome` handshake.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;

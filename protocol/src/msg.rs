@@ -11,10 +11,14 @@ use crate::game::Rules;
 pub enum ClientMsg {
     /// The first message on every connection; anything else first is a protocol error.
     /// `identity` is the whiteboard author identity this tab was given before, if any.
-    Hello { version: u16, name: String, room: String, identity: Option<Identity> },
-    /// The direction the player holds. Only the sign of `dx`/`dy` matters (the rules normalize),
-    /// so no input can move a player faster than an honest one. `seq` increases by one per input.
-    Input { seq: u32, dx: i8, dy: i8 },
+    /// `resume` is the token of a `Welcome` from a connection that dropped: within the grace
+    /// period the client gets the same player back.
+    Hello { version: u16, name: String, room: String, identity: Option<Identity>, resume: Option<[u8; 16]> },
+    /// One tick of movement per input: `dirs` are the held directions of inputs `seq - len + 1`
+    /// ..= `seq`, newest last; the older ones repeat what earlier messages said, so a lost
+    /// message costs nothing (at most `MAX_INPUTS_PER_MESSAGE`). Only signs count (the rules
+    /// normalize). `ack` is the newest snapshot tick this client decoded (0: none).
+    Input { seq: u32, ack: u32, dirs: Vec<(i8, i8)> },
     /// A chat line for everyone in the room.
     Chat { text: String },
     /// Echoed back at once as `Pong`, so the client can measure its round trip.
@@ -26,6 +30,8 @@ pub enum ClientMsg {
     Presence(Presence),
     /// Send the whole board again (after a refused op, to get back in step).
     BoardSync,
+    /// The newest snapshot tick this client decoded, when no input carries it.
+    Ack { tick: u32 },
 }
 
 /// What the server sends.
@@ -42,11 +48,15 @@ pub enum ServerMsg {
         identity: Identity,
         /// How many `BoardChunk`s follow with the board's current state.
         board_chunks: u32,
+        /// Present in a later `Hello` after a dropped connection, it gives this player back.
+        resume: [u8; 16],
     },
-    /// The state of every player after simulation tick `tick`.
+    /// The players after simulation tick `tick`, as `snapshot::encode` packed them against the
+    /// snapshot of tick `baseline` that this client acknowledged (0: in full).
     Snapshot {
         tick: u32,
-        players: Vec<PlayerState>,
+        baseline: u32,
+        entities: Vec<u8>,
     },
     PlayerJoined(PlayerInfo),
     PlayerLeft {
@@ -118,6 +128,9 @@ pub struct Preview {
     #[serde(with = "crate::board::delta_points")]
     pub points: Vec<Point>,
 }
+
+/// Inputs one `Input` message may carry: the newest and three repeats.
+pub const MAX_INPUTS_PER_MESSAGE: usize = 4;
 
 /// Newest points of a stroke in progress that a presence update carries.
 pub const MAX_PREVIEW_POINTS: usize = 256;

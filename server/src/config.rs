@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// world of the benchmark workload) [default: game].
     #[arg(long, env = "EASEL_RULES", value_name = "PRESET")]
     pub rules: Option<String>,
+    /// How long a player whose connection dropped is kept for a resume, e.g. 30s; 0 turns
+    /// resuming off [default: 30s].
+    #[arg(long, env = "EASEL_RESUME_GRACE", value_name = "DURATION", value_parser = parse_duration)]
+    pub resume_grace: Option<Duration>,
 }
 
 /// The same settings as read from a TOML file.
@@ -60,6 +64,7 @@ struct FileSettings {
     log_level: Option<String>,
     rules: Option<String>,
     data_dir: Option<PathBuf>,
+    resume_grace: Option<String>,
 }
 
 /// The validated configuration of a server.
@@ -106,6 +111,8 @@ pub struct Limits {
     pub board_op_burst: f64,
     /// Board ops waiting for storage in one room before new ones are refused (full disk).
     pub max_uncommitted_ops: usize,
+    /// How long a player whose connection dropped waits for a resume before it leaves.
+    pub resume_grace: Duration,
 }
 
 impl Default for Limits {
@@ -128,6 +135,7 @@ impl Default for Limits {
             board_ops_per_second: 200.0,
             board_op_burst: 1_000.0,
             max_uncommitted_ops: 10_000,
+            resume_grace: Duration::from_secs(30),
         }
     }
 }
@@ -160,6 +168,8 @@ pub enum ConfigError {
     ReadFile { path: PathBuf, source: std::io::Error },
     #[error("config file {path} is not valid: {message}")]
     ParseFile { path: PathBuf, message: String },
+    #[error("resume_grace: {0}")]
+    ResumeGrace(String),
     #[error("tick_rate must be between 1 and 120, got {0}")]
     TickRate(u16),
     #[error("assets directory {0} does not exist: build the client with `cargo xtask dist`, or pass --assets-dir")]
@@ -207,6 +217,12 @@ impl ServeArgs {
             Some(other) => return Err(ConfigError::Rules(other.to_owned())),
         };
         let data_dir = self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data"));
+        let mut limits = Limits::default();
+        if let Some(grace) = self.resume_grace {
+            limits.resume_grace = grace;
+        } else if let Some(text) = &file.resume_grace {
+            limits.resume_grace = parse_duration(text).map_err(ConfigError::ResumeGrace)?;
+        }
         Ok(Config {
             storage: Location::Directory(data_dir),
             listen: SocketAddr::new(bind, port),
@@ -215,7 +231,7 @@ impl ServeArgs {
             allowed_origins,
             log_level,
             rules,
-            limits: Limits::default(),
+            limits,
         })
     }
 }

@@ -88,6 +88,8 @@ pub struct Metrics {
     pub closed_for_cause: Counter,
     /// Whiteboard ops stored and acknowledged.
     pub board_ops: Counter,
+    /// Snapshot encodings made (one per distinct baseline per tick, shared by its members).
+    pub snapshot_encodings: Counter,
 }
 
 impl Metrics {
@@ -110,6 +112,11 @@ impl Metrics {
             ("easel_bytes_out_total", "Payload bytes sent to clients", &self.bytes_out),
             ("easel_closed_for_cause_total", "Connections closed for breaking a rule", &self.closed_for_cause),
             ("easel_board_ops_total", "Whiteboard ops stored and acknowledged", &self.board_ops),
+            (
+                "easel_snapshot_encodings_total",
+                "Snapshot encodings, each shared by every member on its baseline",
+                &self.snapshot_encodings,
+            ),
         ];
         for (name, help, counter) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", counter.value());

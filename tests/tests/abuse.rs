@@ -11,7 +11,7 @@ use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
 fn hello(version: u16) -> Vec<u8> {
-    encode(&ClientMsg::Hello { version, name: "mallory".into(), room: "arena".into(), identity: None })
+    encode(&ClientMsg::Hello { version, name: "mallory".into(), room: "arena".into(), identity: None, resume: None })
 }
 
 /// A moving player keeps receiving snapshots: the server is still serving it. (It moves because
@@ -81,8 +81,8 @@ async fn an_input_flood_is_closed_and_others_keep_playing() {
     let mut flood = raw_connect(&server).await;
     flood.send(Message::Binary(hello(PROTOCOL_VERSION).into())).await.unwrap();
     // Bounded: far past the burst allowance, then stop.
-    for seq in 0..2000u32 {
-        let input = encode(&ClientMsg::Input { seq, dx: 1, dy: 1 });
+    for seq in 1..2000u32 {
+        let input = encode(&ClientMsg::Input { seq, ack: 0, dirs: vec![(1, 1)] });
         if flood.send(Message::Binary(input.into())).await.is_err() {
             break;
         }
@@ -90,6 +90,19 @@ async fn an_input_flood_is_closed_and_others_keep_playing() {
     let (code, reason) = read_close(&mut flood).await;
     assert_eq!(code, close::POLICY_VIOLATION, "flood closed: {reason}");
     still_playing(&honest).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_input_message_with_too_many_inputs_is_a_protocol_error() {
+    let server = TestServer::start().await;
+    let mut client = raw_connect(&server).await;
+    client.send(Message::Binary(hello(PROTOCOL_VERSION).into())).await.unwrap();
+    let input = encode(&ClientMsg::Input { seq: 10, ack: 0, dirs: vec![(1, 0); 5] });
+    client.send(Message::Binary(input.into())).await.unwrap();
+    let (code, reason) = read_close(&mut client).await;
+    assert_eq!(code, close::PROTOCOL_ERROR);
+    assert!(reason.contains("1 to 4 inputs"), "{reason}");
     server.stop().await;
 }
 

@@ -1,13 +1,20 @@
 //! Snapshot interpolation: other players are drawn a little in the past, between two snapshots
 //! that have both arrived, so their motion is smooth even though snapshots arrive at the tick
-//! rate with jitter.
+//! rate with jitter. The delay adapts to the jitter measured (two to three intervals); when
+//! snapshots are late, players are extrapolated for a bounded time, then held.
 
 use std::collections::VecDeque;
 
 use easel_protocol::PlayerState;
 
-/// Render this many snapshot intervals behind the newest: survives one late or lost snapshot.
-const DELAY_INTERVALS: f64 = 2.0;
+/// Render between this many snapshot intervals behind the newest: two survive one late snapshot;
+/// measured jitter moves the delay up towards the maximum.
+const MIN_DELAY_INTERVALS: f64 = 2.0;
+const MAX_DELAY_INTERVALS: f64 = 3.0;
+/// How far past the newest snapshot players are extrapolated before they are held.
+const MAX_EXTRAPOLATION_INTERVALS: f64 = 3.0;
+/// Weight of one arrival in the jitter average (an exponential moving average).
+const JITTER_GAIN: f64 = 1.0 / 16.0;
 /// Snapshots kept: a second at 30 Hz, far more than the delay needs.
 const BUFFER: usize = 32;
 /// How fast the clock estimate may drift upward per snapshot (ms); downward it follows at once.
@@ -19,6 +26,8 @@ pub struct Interpolator {
     /// Local time of tick 0, estimated from the earliest-arriving snapshots: arrival minus
     /// `tick × interval`, tracking the minimum so network jitter does not shake the timeline.
     tick_zero_ms: Option<f64>,
+    /// Mean lateness of arrivals behind the earliest-arriving timeline (ms).
+    jitter_ms: f64,
     snapshots: VecDeque<(u32, Vec<PlayerState>)>,
 }
 
@@ -35,26 +44,42 @@ impl Interpolator {
             return;
         }
         let sample = now_ms - f64::from(tick) * self.interval_ms;
-        self.tick_zero_ms = Some(match self.tick_zero_ms {
+        let zero = match self.tick_zero_ms {
             Some(zero) if sample >= zero => (zero + CLOCK_DRIFT_MS).min(sample),
             _ => sample,
-        });
+        };
+        if self.tick_zero_ms.is_some() {
+            self.jitter_ms += ((sample - zero) - self.jitter_ms) * JITTER_GAIN;
+        }
+        self.tick_zero_ms = Some(zero);
         if self.snapshots.len() == BUFFER {
             self.snapshots.pop_front();
         }
         self.snapshots.push_back((tick, players.to_vec()));
     }
 
-    /// Every player's position at `now_ms`, `DELAY_INTERVALS` behind the timeline. Players not in
-    /// both bracketing snapshots are drawn where the newer one has them.
+    /// The measured jitter of snapshot arrivals (ms).
+    pub fn jitter_ms(&self) -> f64 {
+        self.jitter_ms
+    }
+
+    /// How far in the past other players are drawn (ms).
+    pub fn delay_ms(&self) -> f64 {
+        let interval = self.interval_ms;
+        (interval * MIN_DELAY_INTERVALS + 2.0 * self.jitter_ms)
+            .clamp(interval * MIN_DELAY_INTERVALS, interval * MAX_DELAY_INTERVALS)
+    }
+
+    /// Every player's position at `now_ms`, `delay_ms` behind the timeline. Players not in both
+    /// bracketing snapshots are drawn where the newer one has them.
     pub fn positions(&self, now_ms: f64) -> Vec<(u32, f32, f32)> {
-        let (Some(zero), Some((_, newest))) = (self.tick_zero_ms, self.snapshots.back()) else {
+        let (Some(zero), Some(_)) = (self.tick_zero_ms, self.snapshots.back()) else {
             return Vec::new();
         };
-        let render_tick = (now_ms - zero) / self.interval_ms - DELAY_INTERVALS;
+        let render_tick = (now_ms - zero - self.delay_ms()) / self.interval_ms;
         let later = self.snapshots.iter().position(|(tick, _)| f64::from(*tick) >= render_tick);
         let (before, after) = match later {
-            None => return newest.iter().map(|p| (p.id, p.x, p.y)).collect(),
+            None => return self.extrapolate(render_tick),
             Some(0) => {
                 let first = &self.snapshots[0].1;
                 return first.iter().map(|p| (p.id, p.x, p.y)).collect();
@@ -70,6 +95,28 @@ impl Interpolator {
                 Ok(j) => {
                     let q = &before.1[j];
                     (p.id, q.x + (p.x - q.x) * t, q.y + (p.y - q.y) * t)
+                }
+                Err(_) => (p.id, p.x, p.y),
+            })
+            .collect()
+    }
+
+    /// Past the newest snapshot: each player carries on at its last velocity for at most
+    /// `MAX_EXTRAPOLATION_INTERVALS`, then stays there until the next snapshot.
+    fn extrapolate(&self, render_tick: f64) -> Vec<(u32, f32, f32)> {
+        let n = self.snapshots.len();
+        let (newest_tick, newest) = &self.snapshots[n - 1];
+        let Some((previous_tick, previous)) = n.checked_sub(2).map(|i| &self.snapshots[i]) else {
+            return newest.iter().map(|p| (p.id, p.x, p.y)).collect();
+        };
+        let span = f64::from(newest_tick - previous_tick);
+        let ahead = ((render_tick - f64::from(*newest_tick)).clamp(0.0, MAX_EXTRAPOLATION_INTERVALS) / span) as f32;
+        newest
+            .iter()
+            .map(|p| match previous.binary_search_by_key(&p.id, |q| q.id) {
+                Ok(j) => {
+                    let q = &previous[j];
+                    (p.id, p.x + (p.x - q.x) * ahead, p.y + (p.y - q.y) * ahead)
                 }
                 Err(_) => (p.id, p.x, p.y),
             })
@@ -111,6 +158,31 @@ mod tests {
             assert!(x - previous.max(x - 1.0) <= 1.0, "no jumps larger than 5 ms of motion");
             previous = x;
         }
+    }
+
+    #[test]
+    fn late_snapshots_are_extrapolated_for_a_bounded_time() {
+        let mut interp = Interpolator::new(10);
+        for tick in 0..5u32 {
+            interp.push(f64::from(tick) * 100.0, tick, &[at(1, tick as f32 * 10.0)]);
+        }
+        // Nothing after tick 4 (x = 40): at 700 ms the render tick is 5, one past the newest.
+        assert!((interp.positions(700.0)[0].1 - 50.0).abs() < 1e-3);
+        // Far later, held at three intervals past the newest.
+        assert!((interp.positions(5000.0)[0].1 - 70.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn the_delay_grows_with_jitter_within_two_to_three_intervals() {
+        let mut steady = Interpolator::new(10);
+        let mut shaky = Interpolator::new(10);
+        let mut rng = easel_protocol::rng::Mulberry32::new(5);
+        for tick in 0..200u32 {
+            steady.push(f64::from(tick) * 100.0, tick, &[at(1, 0.0)]);
+            shaky.push(f64::from(tick) * 100.0 + rng.next_f64() * 80.0, tick, &[at(1, 0.0)]);
+        }
+        assert!((steady.delay_ms() - 200.0).abs() < 1.0, "{}", steady.delay_ms());
+        assert!(shaky.delay_ms() > 250.0 && shaky.delay_ms() <= 300.0, "{}", shaky.delay_ms());
     }
 
     #[test]

@@ -7,14 +7,24 @@
 mod backoff;
 pub mod base64;
 mod interpolation;
+pub mod link;
+mod prediction;
+mod snapshots;
+mod stats;
 mod view;
 mod whiteboard;
 
+use std::collections::VecDeque;
+
+use easel_protocol::msg::MAX_INPUTS_PER_MESSAGE;
 use easel_protocol::text::{self, TextError};
 use easel_protocol::{ClientMsg, DecodeError, PROTOCOL_VERSION, ServerMsg, close, decode_server, encode};
 
 pub use backoff::reconnect_delay_ms;
 pub use interpolation::Interpolator;
+pub use prediction::Predictor;
+pub use snapshots::SnapshotReceiver;
+pub use stats::DebugInfo;
 pub use view::{ChatLine, GameView, PlayerView};
 pub use whiteboard::Whiteboard;
 
@@ -44,6 +54,11 @@ pub struct ClientCore {
     input: InputState,
     ping: PingState,
     whiteboard: Whiteboard,
+    snapshots: SnapshotReceiver,
+    predictor: Predictor,
+    stats: stats::NetStats,
+    /// The newest `Welcome`'s resume token: sent in the next `Hello` to get the same player back.
+    resume: Option<[u8; 16]>,
 }
 
 #[derive(Debug, Default)]
@@ -55,7 +70,14 @@ struct InputState {
     /// When the next repeat of a held direction is due: a fixed schedule, so polling jitter
     /// does not lower the input rate.
     next_due_ms: f64,
+    /// Increases by one per input and never restarts, not even across reconnects (a resumed
+    /// player keeps the server's count).
     seq: u32,
+    /// Directions of the newest inputs sent (consecutive seqs ending at `seq`), repeated in every
+    /// input message so a lost one costs nothing.
+    recent: VecDeque<(i8, i8)>,
+    /// The snapshot tick last acknowledged.
+    acked: u32,
 }
 
 #[derive(Debug, Default)]
@@ -76,7 +98,33 @@ impl ClientCore {
             input: InputState::default(),
             ping: PingState::default(),
             whiteboard: Whiteboard::default(),
+            snapshots: SnapshotReceiver::default(),
+            predictor: Predictor::default(),
+            stats: stats::NetStats::default(),
+            resume: None,
         }
+    }
+
+    /// Where to draw every player at `now_ms`: others interpolated between snapshots, this
+    /// player where its prediction has it.
+    pub fn render_positions(&self, now_ms: f64) -> Vec<(u32, f32, f32)> {
+        let mut positions = self.view.render_positions(now_ms);
+        if let (Some(me), Some((x, y))) = (self.view.me(), self.predictor.render_position(now_ms)) {
+            match positions.iter_mut().find(|(id, ..)| *id == me) {
+                Some(entry) => *entry = (me, x, y),
+                None => positions.push((me, x, y)),
+            }
+        }
+        positions
+    }
+
+    pub fn predictor(&self) -> &Predictor {
+        &self.predictor
+    }
+
+    /// Network figures for the debug overlay, over about the last second.
+    pub fn debug_info(&self, now_ms: f64) -> DebugInfo {
+        self.stats.info(now_ms, self.ping.rtt_ms, self.view.interpolator(), self.predictor.corrections)
     }
 
     pub fn whiteboard(&self) -> &Whiteboard {
@@ -112,28 +160,45 @@ impl ClientCore {
     /// live across reconnects.
     pub fn hello(&mut self) -> Vec<u8> {
         self.status = Status::Connecting;
-        self.input = InputState { held: self.input.held, ..InputState::default() };
+        self.input = InputState { held: self.input.held, seq: self.input.seq, ..InputState::default() };
         self.ping = PingState { rtt_ms: self.ping.rtt_ms, ..PingState::default() };
+        self.snapshots.reset();
         self.whiteboard.connecting();
-        encode(&ClientMsg::Hello {
+        let hello = encode(&ClientMsg::Hello {
             version: PROTOCOL_VERSION,
             name: self.name.clone(),
             room: self.room.clone(),
             identity: self.whiteboard.identity(),
-        })
+            resume: self.resume,
+        });
+        self.stats.sent(hello.len());
+        hello
     }
 
     pub fn handle_message(&mut self, now_ms: f64, bytes: &[u8]) -> Result<(), DecodeError> {
+        self.stats.received(bytes.len());
         self.handle(now_ms, decode_server(bytes)?)
     }
 
     /// Handles an already decoded message (for fronts that look at it first, like the bots).
     pub fn handle(&mut self, now_ms: f64, msg: ServerMsg) -> Result<(), DecodeError> {
         match msg {
-            ServerMsg::Welcome { identity, board_chunks, .. } => {
+            ServerMsg::Welcome { identity, board_chunks, resume, rules, tick_rate, .. } => {
                 self.status = Status::Joined;
+                self.resume = Some(resume);
+                self.predictor = Predictor::new(rules, tick_rate);
                 self.whiteboard.welcome(identity, board_chunks);
                 self.view.welcome(msg);
+            }
+            ServerMsg::Snapshot { tick, baseline, entities } => {
+                if let Some(players) = self.snapshots.receive(tick, baseline, &entities)? {
+                    let players: Vec<_> = players.iter().map(|p| p.state()).collect();
+                    self.stats.snapshot();
+                    if let Some(me) = self.view.me().and_then(|me| players.iter().find(|p| p.id == me)) {
+                        self.predictor.snapshot(now_ms, me);
+                    }
+                    self.view.snapshot(now_ms, tick, &players);
+                }
             }
             ServerMsg::BoardChunk { index, total, bytes } => self.whiteboard.chunk(index, total, bytes)?,
             ServerMsg::BoardOp(op) => self.whiteboard.remote_op(op),
@@ -142,7 +207,7 @@ impl ClientCore {
             ServerMsg::Presence { player, presence } => self.whiteboard.remote_presence(player, presence),
             ServerMsg::PlayerLeft { id } => {
                 self.whiteboard.player_left(id);
-                self.view.apply(now_ms, msg);
+                self.view.apply(msg);
             }
             ServerMsg::Pong { nonce } => {
                 if let Some((sent_nonce, sent_at)) = self.ping.outstanding
@@ -152,7 +217,7 @@ impl ClientCore {
                     self.ping.outstanding = None;
                 }
             }
-            other => self.view.apply(now_ms, other),
+            other => self.view.apply(other),
         }
         Ok(())
     }
@@ -175,8 +240,9 @@ impl ClientCore {
         self.input.held = (dx.signum(), dy.signum());
     }
 
-    /// Messages due now: an input at the room's tick rate while a direction is held, and at once
-    /// when it changes; a ping once a second.
+    /// Messages due now: while a direction is held, one input per tick at the room's tick rate
+    /// (each is one tick of movement, predicted at once), the first at once when it changes; an
+    /// acknowledgement of the newest snapshot when no input carries it; a ping once a second.
     pub fn poll_transmit(&mut self, now_ms: f64) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         if self.status != Status::Joined {
@@ -184,9 +250,12 @@ impl ClientCore {
         }
         let interval = 1000.0 / f64::from(self.view.tick_rate().max(1));
         let held = self.input.held;
-        let changed = self.input.last_sent.map_or(held != (0, 0), |last| last != held);
-        let repeat = held != (0, 0) && now_ms + INPUT_EARLY_MS >= self.input.next_due_ms;
-        if changed || repeat {
+        let changed = self.input.last_sent.is_none_or(|last| last != held);
+        let due = now_ms + INPUT_EARLY_MS >= self.input.next_due_ms;
+        if held == (0, 0) {
+            // Standing still needs no inputs: the server moves nobody without one.
+            self.input.last_sent = None;
+        } else if changed || due {
             self.input.next_due_ms = if changed || self.input.next_due_ms + interval <= now_ms {
                 // A new direction starts a new schedule; so does falling a whole slot behind
                 // (no burst of catch-up inputs).
@@ -196,7 +265,21 @@ impl ClientCore {
             };
             self.input.seq += 1;
             self.input.last_sent = Some(held);
-            out.push(encode(&ClientMsg::Input { seq: self.input.seq, dx: held.0, dy: held.1 }));
+            if self.input.recent.len() == MAX_INPUTS_PER_MESSAGE {
+                self.input.recent.pop_front();
+            }
+            self.input.recent.push_back(held);
+            self.input.acked = self.snapshots.newest();
+            self.predictor.input(now_ms, self.input.seq, held);
+            out.push(encode(&ClientMsg::Input {
+                seq: self.input.seq,
+                ack: self.input.acked,
+                dirs: self.input.recent.iter().copied().collect(),
+            }));
+        }
+        if self.snapshots.newest() != self.input.acked {
+            self.input.acked = self.snapshots.newest();
+            out.push(encode(&ClientMsg::Ack { tick: self.input.acked }));
         }
         if now_ms >= self.ping.next_at_ms {
             self.ping.nonce = self.ping.nonce.wrapping_add(1);
@@ -205,6 +288,11 @@ impl ClientCore {
             out.push(encode(&ClientMsg::Ping { nonce: self.ping.nonce }));
         }
         self.whiteboard.poll_transmit(now_ms, &mut out);
+        for message in &out {
+            self.stats.sent(message.len());
+        }
+        self.stats.corrections(self.predictor.corrections);
+        self.stats.sample(now_ms);
         out
     }
 
@@ -224,6 +312,7 @@ impl ClientCore {
 mod tests {
     use super::*;
     use easel_protocol::game::Rules;
+    use easel_protocol::snapshot::NetPlayer;
     use easel_protocol::{PlayerInfo, PlayerState, decode_client};
 
     fn welcomed() -> ClientCore {
@@ -237,6 +326,7 @@ mod tests {
             orbs: vec![],
             identity: easel_protocol::Identity { author: 1, token: [0; 16] },
             board_chunks: 0,
+            resume: [7; 16],
         };
         core.handle_message(0.0, &encode(&welcome)).unwrap();
         core
@@ -250,8 +340,13 @@ mod tests {
     fn hello_carries_the_protocol_version_name_and_room() {
         let mut core = ClientCore::new("ada", "lobby");
         let hello = decode_client(&core.hello()).unwrap();
-        let expected =
-            ClientMsg::Hello { version: PROTOCOL_VERSION, name: "ada".into(), room: "lobby".into(), identity: None };
+        let expected = ClientMsg::Hello {
+            version: PROTOCOL_VERSION,
+            name: "ada".into(),
+            room: "lobby".into(),
+            identity: None,
+            resume: None,
+        };
         assert_eq!(hello, expected);
     }
 
@@ -265,13 +360,13 @@ mod tests {
         }
         let held = inputs(&sent);
         assert_eq!(held.len(), 30, "one second of holding at 60 Hz polling sends one input per 30 Hz tick");
-        core.hold_direction(0, 0);
-        let release = inputs(&core.poll_transmit(1000.0));
         assert_eq!(
-            release,
-            vec![ClientMsg::Input { seq: held.len() as u32 + 1, dx: 0, dy: 0 }],
-            "release is sent at once"
+            held[29],
+            ClientMsg::Input { seq: 30, ack: 0, dirs: vec![(1, 0); 4] },
+            "each input repeats the three before it"
         );
+        core.hold_direction(0, 0);
+        assert!(inputs(&core.poll_transmit(1000.0)).is_empty(), "standing still needs no input");
         assert!(inputs(&core.poll_transmit(1100.0)).is_empty(), "nothing while idle");
     }
 
@@ -318,16 +413,51 @@ mod tests {
         assert!(matches!(core.status(), Status::Closed { reason, .. } if reason == "server shutting down"));
     }
 
+    fn snapshot(tick: u32, players: &[PlayerState]) -> Vec<u8> {
+        let players: Vec<_> = players.iter().map(NetPlayer::quantized).collect();
+        encode(&ServerMsg::Snapshot {
+            tick,
+            baseline: 0,
+            entities: easel_protocol::snapshot::encode(&players, None, 0),
+        })
+    }
+
     #[test]
-    fn snapshots_update_players_and_scores() {
+    fn snapshots_update_players_and_are_acknowledged() {
         let mut core = welcomed();
-        let snapshot = ServerMsg::Snapshot {
-            tick: 5,
-            players: vec![PlayerState { id: 1, x: 10.0, y: 20.0, score: 3, last_input_seq: 0 }],
-        };
-        core.handle_message(100.0, &encode(&snapshot)).unwrap();
-        let me = &core.view().players()[&1];
-        assert_eq!(me.state.map(|s| (s.x, s.y, s.score)), Some((10.0, 20.0, 3)));
+        let me = PlayerState { id: 1, x: 10.0, y: 20.0, score: 3, last_input_seq: 0 };
+        core.handle_message(100.0, &snapshot(5, &[me])).unwrap();
+        let seen = &core.view().players()[&1];
+        assert_eq!(seen.state.map(|s| (s.x, s.y, s.score)), Some((10.0, 20.0, 3)));
+        let sent: Vec<_> = core.poll_transmit(110.0).iter().map(|m| decode_client(m).unwrap()).collect();
+        assert!(sent.contains(&ClientMsg::Ack { tick: 5 }), "acknowledged when no input carries it: {sent:?}");
+        core.hold_direction(1, 0);
+        let sent = inputs(&core.poll_transmit(120.0));
+        assert!(matches!(sent.as_slice(), [ClientMsg::Input { ack: 5, .. }]), "{sent:?}");
+    }
+
+    #[test]
+    fn the_own_player_moves_on_the_frame_of_the_key_press() {
+        let mut core = welcomed();
+        let me = PlayerState { id: 1, x: 500.0, y: 500.0, score: 0, last_input_seq: 0 };
+        core.handle_message(0.0, &snapshot(1, &[me])).unwrap();
+        core.hold_direction(1, 0);
+        core.poll_transmit(16.0);
+        let (x, _) = core.predictor().render_position(32.0).map(|p| (p.0, p.1)).unwrap();
+        assert!(x > 500.0, "one frame later the player has moved ({x}) without waiting for the server");
+    }
+
+    #[test]
+    fn a_reconnect_presents_the_resume_token_and_keeps_counting_inputs() {
+        let mut core = welcomed();
+        core.hold_direction(0, 1);
+        core.poll_transmit(0.0);
+        core.handle_close(1006, "");
+        match decode_client(&core.hello()).unwrap() {
+            ClientMsg::Hello { resume, .. } => assert_eq!(resume, Some([7; 16])),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(core.last_input_seq(), 1, "seqs continue across connections");
     }
 
     #[test]

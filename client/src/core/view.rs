@@ -101,17 +101,23 @@ impl GameView {
         }
     }
 
-    pub(super) fn apply(&mut self, now_ms: f64, msg: ServerMsg) {
-        match msg {
-            ServerMsg::Snapshot { tick, players } => {
-                self.tick = tick;
-                for state in &players {
-                    if let Some(view) = self.players.get_mut(&state.id) {
-                        view.state = Some(*state);
-                    }
-                }
-                self.interpolator.push(now_ms, tick, &players);
+    pub(super) fn interpolator(&self) -> &Interpolator {
+        &self.interpolator
+    }
+
+    /// A decoded snapshot: every player's state after `tick`.
+    pub(super) fn snapshot(&mut self, now_ms: f64, tick: u32, players: &[PlayerState]) {
+        self.tick = tick;
+        for state in players {
+            if let Some(view) = self.players.get_mut(&state.id) {
+                view.state = Some(*state);
             }
+        }
+        self.interpolator.push(now_ms, tick, players);
+    }
+
+    pub(super) fn apply(&mut self, msg: ServerMsg) {
+        match msg {
             ServerMsg::PlayerJoined(info) => {
                 self.players.insert(info.id, PlayerView { info, state: None });
             }
@@ -131,6 +137,7 @@ impl GameView {
             }
             // Handled by the core and the whiteboard.
             ServerMsg::Welcome { .. }
+            | ServerMsg::Snapshot { .. }
             | ServerMsg::Pong { .. }
             | ServerMsg::BoardChunk { .. }
             | ServerMsg::BoardOp(_)
@@ -156,7 +163,7 @@ mod tests {
     fn chat_history_is_bounded() {
         let mut view = GameView::default();
         for i in 0..(CHAT_HISTORY as u32 + 10) {
-            view.apply(0.0, ServerMsg::Chat { from: 1, name: "a".into(), text: i.to_string() });
+            view.apply(ServerMsg::Chat { from: 1, name: "a".into(), text: i.to_string() });
         }
         assert_eq!(view.chat().count(), CHAT_HISTORY);
         assert_eq!(view.chat().next().unwrap().text, "10", "the oldest lines go first");
@@ -166,13 +173,13 @@ mod tests {
     fn the_scoreboard_ranks_by_score() {
         let mut view = GameView::default();
         for (id, name) in [(1, "ann"), (2, "bob")] {
-            view.apply(0.0, ServerMsg::PlayerJoined(PlayerInfo { id, name: name.into(), color: 0 }));
+            view.apply(ServerMsg::PlayerJoined(PlayerInfo { id, name: name.into(), color: 0 }));
         }
         let players = vec![
             PlayerState { id: 1, x: 0.0, y: 0.0, score: 1, last_input_seq: 0 },
             PlayerState { id: 2, x: 0.0, y: 0.0, score: 4, last_input_seq: 0 },
         ];
-        view.apply(0.0, ServerMsg::Snapshot { tick: 1, players });
+        view.snapshot(0.0, 1, &players);
         let names: Vec<_> = view.scoreboard().iter().map(|(i, _)| i.name.clone()).collect();
         assert_eq!(names, ["bob", "ann"]);
     }
@@ -180,8 +187,8 @@ mod tests {
     #[test]
     fn leaving_players_disappear() {
         let mut view = GameView::default();
-        view.apply(0.0, ServerMsg::PlayerJoined(PlayerInfo { id: 3, name: "c".into(), color: 0 }));
-        view.apply(0.0, ServerMsg::PlayerLeft { id: 3 });
+        view.apply(ServerMsg::PlayerJoined(PlayerInfo { id: 3, name: "c".into(), color: 0 }));
+        view.apply(ServerMsg::PlayerLeft { id: 3 });
         assert!(view.players().is_empty());
     }
 }

@@ -10,6 +10,7 @@ use web_sys::{
     HtmlInputElement, KeyboardEvent, PointerEvent, Window,
 };
 
+use crate::core::link::Conditions;
 use crate::core::{ClientCore, Status};
 
 /// Where the player's name is remembered between visits.
@@ -49,6 +50,7 @@ pub(super) struct Page {
     pub redo_button: HtmlButtonElement,
     pub export_button: HtmlElement,
     pub unsynced: HtmlElement,
+    pub net_debug: HtmlElement,
     /// When the pending reconnect fires (performance.now() ms), for the status text.
     pub reconnect_at: Option<f64>,
 }
@@ -87,6 +89,7 @@ impl Page {
             redo_button: by_id("redo")?.dyn_into()?,
             export_button: by_id("export-png")?.dyn_into()?,
             unsynced: by_id("unsynced")?.dyn_into()?,
+            net_debug: by_id("net-debug")?.dyn_into()?,
             canvas,
             context,
             window,
@@ -111,6 +114,48 @@ impl Page {
         target.add_event_listener_with_callback(kind, closure.as_ref().unchecked_ref())?;
         closure.forget();
         Ok(())
+    }
+
+    /// The simulated network of `?lag=150&loss=2&jitter=20` (round trip ms, percent, ms), if
+    /// any of them is given.
+    pub fn simulated_network(&self) -> Option<Conditions> {
+        let search = self.window.location().search().unwrap_or_default();
+        let params = web_sys::UrlSearchParams::new_with_str(&search).ok()?;
+        let number = |key: &str| params.get(key).and_then(|v| v.parse::<f64>().ok()).filter(|v| v.is_finite());
+        let conditions = Conditions::from_round_trip(
+            number("lag").unwrap_or(0.0),
+            number("jitter").unwrap_or(0.0),
+            number("loss").unwrap_or(0.0),
+        );
+        (!conditions.is_perfect()).then_some(conditions)
+    }
+
+    /// The network overlay's text.
+    pub fn update_net_debug(&self, core: &ClientCore, now: f64, simulated: Option<Conditions>) {
+        if self.net_debug.hidden() {
+            return;
+        }
+        let info = core.debug_info(now);
+        let mut text = format!(
+            "RTT {} · jitter {:.1} ms\nsnapshots {:.1}/s · interpolation delay {:.0} ms\ndown {:.1} KB/s · up {:.1} KB/s\ncorrections {:.1}/s",
+            info.rtt_ms.map_or("–".to_owned(), |r| format!("{r:.0} ms")),
+            info.jitter_ms,
+            info.snapshots_per_s,
+            info.interpolation_delay_ms,
+            info.bytes_down_per_s / 1000.0,
+            info.bytes_up_per_s / 1000.0,
+            info.corrections_per_s,
+        );
+        if let Some(c) = simulated {
+            let _ = write!(
+                text,
+                "\nsimulated: lag {:.0} ms · jitter {:.0} ms · loss {:.1} %",
+                c.latency_ms * 2.0,
+                c.jitter_ms,
+                c.loss * 100.0
+            );
+        }
+        self.net_debug.set_text_content(Some(&text));
     }
 
     /// Room from `?room=`, name from the last visit.
@@ -347,7 +392,7 @@ pub(super) fn debug_json(core: Option<&ClientCore>, now: f64) -> String {
         view.me().map_or("null".to_owned(), |m| m.to_string()),
         view.tick()
     );
-    let drawn = view.render_positions(now);
+    let drawn = core.render_positions(now);
     for (i, (id, player)) in view.players().iter().enumerate() {
         let state = player.state;
         let (x, y) = state.map_or((0.0, 0.0), |s| (s.x, s.y));
@@ -382,7 +427,18 @@ pub(super) fn debug_json(core: Option<&ClientCore>, now: f64) -> String {
             json_string(&line.text)
         );
     }
-    let _ = write!(out, r#"],"rtt":{}}}"#, core.rtt_ms().map_or("null".to_owned(), |r| format!("{r:.1}")));
+    let info = core.debug_info(now);
+    let _ = write!(
+        out,
+        r#"],"net":{{"snapshotsPerS":{:.2},"bytesDownPerS":{:.0},"correctionsPerS":{:.2},"corrections":{},"interpolationDelayMs":{:.1},"jitterMs":{:.2}}}"#,
+        info.snapshots_per_s,
+        info.bytes_down_per_s,
+        info.corrections_per_s,
+        core.predictor().corrections,
+        info.interpolation_delay_ms,
+        info.jitter_ms,
+    );
+    let _ = write!(out, r#","rtt":{}}}"#, core.rtt_ms().map_or("null".to_owned(), |r| format!("{r:.1}")));
     out
 }
 

@@ -15,6 +15,7 @@ use wasm_bindgen::prelude::*;
 use web_sys::{BinaryType, CloseEvent, Event, HtmlInputElement, KeyboardEvent, MessageEvent, PointerEvent, WebSocket};
 
 use crate::core::base64::{from_base64, to_base64};
+use crate::core::link::{Conditions, LinkConditioner};
 use crate::core::{ClientCore, Status, reconnect_delay_ms};
 use board::{BoardUi, Tool};
 use dom::Page;
@@ -46,6 +47,27 @@ struct App {
     board_ui: BoardUi,
     /// Whiteboard version last written to the tab's storage.
     saved_version: Option<u64>,
+    /// The bad network of `?lag=&loss=&jitter=`, simulated inside the page.
+    simulated: Option<SimulatedNetwork>,
+}
+
+/// Both directions of a simulated network: what the page sends waits in `up`, what the socket
+/// delivers waits in `down`, until their time comes.
+struct SimulatedNetwork {
+    conditions: Conditions,
+    up: LinkConditioner<Vec<u8>>,
+    down: LinkConditioner<Vec<u8>>,
+}
+
+impl SimulatedNetwork {
+    fn new(conditions: Conditions) -> Self {
+        let seed = (js_sys::Math::random() * f64::from(u32::MAX)) as u32;
+        Self {
+            conditions,
+            up: LinkConditioner::new(conditions, seed),
+            down: LinkConditioner::new(conditions, seed ^ 0x9E37_79B9),
+        }
+    }
 }
 
 /// A WebSocket and the handlers that must live as long as it does.
@@ -67,6 +89,7 @@ impl Drop for Connection {
 pub fn start() -> Result<(), JsValue> {
     let page = Page::find()?;
     page.prefill_join_form();
+    let simulated = page.simulated_network().map(SimulatedNetwork::new);
     let app = Rc::new(RefCell::new(App {
         page,
         core: None,
@@ -80,6 +103,7 @@ pub fn start() -> Result<(), JsValue> {
         board_mode: false,
         board_ui: BoardUi::default(),
         saved_version: None,
+        simulated,
     }));
     APP.with(|slot| *slot.borrow_mut() = Some(app.clone()));
     install_handlers(&app)?;
@@ -354,6 +378,10 @@ fn connect(app: &Rc<RefCell<App>>) {
         }
     };
     socket.set_binary_type(BinaryType::Arraybuffer);
+    // Messages still in flight in a simulated network belong to the old connection.
+    if let Some(network) = app.borrow_mut().simulated.as_mut() {
+        *network = SimulatedNetwork::new(network.conditions);
+    }
 
     let on_open = {
         let app = app.clone();
@@ -371,11 +399,12 @@ fn connect(app: &Rc<RefCell<App>>) {
             let bytes = js_sys::Uint8Array::new(buffer).to_vec();
             let mut app = app.borrow_mut();
             let now = app.page.now();
-            let Some(core) = app.core.as_mut() else { return };
-            if let Err(e) = core.handle_message(now, &bytes) {
-                web_sys::console::error_1(&format!("bad message from server: {e}").into());
-            } else if *core.status() == Status::Joined {
-                app.reconnect_attempt = 0;
+            match app.simulated.as_mut() {
+                Some(network) => {
+                    let droppable = easel_protocol::codec::is_snapshot(&bytes);
+                    network.down.send(now, bytes, droppable);
+                }
+                None => app.receive(now, &bytes),
             }
         })
     };
@@ -436,7 +465,7 @@ fn schedule_reconnect(app: &Rc<RefCell<App>>) {
 }
 
 fn send_chat(app: &Rc<RefCell<App>>) {
-    let app = app.borrow_mut();
+    let mut app = app.borrow_mut();
     let input: HtmlInputElement = app.page.chat_input.clone();
     let line = input.value();
     let Some(core) = app.core.as_ref() else { return };
@@ -466,6 +495,11 @@ fn key_down(app_rc: &Rc<RefCell<App>>, event: &KeyboardEvent) {
         let redo = code == "KeyY" || event.shift_key();
         drop(app);
         history(app_rc, redo);
+        return;
+    }
+    if app.core.is_some() && !command && code == "Backquote" {
+        let hidden = app.page.net_debug.hidden();
+        app.page.net_debug.set_hidden(!hidden);
         return;
     }
     if app.core.is_some() && !command && code == "KeyB" {
@@ -510,6 +544,15 @@ fn poll_network(app: &Rc<RefCell<App>>) {
     } else {
         app.stick
     };
+    if let Some(network) = app.simulated.as_mut() {
+        let (arrived, due) = (network.down.poll(now), network.up.poll(now));
+        for bytes in arrived {
+            app.receive(now, &bytes);
+        }
+        for bytes in due {
+            app.send_now(&bytes);
+        }
+    }
     let Some(core) = app.core.as_mut() else { return };
     core.hold_direction(held.0, held.1);
     let outgoing = core.poll_transmit(now);
@@ -519,7 +562,32 @@ fn poll_network(app: &Rc<RefCell<App>>) {
 }
 
 impl App {
-    fn send(&self, bytes: &[u8]) {
+    fn receive(&mut self, now: f64, bytes: &[u8]) {
+        let Some(core) = self.core.as_mut() else { return };
+        if let Err(e) = core.handle_message(now, bytes) {
+            web_sys::console::error_1(&format!("bad message from server: {e}").into());
+        } else if *core.status() == Status::Joined {
+            self.reconnect_attempt = 0;
+        }
+    }
+
+    /// Sends now, or through the simulated network when there is one (where only inputs and
+    /// acknowledgements may be lost).
+    fn send(&mut self, bytes: &[u8]) {
+        let now = self.page.now();
+        match self.simulated.as_mut() {
+            Some(network) => {
+                let droppable = matches!(
+                    easel_protocol::decode_client(bytes),
+                    Ok(easel_protocol::ClientMsg::Input { .. } | easel_protocol::ClientMsg::Ack { .. })
+                );
+                network.up.send(now, bytes.to_vec(), droppable);
+            }
+            None => self.send_now(bytes),
+        }
+    }
+
+    fn send_now(&self, bytes: &[u8]) {
         if let Some(connection) = &self.socket
             && connection.socket.ready_state() == WebSocket::OPEN
             && let Err(e) = connection.socket.send_with_u8_array(bytes)
@@ -539,6 +607,7 @@ impl App {
         if now - self.hud_refreshed_at >= HUD_REFRESH_MS {
             self.hud_refreshed_at = now;
             self.page.update_hud(core, now);
+            self.page.update_net_debug(core, now, self.simulated.as_ref().map(|n| n.conditions));
             let version = core.whiteboard().version();
             if self.saved_version != Some(version) {
                 self.saved_version = Some(version);

@@ -26,7 +26,7 @@ pub(super) fn draw(page: &Page, core: &ClientCore, now: f64) {
 
     let view = core.view();
     let rules = view.rules();
-    let positions = view.render_positions(now);
+    let positions = core.render_positions(now);
     let me = view.me();
     let camera = positions
         .iter()

@@ -2,6 +2,8 @@
 //! the connection's `Session` and writes what the room sends, each write bounded in time.
 
 use std::future::pending;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::State;
@@ -65,10 +67,18 @@ fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), String> {
     if permitted { Ok(()) } else { Err(format!("origin {origin} is not allowed")) }
 }
 
+/// Numbers connections, so a room can tell a resumed player's new connection from its old one.
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
 /// What the connection learned from the room when it joined.
 struct Membership {
     room: RoomHandle,
     player_id: u32,
+    connection: u64,
+    /// The newest snapshot tick the client decoded, shared with the room.
+    acked: Arc<AtomicU32>,
+    /// The newest input seq forwarded to the room: repeats in later messages are not sent again.
+    last_input: u32,
     messages: mpsc::Receiver<Bytes>,
     snapshots: watch::Receiver<Bytes>,
     kick: oneshot::Receiver<CloseReason>,
@@ -79,6 +89,14 @@ struct Connection {
     session: Session,
     state: AppState,
     membership: Option<Membership>,
+}
+
+/// How a connection ended without a protocol reason.
+enum Ending {
+    /// The client closed it: the player leaves.
+    Closed,
+    /// It was cut (no close frame): the player waits for a resume.
+    Dropped,
 }
 
 /// What the connection does next.
@@ -96,8 +114,14 @@ impl Connection {
 
     async fn run(mut self) {
         let outcome = self.serve().await;
-        if let Some(membership) = &self.membership {
-            membership.room.leave(membership.player_id);
+        if let Some(m) = &self.membership {
+            let dropped = match &outcome {
+                Ok(Ending::Dropped) => true,
+                Ok(Ending::Closed) => false,
+                // Lost mid-write or mid-read; every rule broken is another code.
+                Err(reason) => reason.code == close::GOING_AWAY,
+            };
+            m.room.leave(m.player_id, m.connection, dropped);
         }
         if let Err(reason) = outcome {
             if reason.code != close::NORMAL && reason.code != close::GOING_AWAY {
@@ -109,7 +133,7 @@ impl Connection {
     }
 
     /// Runs until the client leaves (`Ok`) or the connection must be closed (`Err`).
-    async fn serve(&mut self) -> Result<(), CloseReason> {
+    async fn serve(&mut self) -> Result<Ending, CloseReason> {
         loop {
             let deadline = self.session.deadline();
             let step = {
@@ -132,11 +156,11 @@ impl Connection {
             match step {
                 Step::Close(reason) => return Err(reason),
                 Step::Send(bytes) => self.send_queued(bytes).await?,
-                Step::Inbound(None) => return Ok(()),
+                Step::Inbound(None) => return Ok(Ending::Dropped),
                 Step::Inbound(Some(Err(e))) => return Err(read_error(e)),
                 Step::Inbound(Some(Ok(message))) => {
                     if !self.inbound(message).await? {
-                        return Ok(());
+                        return Ok(Ending::Closed);
                     }
                 }
             }
@@ -155,11 +179,21 @@ impl Connection {
         };
         match event {
             None => {}
-            Some(SessionEvent::Join { name, room, identity }) => self.join(name, &room, identity).await?,
+            Some(SessionEvent::Join { name, room, identity, resume }) => {
+                self.join(name, &room, identity, resume).await?;
+            }
             Some(SessionEvent::Reply(msg)) => self.send(Message::Binary(easel_protocol::encode(&msg).into())).await?,
-            Some(SessionEvent::Input { seq, dx, dy }) => {
+            Some(SessionEvent::Input { seq, ack, dirs }) => {
+                if let Some(m) = &mut self.membership {
+                    m.acked.fetch_max(ack, Ordering::Relaxed);
+                    for input in TickInput::unpack(m.player_id, seq, &dirs, &mut m.last_input) {
+                        m.room.input(input);
+                    }
+                }
+            }
+            Some(SessionEvent::Ack { tick }) => {
                 if let Some(m) = &self.membership {
-                    m.room.input(TickInput { player: m.player_id, seq, dx, dy });
+                    m.acked.fetch_max(tick, Ordering::Relaxed);
                 }
             }
             Some(SessionEvent::Chat { text }) => {
@@ -186,14 +220,22 @@ impl Connection {
         Ok(true)
     }
 
-    async fn join(&mut self, name: String, room: &str, claimed: Option<Identity>) -> Result<(), CloseReason> {
+    async fn join(
+        &mut self,
+        name: String,
+        room: &str,
+        claimed: Option<Identity>,
+        resume: Option<[u8; 16]>,
+    ) -> Result<(), CloseReason> {
         let identity = self.state.store.identify(claimed).await.map_err(|e| {
             tracing::error!("identity lookup failed: {e}");
             CloseReason::new(close::TRY_AGAIN_LATER, "server storage unavailable")
         })?;
         let (messages_tx, messages) = mpsc::channel(self.state.config.limits.outbound_queue);
         let (kick_tx, kick) = oneshot::channel();
-        let link = MemberLink { messages: messages_tx, kick: kick_tx };
+        let connection = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+        let acked = Arc::new(AtomicU32::new(0));
+        let link = MemberLink { messages: messages_tx, kick: kick_tx, connection, acked: Arc::clone(&acked), resume };
         let (handle, answer) = self.state.rooms.join(room, name, identity, link)?;
         let joined: Joined = match tokio::time::timeout(self.state.config.limits.hello_timeout, answer).await {
             Ok(Ok(result)) => result?,
@@ -201,8 +243,16 @@ impl Connection {
         };
         self.session.joined();
         self.send(Message::Binary(joined.welcome)).await?;
-        self.membership =
-            Some(Membership { room: handle, player_id: joined.player_id, messages, snapshots: joined.snapshots, kick });
+        self.membership = Some(Membership {
+            room: handle,
+            player_id: joined.player_id,
+            connection,
+            acked,
+            last_input: 0,
+            messages,
+            snapshots: joined.snapshots,
+            kick,
+        });
         Ok(())
     }
 

@@ -3,22 +3,34 @@
 //! by name and closed when the last member leaves (`registry`); the board stays in the store.
 //!
 //! A room never waits on a client: every message to a member is a `try_send` into that member's
-//! bounded queue, and snapshots go through a `watch` slot that newer snapshots overwrite. One slow
-//! client therefore costs one queue at most and cannot stall the tick.
+//! bounded queue, and snapshots go through a per-member `watch` slot that newer snapshots
+//! overwrite. One slow client therefore costs one queue at most and cannot stall the tick.
+//!
+//! Snapshots are deltas against the snapshot each member last acknowledged (`snapshot`), encoded
+//! once per distinct baseline and shared by every member on it: with full visibility, every
+//! client that keeps up shares one or two encodings per tick.
+//!
+//! A member whose connection drops (without a close) stays in the world for the resume grace
+//! period; a new connection presenting its resume token gets the same player back, and nobody
+//! else sees a leave or a join.
 //!
 //! Board ops follow one path: readiness check → apply to the replica → commit (store thread) →
 //! acknowledge to the author and relay to the others, in the order they arrived. Nothing is
 //! acknowledged or relayed before it is on disk.
 
 mod board;
+#[cfg(test)]
+mod netsim_tests;
 mod registry;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use easel_protocol::board::BoardOp;
+use easel_protocol::snapshot::{self, NetPlayer};
 use easel_protocol::{Identity, OrbState, PlayerInfo, Presence, ServerMsg, close, encode, game};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
@@ -38,21 +50,34 @@ pub struct MemberLink {
     pub messages: mpsc::Sender<Bytes>,
     /// Tells the connection to close with a reason (slow consumer, shutdown).
     pub kick: oneshot::Sender<CloseReason>,
+    /// Which connection this is (a leave from an older connection of a resumed player is
+    /// ignored).
+    pub connection: u64,
+    /// The newest snapshot tick the client decoded, kept up to date by the connection.
+    pub acked: Arc<AtomicU32>,
+    /// The resume token the client presented, if any.
+    pub resume: Option<[u8; 16]>,
 }
+
+/// Past snapshots kept as baselines: a second at 30 Hz. A client whose acknowledgement is older
+/// gets a full snapshot.
+const BASELINES_KEPT: usize = 32;
 
 /// The room's answer to a join.
 pub struct Joined {
     pub player_id: u32,
     /// The encoded `Welcome`, to send before anything from `messages`.
     pub welcome: Bytes,
-    /// The latest encoded snapshot; unsent ones are superseded by newer ones.
+    /// This member's latest encoded snapshot; unsent ones are superseded by newer ones.
     pub snapshots: watch::Receiver<Bytes>,
+    /// Whether this is a resumed player rather than a new one.
+    pub resumed: bool,
 }
 
 /// Membership changes: rare, never dropped (unbounded, at most one per connection in flight).
 pub(crate) enum Control {
     Join { name: String, identity: Identity, link: MemberLink, reply: oneshot::Sender<Result<Joined, CloseReason>> },
-    Leave { player: u32 },
+    Leave { player: u32, connection: u64, dropped: bool },
     Shutdown,
 }
 
@@ -71,6 +96,12 @@ struct Member {
     author: u32,
     messages: mpsc::Sender<Bytes>,
     kick: Option<oneshot::Sender<CloseReason>>,
+    snapshots: watch::Sender<Bytes>,
+    acked: Arc<AtomicU32>,
+    connection: u64,
+    resume: [u8; 16],
+    /// When its connection dropped, if it did: the player waits this long for a resume.
+    detached_at: Option<Instant>,
 }
 
 struct Room {
@@ -79,9 +110,11 @@ struct Room {
     board: RoomBoard,
     members: BTreeMap<u32, Member>,
     inputs: Vec<TickInput>,
-    snapshots: watch::Sender<Bytes>,
-    /// The players of the last published snapshot.
-    last_players: Vec<easel_protocol::PlayerState>,
+    /// Published snapshots, oldest first: the baselines deltas are encoded against.
+    history: VecDeque<(u32, Arc<Vec<NetPlayer>>)>,
+    /// Whether the last tick changed the world: one unchanged snapshot follows movement, so
+    /// clients see that it stopped, then nothing until something moves again.
+    moving: bool,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
 }
@@ -89,15 +122,14 @@ struct Room {
 impl Room {
     fn new(name: String, board: RoomBoard, config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
         let sim = Sim::new(config.rules, config.tick_seconds());
-        let (snapshots, _) = watch::channel(Bytes::new());
         Self {
             name,
             sim,
             board,
             members: BTreeMap::new(),
             inputs: Vec::new(),
-            snapshots,
-            last_players: Vec::new(),
+            history: VecDeque::new(),
+            moving: false,
             config,
             metrics,
         }
@@ -111,31 +143,79 @@ impl Room {
         spawn: (f32, f32),
         link: MemberLink,
     ) -> Result<Joined, CloseReason> {
+        let resumed = link.resume.and_then(|token| self.members.iter().find(|(_, m)| m.resume == token));
+        if let Some((&id, _)) = resumed {
+            return Ok(self.attach(id, identity, link, true));
+        }
         if self.members.len() >= self.config.limits.room_capacity {
             return Err(CloseReason::new(close::TRY_AGAIN_LATER, format!("room {} is full", self.name)));
         }
         let info = PlayerInfo { id: player_id, name, color: game::player_color(player_id) };
         self.sim.add_player(player_id, spawn);
         self.broadcast(&ServerMsg::PlayerJoined(info.clone()));
+        let (snapshots, _) = watch::channel(Bytes::new());
+        let member = Member {
+            info,
+            author: identity.author,
+            messages: link.messages.clone(),
+            kick: None,
+            snapshots,
+            acked: Arc::clone(&link.acked),
+            connection: link.connection,
+            resume: crate::store::random_token(),
+            detached_at: None,
+        };
+        tracing::info!(room = %self.name, player_id, name = %member.info.name, author = identity.author, "player joined");
+        self.members.insert(player_id, member);
+        self.metrics.players.inc();
+        Ok(self.attach(player_id, identity, link, false))
+    }
+
+    /// Connects member `player_id` to `link`: the welcome, the board and the newest snapshot in
+    /// full. A previous connection still attached is told it was replaced.
+    fn attach(&mut self, player_id: u32, identity: Identity, link: MemberLink, resumed: bool) -> Joined {
         let chunks = self.board.chunks();
+        let newest = self.history.back().map(|(tick, players)| {
+            Bytes::from(encode(&ServerMsg::Snapshot {
+                tick: *tick,
+                baseline: 0,
+                entities: snapshot::encode(players, None, 0),
+            }))
+        });
         let welcome = ServerMsg::Welcome {
             player_id,
             tick_rate: self.config.tick_rate,
             rules: self.sim.rules(),
-            players: self.members.values().map(|m| m.info.clone()).chain(std::iter::once(info.clone())).collect(),
+            players: self.members.values().map(|m| m.info.clone()).collect(),
             orbs: self.sim.orbs(),
             identity,
             board_chunks: chunks.len() as u32,
+            resume: self.members.get(&player_id).map(|m| m.resume).unwrap_or_default(),
         };
-        let member = Member { info, author: identity.author, messages: link.messages, kick: Some(link.kick) };
+        let (snapshots_tx, snapshots) = watch::channel(Bytes::new());
+        if let Some(bytes) = newest {
+            snapshots_tx.send_replace(bytes);
+        }
+        let member = self.members.get_mut(&player_id).expect("attach is called for members only");
+        if let Some(old) = member.kick.take() {
+            let _ =
+                old.send(CloseReason::new(close::POLICY_VIOLATION, "this player was resumed on another connection"));
+        }
+        member.author = identity.author;
+        member.messages = link.messages;
+        member.kick = Some(link.kick);
+        member.snapshots = snapshots_tx;
+        member.acked = link.acked;
+        member.connection = link.connection;
+        member.detached_at = None;
         // The board follows the welcome on the reliable queue, before anything else.
         for chunk in chunks {
             let _ = member.messages.try_send(chunk);
         }
-        tracing::info!(room = %self.name, player_id, name = %member.info.name, author = identity.author, "player joined");
-        self.members.insert(player_id, member);
-        self.metrics.players.inc();
-        Ok(Joined { player_id, welcome: Bytes::from(encode(&welcome)), snapshots: self.snapshots.subscribe() })
+        if resumed {
+            tracing::info!(room = %self.name, player_id, "player resumed");
+        }
+        Joined { player_id, welcome: Bytes::from(encode(&welcome)), snapshots, resumed }
     }
 
     fn leave(&mut self, player_id: u32) {
@@ -144,6 +224,36 @@ impl Room {
             self.metrics.players.dec();
             self.broadcast(&ServerMsg::PlayerLeft { id: player_id });
             tracing::info!(room = %self.name, player_id, "player left");
+        }
+    }
+
+    /// Connection `connection` of `player_id` ended. A dropped one keeps the player for the
+    /// resume grace period; a closed one (or a stale connection's end) is final or ignored.
+    fn connection_ended(&mut self, player_id: u32, connection: u64, dropped: bool) {
+        let Some(member) = self.members.get_mut(&player_id) else { return };
+        if member.connection != connection {
+            return;
+        }
+        if dropped && !self.config.limits.resume_grace.is_zero() {
+            member.detached_at = Some(Instant::now());
+            member.kick = None;
+            tracing::info!(room = %self.name, player_id, "connection dropped; waiting for a resume");
+        } else {
+            self.leave(player_id);
+        }
+    }
+
+    /// Players whose grace period ran out leave for good.
+    fn expire_detached(&mut self, now: Instant) {
+        let grace = self.config.limits.resume_grace;
+        let expired: Vec<u32> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.detached_at.is_some_and(|at| now.duration_since(at) >= grace))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.leave(id);
         }
     }
 
@@ -217,17 +327,46 @@ impl Room {
                 SimEvent::OrbCollected { by, orb } => self.broadcast(&ServerMsg::OrbCollected { by, orb }),
             }
         }
-        // A world where nothing changed needs no snapshot: clients keep drawing the last one
-        // (a board room of idle players would otherwise send everyone the whole room 30 times
-        // a second). Encoded once for every member: all of them see the whole room.
-        if outbox.players != self.last_players {
-            let snapshot = ServerMsg::Snapshot { tick: outbox.tick, players: outbox.players.clone() };
-            self.snapshots.send_replace(Bytes::from(encode(&snapshot)));
-            self.last_players = outbox.players;
+        // A world where nothing changed needs no snapshot after the one that shows it stopped:
+        // clients keep drawing the last one (a board room of idle players would otherwise send
+        // everyone a snapshot 30 times a second).
+        let players: Vec<NetPlayer> = outbox.players.iter().map(NetPlayer::quantized).collect();
+        let changed = self.history.back().is_none_or(|(_, last)| **last != players);
+        if changed || self.moving {
+            self.publish(outbox.tick, Arc::new(players));
         }
+        self.moving = changed;
+        self.expire_detached(started);
         self.board.maybe_compact();
         self.metrics.ticks.inc();
         self.metrics.tick_seconds.observe(started.elapsed().as_micros() as u64);
+    }
+
+    /// Sends every attached member the snapshot of `tick`, as a delta against the newest one it
+    /// acknowledged (in full if that is no longer kept). Each distinct baseline is encoded once.
+    fn publish(&mut self, tick: u32, players: Arc<Vec<NetPlayer>>) {
+        if self.history.len() == BASELINES_KEPT {
+            self.history.pop_front();
+        }
+        self.history.push_back((tick, Arc::clone(&players)));
+        let mut encoded: HashMap<u32, Bytes> = HashMap::new();
+        for member in self.members.values().filter(|m| m.detached_at.is_none()) {
+            let acked = member.acked.load(Ordering::Relaxed);
+            let baseline = match self.history.binary_search_by_key(&acked, |(t, _)| *t) {
+                Ok(at) if acked != tick => Some(&self.history[at]),
+                _ => None,
+            };
+            let key = baseline.map_or(0, |(t, _)| *t);
+            let bytes = encoded.entry(key).or_insert_with(|| {
+                let entities = match baseline {
+                    Some((base_tick, base)) => snapshot::encode(&players, Some(base), tick.wrapping_sub(*base_tick)),
+                    None => snapshot::encode(&players, None, 0),
+                };
+                Bytes::from(encode(&ServerMsg::Snapshot { tick, baseline: key, entities }))
+            });
+            member.snapshots.send_replace(bytes.clone());
+        }
+        self.metrics.snapshot_encodings.add(encoded.len() as u64);
     }
 
     /// Sends a reliable message to every member; a member whose queue is full is too slow to keep
@@ -323,7 +462,7 @@ pub(crate) async fn run_room(
                     let (player_id, spawn) = rooms.next_player(&config.rules);
                     let _ = reply.send(room.join(player_id, player_name, identity, spawn, link));
                 }
-                Some(Control::Leave { player }) => room.leave(player),
+                Some(Control::Leave { player, connection, dropped }) => room.connection_ended(player, connection, dropped),
                 Some(Control::Shutdown) | None => {
                     let ids: Vec<u32> = room.members.keys().copied().collect();
                     for id in ids {
@@ -391,7 +530,8 @@ mod tests {
     fn link(capacity: usize) -> (MemberLink, mpsc::Receiver<Bytes>, oneshot::Receiver<CloseReason>) {
         let (messages, messages_rx) = mpsc::channel(capacity);
         let (kick, kick_rx) = oneshot::channel();
-        (MemberLink { messages, kick }, messages_rx, kick_rx)
+        let link = MemberLink { messages, kick, connection: 1, acked: Arc::new(AtomicU32::new(0)), resume: None };
+        (link, messages_rx, kick_rx)
     }
 
     fn identity(author: u32) -> Identity {
@@ -437,18 +577,86 @@ mod tests {
         assert_eq!(received.len(), 5, "the other member got all four lines and the leave: {received:?}");
     }
 
+    fn decode_snapshot(bytes: &Bytes) -> (u32, u32, Vec<u8>) {
+        match easel_protocol::decode_server(bytes).unwrap() {
+            ServerMsg::Snapshot { tick, baseline, entities } => (tick, baseline, entities),
+            other => panic!("not a snapshot: {other:?}"),
+        }
+    }
+
     #[tokio::test]
-    async fn a_tick_publishes_one_snapshot_shared_by_all_members() {
+    async fn members_on_the_same_baseline_share_one_encoded_delta() {
         let (mut room, _commits) = room_with(Config::for_tests()).await;
         let (a, _a_rx, _a_kick) = link(8);
         let (b, _b_rx, _b_kick) = link(8);
+        let (a_acked, b_acked) = (Arc::clone(&a.acked), Arc::clone(&b.acked));
         let mut a_snapshots = room.join(1, "a".into(), identity(1), (0.0, 0.0), a).unwrap().snapshots;
         let mut b_snapshots = room.join(2, "b".into(), identity(2), (1.0, 1.0), b).unwrap().snapshots;
         room.tick();
         let (sa, sb) = (a_snapshots.borrow_and_update().clone(), b_snapshots.borrow_and_update().clone());
-        assert_eq!(sa.as_ptr(), sb.as_ptr(), "encoded once, shared by every member");
-        let decoded = easel_protocol::decode_server(&sa).unwrap();
-        assert!(matches!(decoded, ServerMsg::Snapshot { tick: 1, ref players } if players.len() == 2));
+        assert_eq!(sa.as_ptr(), sb.as_ptr(), "no acknowledgement yet: one full snapshot for both");
+        let (tick, baseline, entities) = decode_snapshot(&sa);
+        assert_eq!((tick, baseline), (1, 0));
+        let first = snapshot::decode(&entities, None, 0).unwrap();
+        assert_eq!(first.len(), 2);
+        a_acked.store(1, Ordering::Relaxed);
+        b_acked.store(1, Ordering::Relaxed);
+        room.play(Play::Input(TickInput { player: 1, seq: 1, dx: 1, dy: 0 }));
+        room.tick();
+        let (sa, sb) = (a_snapshots.borrow_and_update().clone(), b_snapshots.borrow_and_update().clone());
+        assert_eq!(sa.as_ptr(), sb.as_ptr(), "both acknowledged tick 1: one delta for both");
+        let (tick, baseline, entities) = decode_snapshot(&sa);
+        assert_eq!((tick, baseline), (2, 1));
+        let second = snapshot::decode(&entities, Some(&first), 1).unwrap();
+        assert!(second[0].x > first[0].x, "player 1 moved right");
+        assert!(entities.len() < 8, "a delta of one moving player is a few bytes: {}", entities.len());
+        a_acked.store(2, Ordering::Relaxed);
+        room.play(Play::Input(TickInput { player: 1, seq: 2, dx: 1, dy: 0 }));
+        room.tick();
+        let (sa, sb) = (a_snapshots.borrow_and_update().clone(), b_snapshots.borrow_and_update().clone());
+        assert_ne!(sa.as_ptr(), sb.as_ptr(), "different baselines, different encodings");
+        assert_eq!(decode_snapshot(&sa).1, 2);
+        assert_eq!(decode_snapshot(&sb).1, 1);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_player_is_kept_for_a_resume_and_a_closed_one_leaves() {
+        let (mut room, _commits) = room_with(Config::for_tests()).await;
+        let (other, mut other_rx, _other_kick) = link(64);
+        room.join(9, "other".into(), identity(9), (0.0, 0.0), other).unwrap();
+        let (a, _a_rx, _a_kick) = link(64);
+        let joined = room.join(1, "a".into(), identity(1), (100.0, 100.0), a).unwrap();
+        let token = match easel_protocol::decode_server(&joined.welcome).unwrap() {
+            ServerMsg::Welcome { resume, .. } => resume,
+            other => panic!("{other:?}"),
+        };
+        drain(&mut other_rx);
+        room.connection_ended(1, 1, true);
+        assert!(room.members.contains_key(&1), "kept through the grace period");
+        let (mut again, _again_rx, _again_kick) = link(64);
+        again.resume = Some(token);
+        again.connection = 2;
+        let resumed = room.join(5, "a".into(), identity(1), (0.0, 0.0), again).unwrap();
+        assert!(resumed.resumed);
+        assert_eq!(resumed.player_id, 1, "the same player back");
+        assert!(drain(&mut other_rx).is_empty(), "the others saw no leave and no join");
+        room.connection_ended(1, 1, false);
+        assert!(room.members.contains_key(&1), "the old connection's end is ignored");
+        room.connection_ended(1, 2, false);
+        assert!(!room.members.contains_key(&1), "closing leaves at once");
+        assert_eq!(drain(&mut other_rx), vec![ServerMsg::PlayerLeft { id: 1 }]);
+    }
+
+    #[tokio::test]
+    async fn a_player_not_resumed_within_the_grace_period_leaves() {
+        let mut config = Config::for_tests();
+        config.limits.resume_grace = Duration::from_millis(1);
+        let (mut room, _commits) = room_with(config).await;
+        room.join(1, "a".into(), identity(1), (0.0, 0.0), link(8).0).unwrap();
+        room.connection_ended(1, 1, true);
+        std::thread::sleep(Duration::from_millis(5));
+        room.tick();
+        assert!(room.members.is_empty());
     }
 
     #[tokio::test]
@@ -458,6 +666,9 @@ mod tests {
         let mut snapshots = room.join(1, "a".into(), identity(1), (500.0, 500.0), a).unwrap().snapshots;
         room.tick();
         assert!(snapshots.has_changed().unwrap(), "the first state is published");
+        snapshots.borrow_and_update();
+        room.tick();
+        assert!(snapshots.has_changed().unwrap(), "one unchanged snapshot shows that movement stopped");
         snapshots.borrow_and_update();
         room.tick();
         assert!(!snapshots.has_changed().unwrap(), "nobody moved: nothing new to send");

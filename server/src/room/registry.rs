@@ -213,7 +213,9 @@ impl RoomHandle {
         let _ = self.play.try_send(Play::Presence { player, presence });
     }
 
-    pub fn leave(&self, player: u32) {
-        let _ = self.control.send(Control::Leave { player });
+    /// The member's connection `connection` ended: `dropped` when it was lost rather than closed
+    /// (the player then waits for a resume through the grace period).
+    pub fn leave(&self, player: u32, connection: u64, dropped: bool) {
+        let _ = self.control.send(Control::Leave { player, connection, dropped });
     }
 }

@@ -10,7 +10,7 @@ mod rate;
 use std::time::Instant;
 
 use easel_protocol::board::BoardOp;
-use easel_protocol::msg::MAX_PREVIEW_POINTS;
+use easel_protocol::msg::{MAX_INPUTS_PER_MESSAGE, MAX_PREVIEW_POINTS};
 use easel_protocol::{ClientMsg, DecodeError, Identity, PROTOCOL_VERSION, Presence, ServerMsg, close, codec, text};
 
 use crate::config::Limits;
@@ -37,11 +37,18 @@ pub enum SessionEvent {
         name: String,
         room: String,
         identity: Option<Identity>,
+        /// The resume token of a dropped connection, to get its player back.
+        resume: Option<[u8; 16]>,
     },
+    /// Inputs `seq - dirs.len() + 1 ..= seq` (1 to `MAX_INPUTS_PER_MESSAGE` of them) and the
+    /// newest snapshot tick the client decoded.
     Input {
         seq: u32,
-        dx: i8,
-        dy: i8,
+        ack: u32,
+        dirs: Vec<(i8, i8)>,
+    },
+    Ack {
+        tick: u32,
     },
     Chat {
         text: String,
@@ -128,7 +135,7 @@ impl Session {
             return Err(CloseReason::new(close::POLICY_VIOLATION, "message rate limit exceeded"));
         }
         match (self.phase, msg) {
-            (Phase::AwaitingHello { .. }, ClientMsg::Hello { version, name, room, identity }) => {
+            (Phase::AwaitingHello { .. }, ClientMsg::Hello { version, name, room, identity, resume }) => {
                 if version != PROTOCOL_VERSION {
                     return Err(CloseReason::new(
                         close::PROTOCOL_ERROR,
@@ -142,7 +149,7 @@ impl Session {
                 let room =
                     text::clean_room(&room).map_err(|e| CloseReason::new(close::POLICY_VIOLATION, e.to_string()))?;
                 self.phase = Phase::Joining;
-                Ok(Some(SessionEvent::Join { name, room, identity }))
+                Ok(Some(SessionEvent::Join { name, room, identity, resume }))
             }
             (Phase::AwaitingHello { .. } | Phase::Joining, _) => {
                 Err(CloseReason::new(close::PROTOCOL_ERROR, "the first message must be Hello"))
@@ -150,7 +157,16 @@ impl Session {
             (Phase::Joined, ClientMsg::Hello { .. }) => {
                 Err(CloseReason::new(close::PROTOCOL_ERROR, "Hello sent twice"))
             }
-            (Phase::Joined, ClientMsg::Input { seq, dx, dy }) => Ok(Some(SessionEvent::Input { seq, dx, dy })),
+            (Phase::Joined, ClientMsg::Input { seq, ack, dirs }) => {
+                if dirs.is_empty() || dirs.len() > MAX_INPUTS_PER_MESSAGE || (seq as usize) < dirs.len() {
+                    return Err(CloseReason::new(
+                        close::PROTOCOL_ERROR,
+                        format!("an input message carries 1 to {MAX_INPUTS_PER_MESSAGE} inputs numbered from 1"),
+                    ));
+                }
+                Ok(Some(SessionEvent::Input { seq, ack, dirs }))
+            }
+            (Phase::Joined, ClientMsg::Ack { tick }) => Ok(Some(SessionEvent::Ack { tick })),
             (Phase::Joined, ClientMsg::Ping { nonce }) => Ok(Some(SessionEvent::Reply(ServerMsg::Pong { nonce }))),
             (Phase::Joined, ClientMsg::Board { client_seq, op }) => Ok(Some(SessionEvent::Board { client_seq, op })),
             (Phase::Joined, ClientMsg::BoardSync) => Ok(Some(SessionEvent::BoardSync)),
@@ -183,7 +199,7 @@ mod tests {
     use easel_protocol::encode;
 
     fn hello(version: u16, name: &str, room: &str) -> Vec<u8> {
-        encode(&ClientMsg::Hello { version, name: name.into(), room: room.into(), identity: None })
+        encode(&ClientMsg::Hello { version, name: name.into(), room: room.into(), identity: None, resume: None })
     }
 
     fn joined_session(now: Instant) -> Session {
@@ -198,7 +214,10 @@ mod tests {
         let now = Instant::now();
         let mut session = Session::new(now, &Limits::default());
         let event = session.handle_binary(now, &hello(PROTOCOL_VERSION, " Ada ", "Lobby")).unwrap();
-        assert_eq!(event, Some(SessionEvent::Join { name: "Ada".into(), room: "lobby".into(), identity: None }));
+        assert_eq!(
+            event,
+            Some(SessionEvent::Join { name: "Ada".into(), room: "lobby".into(), identity: None, resume: None })
+        );
     }
 
     #[test]
@@ -239,7 +258,7 @@ mod tests {
     fn a_message_flood_is_closed_but_honest_rates_are_not() {
         let start = Instant::now();
         let mut session = joined_session(start);
-        let input = encode(&ClientMsg::Input { seq: 1, dx: 1, dy: 0 });
+        let input = encode(&ClientMsg::Input { seq: 1, ack: 0, dirs: vec![(1, 0)] });
         // Ten seconds of an honest 30 Hz client plus pings.
         for i in 0..310u32 {
             let now = start + Duration::from_millis(u64::from(i) * 1000 / 31);
@@ -264,7 +283,7 @@ mod tests {
             });
             assert!(session.handle_binary(now, &op).is_ok(), "board op {seq} of a reconnect burst refused");
         }
-        let input = encode(&ClientMsg::Input { seq: 1, dx: 1, dy: 0 });
+        let input = encode(&ClientMsg::Input { seq: 1, ack: 0, dirs: vec![(1, 0)] });
         assert!(session.handle_binary(now, &input).is_ok(), "board ops do not use up the general budget");
     }
 

@@ -12,11 +12,21 @@ pub struct Position {
     pub y: f32,
 }
 
-/// The direction the player last asked for; held until a newer input arrives.
+/// Inputs received and not yet applied, oldest first, and the ticks of movement the player has
+/// earned: one per tick, saved up to a cap, so inputs that arrive bunched by network jitter are
+/// all applied at once while a client sending faster than the tick rate moves no faster than an
+/// honest one.
+#[derive(Component, Debug, Clone, PartialEq, Eq, Default)]
+pub struct InputQueue {
+    pub pending: std::collections::VecDeque<(u32, i8, i8)>,
+    pub credit: u8,
+}
+
+/// The held directions to move through this tick, one tick of movement each, in order.
 #[derive(Component, Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Heading {
-    pub dx: i8,
-    pub dy: i8,
+pub struct Steps {
+    pub dirs: [(i8, i8); super::MAX_STEPS_PER_TICK],
+    pub len: u8,
 }
 
 /// The newest input applied, echoed in snapshots so clients know what the state reflects.

@@ -15,8 +15,16 @@ use easel_protocol::game::Rules;
 use easel_protocol::rng::Mulberry32;
 use easel_protocol::{OrbState, PlayerState};
 
-pub use components::{Heading, LastInputSeq, Orb, PlayerId, Position, Score};
+pub use components::{InputQueue, LastInputSeq, Orb, PlayerId, Position, Score, Steps};
 use systems::{Config, OrbRng, PendingInputs, TickEvents};
+
+/// Inputs a player may move through in one tick: absorbs inputs bunched by jitter, bounds what a
+/// flood can do in one tick.
+pub const MAX_STEPS_PER_TICK: usize = 4;
+/// Ticks of movement a player can save up (by not sending inputs) to spend later.
+pub const STEP_CREDIT_CAP: u8 = 4;
+/// Inputs kept waiting per player; older ones are dropped.
+pub const MAX_QUEUED_INPUTS: usize = 8;
 
 /// The pipeline of one tick, in order.
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,6 +42,21 @@ pub struct TickInput {
     pub seq: u32,
     pub dx: i8,
     pub dy: i8,
+}
+
+impl TickInput {
+    /// The inputs of one `Input` message (`dirs` numbered up to `seq`) that are newer than
+    /// `*newest`, which it advances: repeats of inputs already forwarded are dropped here.
+    pub fn unpack(player: u32, seq: u32, dirs: &[(i8, i8)], newest: &mut u32) -> Vec<TickInput> {
+        let first = seq.saturating_add(1).saturating_sub(dirs.len() as u32);
+        let fresh: Vec<TickInput> = (first..=seq)
+            .zip(dirs)
+            .filter(|(s, _)| *s > *newest)
+            .map(|(seq, &(dx, dy))| TickInput { player, seq, dx, dy })
+            .collect();
+        *newest = (*newest).max(seq);
+        fresh
+    }
 }
 
 /// Something that happened during a tick that clients must learn reliably (not just through the
@@ -96,7 +119,14 @@ impl Sim {
         }
         let entity = self
             .world
-            .spawn((PlayerId(id), Position { x: spawn.0, y: spawn.1 }, Heading::default(), LastInputSeq(0), Score(0)))
+            .spawn((
+                PlayerId(id),
+                Position { x: spawn.0, y: spawn.1 },
+                InputQueue::default(),
+                Steps::default(),
+                LastInputSeq(0),
+                Score(0),
+            ))
             .id();
         self.players.insert(id, entity);
     }
@@ -111,7 +141,8 @@ impl Sim {
         self.players.len()
     }
 
-    /// Runs one tick over `inputs` (any order; stale and unknown-player inputs are ignored).
+    /// Runs one tick over `inputs`, each one tick of movement (any order; stale, repeated and
+    /// unknown-player inputs are ignored).
     pub fn step(&mut self, inputs: &[TickInput]) -> Outbox {
         self.world.resource_mut::<PendingInputs>().0.extend_from_slice(inputs);
         self.schedule.run(&mut self.world);
@@ -190,24 +221,58 @@ mod tests {
         assert!(first.iter().any(|o| !o.events.is_empty()), "the script should exercise orb collection too");
     }
 
-    #[test]
-    fn the_latest_input_sets_the_heading_and_is_acknowledged() {
-        let mut sim = Sim::new(Rules::GAME, DT);
-        sim.add_player(1, (1000.0, 1000.0));
-        let out = sim.step(&[input(1, 2, 1, 0), input(1, 1, -1, 0)]);
-        let me = out.players[0];
-        assert_eq!(me.last_input_seq, 2, "seq 2 is the newest input even though it came first");
-        assert!(me.x > 1000.0, "the newest input (right) wins over the stale one (left)");
+    fn x_of(out: &Outbox) -> f32 {
+        out.players[0].x
     }
 
     #[test]
-    fn stale_inputs_are_ignored() {
+    fn each_input_is_one_tick_of_movement_in_seq_order() {
         let mut sim = Sim::new(Rules::GAME, DT);
         sim.add_player(1, (1000.0, 1000.0));
-        sim.step(&[input(1, 5, 1, 0)]);
-        let out = sim.step(&[input(1, 4, -1, 0)]);
+        sim.step(&[]);
+        // Two inputs arriving in one tick (jitter bunched them), out of order.
+        let out = sim.step(&[input(1, 2, 1, 0), input(1, 1, 1, 0)]);
+        assert_eq!(out.players[0].last_input_seq, 2, "both are applied, newest acknowledged");
+        let step = 200.0 / 30.0;
+        assert!((x_of(&out) - (1000.0 + 2.0 * step)).abs() < 1e-3, "two ticks of movement: {}", x_of(&out));
+        let out = sim.step(&[]);
+        assert!((x_of(&out) - (1000.0 + 2.0 * step)).abs() < 1e-3, "no input, no movement");
+    }
+
+    #[test]
+    fn stale_and_repeated_inputs_are_ignored() {
+        let mut sim = Sim::new(Rules::GAME, DT);
+        sim.add_player(1, (1000.0, 1000.0));
+        let first = sim.step(&[input(1, 5, 1, 0)]);
+        let out = sim.step(&[input(1, 4, -1, 0), input(1, 5, 1, 0)]);
         assert_eq!(out.players[0].last_input_seq, 5);
-        assert!(out.players[0].x > 1000.0 + 200.0 / 30.0, "still moving right after two ticks");
+        assert_eq!(x_of(&out), x_of(&first), "seq 4 is older than what was applied, seq 5 a repeat");
+    }
+
+    #[test]
+    fn a_client_flooding_inputs_moves_no_faster_than_an_honest_one() {
+        let mut sim = Sim::new(Rules::GAME, DT);
+        sim.add_player(1, (100.0, 1000.0));
+        sim.add_player(2, (100.0, 1200.0));
+        let mut forged_seq = 0;
+        let mut out = sim.step(&[]);
+        for tick in 1..=60u32 {
+            let mut inputs = vec![input(1, tick, 1, 0)];
+            // Ten inputs a tick, with out-of-range magnitudes.
+            for _ in 0..10 {
+                forged_seq += 1;
+                inputs.push(input(2, forged_seq, 127, 0));
+            }
+            out = sim.step(&inputs);
+        }
+        let honest = out.players[0].x - 100.0;
+        let forged = out.players[1].x - 100.0;
+        let step = 200.0 / 30.0;
+        assert!((honest - 60.0 * step).abs() < 1e-2, "the honest player moved one step per tick: {honest}");
+        assert!(
+            forged <= honest + f32::from(STEP_CREDIT_CAP) * step,
+            "the flood moved {forged}, the honest player {honest}"
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@ use easel_protocol::OrbState;
 use easel_protocol::game::{self, Rules};
 use easel_protocol::rng::Mulberry32;
 
-use super::components::{Heading, LastInputSeq, Orb, PlayerId, Position, Score};
-use super::{SimEvent, TickInput};
+use super::components::{InputQueue, LastInputSeq, Orb, PlayerId, Position, Score, Steps};
+use super::{MAX_QUEUED_INPUTS, MAX_STEPS_PER_TICK, STEP_CREDIT_CAP, SimEvent, TickInput};
 
 #[derive(Resource)]
 pub(super) struct Config {
@@ -25,36 +25,55 @@ pub(super) struct PendingInputs(pub Vec<TickInput>);
 #[derive(Resource, Default)]
 pub(super) struct TickEvents(pub Vec<SimEvent>);
 
-/// The newest input per player (by `seq`) becomes its heading; older ones are stale and dropped.
-/// Movement depends only on the held direction, so applying just the newest input of a tick is
-/// exact, and a flood of inputs costs the simulation no more than one.
+/// New inputs join their player's queue in seq order (stale and repeated ones are dropped); then
+/// each player moves through as many queued inputs as its credit allows, one tick of movement
+/// each. Sorting first makes the outcome independent of arrival order within the tick and lets
+/// each player find its inputs by binary search.
 pub(super) fn apply_inputs(
     mut pending: ResMut<PendingInputs>,
-    mut players: Query<(&PlayerId, &mut Heading, &mut LastInputSeq)>,
+    mut players: Query<(&PlayerId, &mut InputQueue, &mut Steps, &mut LastInputSeq)>,
 ) {
-    if pending.0.is_empty() {
-        return;
-    }
-    // Sorting makes the outcome independent of arrival order within the tick, and lets each
-    // player find its newest input by binary search (O(n log n), not a scan per player).
     pending.0.sort_unstable_by_key(|i| (i.player, i.seq));
     let inputs = &pending.0;
-    for (id, mut heading, mut last_seq) in &mut players {
+    for (id, mut queue, mut steps, mut last_seq) in &mut players {
+        let start = inputs.partition_point(|i| i.player < id.0);
         let end = inputs.partition_point(|i| i.player <= id.0);
-        let newest = end.checked_sub(1).map(|at| &inputs[at]).filter(|i| i.player == id.0);
-        if let Some(input) = newest.filter(|i| i.seq > last_seq.0) {
-            *heading = Heading { dx: input.dx, dy: input.dy };
-            last_seq.0 = input.seq;
+        let queue = &mut *queue;
+        for input in &inputs[start..end] {
+            let newest = queue.pending.back().map_or(last_seq.0, |(seq, ..)| *seq);
+            if input.seq > newest {
+                queue.pending.push_back((input.seq, input.dx, input.dy));
+            }
+        }
+        // A client that fell far behind (or floods) loses its oldest inputs rather than lagging
+        // ever further; its prediction is corrected.
+        while queue.pending.len() > MAX_QUEUED_INPUTS {
+            queue.pending.pop_front();
+        }
+        queue.credit = (queue.credit + 1).min(STEP_CREDIT_CAP);
+        let mut taken = Steps::default();
+        while usize::from(taken.len) < MAX_STEPS_PER_TICK && taken.len < queue.credit {
+            let Some((seq, dx, dy)) = queue.pending.pop_front() else { break };
+            taken.dirs[usize::from(taken.len)] = (dx, dy);
+            taken.len += 1;
+            last_seq.0 = seq;
+        }
+        queue.credit -= taken.len;
+        if *steps != taken {
+            *steps = taken;
         }
     }
     pending.0.clear();
 }
 
-pub(super) fn move_players(config: Res<Config>, mut players: Query<(&Heading, &mut Position), With<PlayerId>>) {
-    for (heading, mut pos) in &mut players {
-        let (x, y) = game::step_position((pos.x, pos.y), heading.dx, heading.dy, config.dt, &config.rules);
-        if (x, y) != (pos.x, pos.y) {
-            *pos = Position { x, y };
+pub(super) fn move_players(config: Res<Config>, mut players: Query<(&Steps, &mut Position), With<PlayerId>>) {
+    for (steps, mut pos) in &mut players {
+        let mut at = (pos.x, pos.y);
+        for &(dx, dy) in &steps.dirs[..usize::from(steps.len)] {
+            at = game::step_position(at, dx, dy, config.dt, &config.rules);
+        }
+        if at != (pos.x, pos.y) {
+            *pos = Position { x: at.0, y: at.1 };
         }
     }
 }

@@ -260,7 +260,7 @@ fn identify(connection: &Connection, claimed: Option<Identity>) -> Result<Identi
 }
 
 /// 128 unguessable bits from the kernel.
-fn random_token() -> [u8; 16] {
+pub(crate) fn random_token() -> [u8; 16] {
     let mut token = [0u8; 16];
     if let Ok(mut urandom) = std::fs::File::open("/dev/urandom") {
         use std::io::Read;

@@ -1,0 +1,77 @@
+//! The client's end of delta snapshots: decoded states kept by tick so the next delta finds its
+//! baseline, and the tick to acknowledge.
+
+use std::collections::VecDeque;
+
+use easel_protocol::DecodeError;
+use easel_protocol::snapshot::{self, NetPlayer};
+
+/// Decoded snapshots kept as baselines: twice what the server keeps (32 ticks), so any baseline
+/// the server may pick is here.
+const KEPT: usize = 64;
+
+#[derive(Debug, Default)]
+pub struct SnapshotReceiver {
+    states: VecDeque<(u32, Vec<NetPlayer>)>,
+    /// Deltas whose baseline was gone: each makes the client wait for the next one (a sign of
+    /// a bug, counted so tests and the overlay can see it).
+    pub undecodable: u64,
+}
+
+impl SnapshotReceiver {
+    /// The newest tick decoded: what the client acknowledges (0: none yet).
+    pub fn newest(&self) -> u32 {
+        self.states.back().map_or(0, |(tick, _)| *tick)
+    }
+
+    /// Decodes a snapshot; `Ok(None)` for one older than the newest (reordered) or whose baseline
+    /// is no longer here.
+    pub fn receive(&mut self, tick: u32, baseline: u32, entities: &[u8]) -> Result<Option<&[NetPlayer]>, DecodeError> {
+        if tick <= self.newest() {
+            return Ok(None);
+        }
+        let players = if baseline == 0 {
+            snapshot::decode(entities, None, 0)?
+        } else {
+            let Some((_, base)) = self.states.iter().find(|(t, _)| *t == baseline) else {
+                self.undecodable += 1;
+                return Ok(None);
+            };
+            snapshot::decode(entities, Some(base), tick.wrapping_sub(baseline))?
+        };
+        if self.states.len() == KEPT {
+            self.states.pop_front();
+        }
+        self.states.push_back((tick, players));
+        Ok(self.states.back().map(|(_, p)| p.as_slice()))
+    }
+
+    /// Forgets everything (a new connection starts from a full snapshot).
+    pub fn reset(&mut self) {
+        self.states.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(id: u32, x: u16) -> NetPlayer {
+        NetPlayer { id, x, y: 0, score: 0, last_input_seq: 0 }
+    }
+
+    #[test]
+    fn deltas_decode_against_the_acknowledged_baseline_and_old_ones_are_skipped() {
+        let mut rx = SnapshotReceiver::default();
+        let one = vec![at(1, 10)];
+        rx.receive(1, 0, &snapshot::encode(&one, None, 0)).unwrap();
+        let three = vec![at(1, 30), at(2, 5)];
+        let got = rx.receive(3, 1, &snapshot::encode(&three, Some(&one), 2)).unwrap().map(<[_]>::to_vec);
+        assert_eq!(got, Some(three.clone()));
+        assert_eq!(rx.newest(), 3);
+        let two = vec![at(1, 20)];
+        assert_eq!(rx.receive(2, 1, &snapshot::encode(&two, Some(&one), 1)).unwrap(), None, "late: skipped");
+        assert_eq!(rx.receive(9, 7, &[0]).unwrap(), None, "unknown baseline");
+        assert_eq!(rx.undecodable, 1);
+    }
+}
