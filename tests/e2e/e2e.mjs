@@ -313,6 +313,52 @@ await test('unsynced strokes survive a reload while offline and merge when back 
   await pageB.keyboard.press('KeyB');
 });
 
+await test('on a simulated 150 ms link the own player moves before the server could answer; the overlay shows it', async () => {
+  const contextC = await browser.newContext({ viewport: { width: 900, height: 650 } });
+  try {
+    const pageC = await contextC.newPage();
+    pageC.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+    await pageC.goto(`${server.url}/?room=${room}&lag=150&loss=2&jitter=20`);
+    await pageC.waitForFunction(() => document.body.dataset.status === 'ready', null, { timeout: 15_000 });
+    await pageC.fill('#name-input', 'carol');
+    await pageC.click('#join-button');
+    await waitFor('carol to join and get snapshots', async () => {
+      const s = await state(pageC);
+      return s.status === 'joined' && player(s, 'carol') && s.tick > 0 ? s : null;
+    });
+    await pageC.keyboard.press('Backquote');
+    await waitFor('the overlay to show the simulated network', async () =>
+      (await pageC.textContent('#net-debug')).includes('simulated: lag 150 ms'));
+    const before = player(await state(pageC), 'carol');
+    const key = before.x < 1000 ? 'KeyD' : 'KeyA';
+    await pageC.keyboard.down(key);
+    // 60 ms: less than one way of the simulated link, so the server cannot have seen the key.
+    await new Promise((r) => setTimeout(r, 60));
+    const early = player(await state(pageC), 'carol');
+    await new Promise((r) => setTimeout(r, 700));
+    await pageC.keyboard.up(key);
+    if (Math.abs(early.drawnX - before.drawnX) < 1) {
+      throw new Error(`carol was not drawn moving within 60 ms (${before.drawnX} -> ${early.drawnX})`);
+    }
+    if (early.x !== before.x) throw new Error('the server state changed faster than the simulated link allows');
+    const settled = await waitFor('the server to confirm the move', async () => {
+      const s = await state(pageC);
+      const me = player(s, 'carol');
+      return Math.abs(me.x - before.x) > 100 && Math.abs(me.drawnX - me.x) < 1 ? s : null;
+    });
+    const overlay = await pageC.textContent('#net-debug');
+    for (const label of ['RTT', 'jitter', 'snapshots', 'down', 'up', 'corrections', 'interpolation delay']) {
+      if (!overlay.includes(label)) throw new Error(`overlay lacks "${label}": ${overlay}`);
+    }
+    if (settled.net.interpolationDelayMs < 66 || settled.net.interpolationDelayMs > 101) {
+      throw new Error(`interpolation delay ${settled.net.interpolationDelayMs} ms is not 2 to 3 intervals`);
+    }
+    await pageC.screenshot({ path: path.join(ARTIFACTS, 'simulated-lag-overlay.png') });
+  } finally {
+    await contextC.close();
+  }
+});
+
 await test('a dropped connection is shown and the client reconnects', async () => {
   const code = await stopServer(server);
   if (code !== 0) throw new Error(`graceful shutdown should exit 0, got ${code}`);
