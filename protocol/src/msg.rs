@@ -42,6 +42,9 @@ pub enum ServerMsg {
         player_id: u32,
         tick_rate: u16,
         rules: Rules,
+        /// Half the side of the square around the player inside which other players are sent
+        /// (interest management); 0 when every player is sent. The client never shows more.
+        view_distance: f32,
         players: Vec<PlayerInfo>,
         orbs: Vec<OrbState>,
         /// This connection's whiteboard author identity (the one it sent, or a new one).

@@ -65,48 +65,70 @@ pub fn encode(current: &[NetPlayer], baseline: Option<&[NetPlayer]>, tick_gap: u
         while next < current.len() && current[next].id < base.id {
             next += 1;
         }
-        let Some(now) = current.get(next).filter(|c| c.id == base.id) else {
-            w.bit(false);
-            continue;
-        };
-        w.bit(true);
-        if now == base {
-            w.bit(false);
-            continue;
-        }
-        w.bit(true);
-        let moved = (now.x, now.y) != (base.x, base.y);
-        w.bit(moved);
-        if moved {
-            w.axis(i32::from(now.x) - i32::from(base.x));
-            w.axis(i32::from(now.y) - i32::from(base.y));
-        }
-        w.bit(now.score != base.score);
-        if now.score != base.score {
-            w.varint(now.score.wrapping_sub(base.score));
-        }
-        w.bit(now.last_input_seq != base.last_input_seq);
-        if now.last_input_seq != base.last_input_seq {
-            let delta = now.last_input_seq.wrapping_sub(base.last_input_seq);
-            w.bit(delta == tick_gap);
-            if delta != tick_gap {
-                w.varint(delta);
-            }
-        }
+        let now = current.get(next).filter(|c| c.id == base.id);
+        write_kept(&mut w, now, base, tick_gap);
     }
     let created: Vec<&NetPlayer> =
         current.iter().filter(|c| baseline.binary_search_by_key(&c.id, |b| b.id).is_err()).collect();
     w.varint(created.len() as u32);
     let mut previous_id = 0;
     for entity in created {
-        w.varint(entity.id.wrapping_sub(previous_id));
+        write_created(&mut w, entity, previous_id);
         previous_id = entity.id;
-        w.bits(u64::from(entity.x), 16);
-        w.bits(u64::from(entity.y), 16);
-        w.varint(entity.score);
-        w.varint(entity.last_input_seq);
     }
     w.finish()
+}
+
+/// Bits `encode` spends on one entity: `now` against its baseline state `base` (`None`: it is
+/// new, written in full after an entity with id `previous_id`). What a bandwidth budget counts.
+pub fn entity_bits(now: &NetPlayer, base: Option<&NetPlayer>, tick_gap: u32, previous_id: u32) -> u32 {
+    let mut counter = BitCounter::default();
+    match base {
+        Some(base) => write_kept(&mut counter, Some(now), base, tick_gap),
+        None => write_created(&mut counter, now, previous_id),
+    }
+    counter.0
+}
+
+/// A baseline entity: gone, unchanged, or the fields that changed.
+fn write_kept(w: &mut impl BitSink, now: Option<&NetPlayer>, base: &NetPlayer, tick_gap: u32) {
+    let Some(now) = now else {
+        w.bit(false);
+        return;
+    };
+    w.bit(true);
+    if now == base {
+        w.bit(false);
+        return;
+    }
+    w.bit(true);
+    let moved = (now.x, now.y) != (base.x, base.y);
+    w.bit(moved);
+    if moved {
+        w.axis(i32::from(now.x) - i32::from(base.x));
+        w.axis(i32::from(now.y) - i32::from(base.y));
+    }
+    w.bit(now.score != base.score);
+    if now.score != base.score {
+        w.varint(now.score.wrapping_sub(base.score));
+    }
+    w.bit(now.last_input_seq != base.last_input_seq);
+    if now.last_input_seq != base.last_input_seq {
+        let delta = now.last_input_seq.wrapping_sub(base.last_input_seq);
+        w.bit(delta == tick_gap);
+        if delta != tick_gap {
+            w.varint(delta);
+        }
+    }
+}
+
+/// A new entity, in full.
+fn write_created(w: &mut impl BitSink, entity: &NetPlayer, previous_id: u32) {
+    w.varint(entity.id.wrapping_sub(previous_id));
+    w.bits(u64::from(entity.x), 16);
+    w.bits(u64::from(entity.y), 16);
+    w.varint(entity.score);
+    w.varint(entity.last_input_seq);
 }
 
 /// Decodes what `encode` wrote against the same `baseline` (`None` for a full snapshot). Never
@@ -182,25 +204,9 @@ fn malformed(why: &str) -> DecodeError {
     DecodeError::Malformed(format!("snapshot: {why}"))
 }
 
-#[derive(Default)]
-struct BitWriter {
-    bytes: Vec<u8>,
-    /// Bits of `acc` in use (always < 8 between calls).
-    used: u32,
-    acc: u64,
-}
-
-impl BitWriter {
-    fn bits(&mut self, value: u64, count: u32) {
-        debug_assert!(count <= 32 && value < (1 << count));
-        self.acc = (self.acc << count) | value;
-        self.used += count;
-        while self.used >= 8 {
-            self.used -= 8;
-            self.bytes.push((self.acc >> self.used) as u8);
-        }
-        self.acc &= (1 << self.used) - 1;
-    }
+/// Where `write_kept` and `write_created` put bits: a real writer, or a counter that only sizes.
+trait BitSink {
+    fn bits(&mut self, value: u64, count: u32);
 
     fn bit(&mut self, value: bool) {
         self.bits(u64::from(value), 1);
@@ -229,7 +235,39 @@ impl BitWriter {
             }
         }
     }
+}
 
+#[derive(Default)]
+struct BitCounter(u32);
+
+impl BitSink for BitCounter {
+    fn bits(&mut self, _value: u64, count: u32) {
+        self.0 += count;
+    }
+}
+
+#[derive(Default)]
+struct BitWriter {
+    bytes: Vec<u8>,
+    /// Bits of `acc` in use (always < 8 between calls).
+    used: u32,
+    acc: u64,
+}
+
+impl BitSink for BitWriter {
+    fn bits(&mut self, value: u64, count: u32) {
+        debug_assert!(count <= 32 && value < (1 << count));
+        self.acc = (self.acc << count) | value;
+        self.used += count;
+        while self.used >= 8 {
+            self.used -= 8;
+            self.bytes.push((self.acc >> self.used) as u8);
+        }
+        self.acc &= (1 << self.used) - 1;
+    }
+}
+
+impl BitWriter {
     fn finish(mut self) -> Vec<u8> {
         if self.used > 0 {
             self.bytes.push((self.acc << (8 - self.used)) as u8);
@@ -371,6 +409,28 @@ mod tests {
             prop_assert_eq!(decode(&bytes, Some(&base), gap).unwrap(), current.clone());
             let full = encode(&current, None, 0);
             prop_assert_eq!(decode(&full, None, 0).unwrap(), current);
+        }
+
+        #[test]
+        fn entity_bits_add_up_to_the_encoded_size(current in world(), base in world(), gap in 0u32..100) {
+            let bytes = encode(&current, Some(&base), gap);
+            let mut bits = 0;
+            for b in &base {
+                bits += match current.iter().find(|c| c.id == b.id) {
+                    Some(now) => entity_bits(now, Some(b), gap, 0),
+                    None => 1,
+                };
+            }
+            let created: Vec<_> = current.iter().filter(|c| !base.iter().any(|b| b.id == c.id)).collect();
+            let mut counter = BitCounter::default();
+            counter.varint(created.len() as u32);
+            bits += counter.0;
+            let mut previous = 0;
+            for c in created {
+                bits += entity_bits(c, None, gap, previous);
+                previous = c.id;
+            }
+            prop_assert_eq!(bytes.len(), bits.div_ceil(8) as usize);
         }
 
         #[test]

@@ -50,6 +50,14 @@ pub struct ServeArgs {
     /// resuming off [default: 30s].
     #[arg(long, env = "EASEL_RESUME_GRACE", value_name = "DURATION", value_parser = parse_duration)]
     pub resume_grace: Option<Duration>,
+    /// Interest management: each client is sent the players within this many world units of its
+    /// own (a square; 0 sends every player to everyone) [default: 1000].
+    #[arg(long, env = "EASEL_VIEW_DISTANCE", value_name = "UNITS")]
+    pub view_distance: Option<f32>,
+    /// Snapshot bytes per second each client may be sent; over it, the nearest and most changed
+    /// players go first and the rest catch up later (0: no limit) [default: 65536].
+    #[arg(long, env = "EASEL_SNAPSHOT_BUDGET", value_name = "BYTES_PER_S")]
+    pub snapshot_budget: Option<u32>,
 }
 
 /// The same settings as read from a TOML file.
@@ -65,6 +73,8 @@ struct FileSettings {
     rules: Option<String>,
     data_dir: Option<PathBuf>,
     resume_grace: Option<String>,
+    view_distance: Option<f32>,
+    snapshot_budget: Option<u32>,
 }
 
 /// The validated configuration of a server.
@@ -79,6 +89,7 @@ pub struct Config {
     pub log_level: String,
     pub rules: Rules,
     pub limits: Limits,
+    pub interest: Interest,
     /// Where whiteboards and identities are stored.
     pub storage: Location,
 }
@@ -113,6 +124,29 @@ pub struct Limits {
     pub max_uncommitted_ops: usize,
     /// How long a player whose connection dropped waits for a resume before it leaves.
     pub resume_grace: Duration,
+}
+
+/// What each client is sent of the world (see `room::interest`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Interest {
+    /// Players within this Chebyshev distance (world units) of a client's own are sent; a player
+    /// already sent stays until it is `VIEW_HYSTERESIS` further. 0: everyone, everywhere.
+    pub view_distance: f32,
+    /// Snapshot bytes per second per client; 0: unlimited.
+    pub snapshot_budget: u32,
+}
+
+impl Interest {
+    /// Every player to every client, unlimited: the benchmark's baseline.
+    pub const FULL_VISIBILITY: Interest = Interest { view_distance: 0.0, snapshot_budget: 0 };
+}
+
+impl Default for Interest {
+    fn default() -> Self {
+        // 1000 units each way is more than a 1080p screen shows at 1:1 (the client zooms in on
+        // wider screens); 64 KiB/s is a few hundred moving players, and a phone's fair share.
+        Self { view_distance: 1000.0, snapshot_budget: 64 * 1024 }
+    }
 }
 
 impl Default for Limits {
@@ -151,6 +185,7 @@ impl Config {
             log_level: "warn".to_owned(),
             rules: Rules::GAME,
             limits: Limits::default(),
+            interest: Interest::default(),
             storage: Location::Memory,
         }
     }
@@ -178,6 +213,8 @@ pub enum ConfigError {
     Origin(String),
     #[error("log level {0:?} is not one of error, warn, info, debug, trace")]
     LogLevel(String),
+    #[error("view_distance must be 0 (everyone) or between 100 and 10000 world units, got {0}")]
+    ViewDistance(f32),
     #[error("rules preset {0:?} is not one of game, arena-benchmark")]
     Rules(String),
 }
@@ -223,6 +260,16 @@ impl ServeArgs {
         } else if let Some(text) = &file.resume_grace {
             limits.resume_grace = parse_duration(text).map_err(ConfigError::ResumeGrace)?;
         }
+        let mut interest = Interest::default();
+        if let Some(distance) = self.view_distance.or(file.view_distance) {
+            if !(distance == 0.0 || (100.0..=10_000.0).contains(&distance)) {
+                return Err(ConfigError::ViewDistance(distance));
+            }
+            interest.view_distance = distance;
+        }
+        if let Some(budget) = self.snapshot_budget.or(file.snapshot_budget) {
+            interest.snapshot_budget = budget;
+        }
         Ok(Config {
             storage: Location::Directory(data_dir),
             listen: SocketAddr::new(bind, port),
@@ -232,6 +279,7 @@ impl ServeArgs {
             log_level,
             rules,
             limits,
+            interest,
         })
     }
 }
@@ -288,17 +336,20 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("easel-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("easel.toml");
-        std::fs::write(&file, "port = 9000\ntick_rate = 20\nrules = \"arena-benchmark\"\n").unwrap();
+        std::fs::write(&file, "port = 9000\ntick_rate = 20\nrules = \"arena-benchmark\"\nview_distance = 0\n").unwrap();
         let config = ServeArgs { config: Some(file), port: Some(9100), ..args_with_assets() }.into_config().unwrap();
         assert_eq!(config.listen.port(), 9100, "the flag wins over the file");
         assert_eq!(config.tick_rate, 20, "the file wins over the default");
         assert_eq!(config.rules, Rules::ARENA_BENCHMARK);
+        assert_eq!(config.interest.view_distance, 0.0, "0 from the file turns interest management off");
     }
 
     #[test]
     fn bad_settings_are_refused_with_a_clear_error() {
         let zero_tick = ServeArgs { tick_rate: Some(0), ..args_with_assets() };
         assert!(matches!(zero_tick.into_config(), Err(ConfigError::TickRate(0))));
+        let negative_view = ServeArgs { view_distance: Some(-5.0), ..args_with_assets() };
+        assert!(matches!(negative_view.into_config(), Err(ConfigError::ViewDistance(_))));
         let bad_origin = ServeArgs { allowed_origins: vec!["example.com".into()], ..args_with_assets() };
         assert!(matches!(bad_origin.into_config(), Err(ConfigError::Origin(_))));
         let no_assets = ServeArgs { assets_dir: Some("/nonexistent/easel".into()), ..Default::default() };

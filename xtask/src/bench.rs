@@ -24,6 +24,32 @@ pub struct ArenaOptions {
     pub profile: Profile,
     /// Append results to `bench/results/arena.jsonl` (off for smoke runs).
     pub record: bool,
+    pub visibility: Visibility,
+}
+
+/// What the server sends each client: the workload's baseline (every player, no budget), or the
+/// server's interest management with its default view distance and byte budget.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Visibility {
+    Full,
+    Interest,
+}
+
+impl Visibility {
+    /// The view distance and snapshot budget the server runs with.
+    fn settings(self) -> (u32, u32) {
+        match self {
+            Visibility::Full => (0, 0),
+            Visibility::Interest => (1000, 65_536),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Visibility::Full => "full-visibility",
+            Visibility::Interest => "interest-management",
+        }
+    }
 }
 
 impl ArenaOptions {
@@ -34,6 +60,7 @@ impl ArenaOptions {
             window: Duration::from_secs(30),
             profile: Profile::Release,
             record: true,
+            visibility: Visibility::Full,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -48,6 +75,13 @@ impl ArenaOptions {
                 }
                 "--warmup" => options.warmup = Duration::from_secs_f64(value()?.parse().context("--warmup seconds")?),
                 "--window" => options.window = Duration::from_secs_f64(value()?.parse().context("--window seconds")?),
+                "--visibility" => {
+                    options.visibility = match value()?.as_str() {
+                        "full" => Visibility::Full,
+                        "interest" => Visibility::Interest,
+                        other => bail!("--visibility is full or interest, not {other:?}"),
+                    }
+                }
                 other => common_option(other, &mut options.profile, &mut options.record)?,
             }
         }
@@ -71,7 +105,8 @@ pub fn arena(root: &Path, options: &ArenaOptions) -> Result<()> {
     let results = options.record.then(|| root.join("bench").join("results").join("arena.jsonl"));
     let rows = run_series(&options.counts, results.as_deref(), |n| {
         step(&format!("arena, N = {n} (warm-up {:?}, window {:?})", options.warmup, options.window));
-        run_arena(&binary, n, options, &context).unwrap_or_else(|e| failed(n, &context, &e.to_string()))
+        run_arena(&binary, n, options, &context)
+            .unwrap_or_else(|e| failed(n, &context, &e.to_string(), options.visibility))
     })?;
     print_table(&rows);
     ensure_all_ok(&rows)
@@ -173,7 +208,8 @@ struct Sample {
 }
 
 /// Starts a server on a free port with a fresh data directory; returns it and its address.
-fn start_server(binary: &Path, rules: &str) -> Result<(Owned, String)> {
+fn start_server(binary: &Path, rules: &str, visibility: Visibility) -> Result<(Owned, String)> {
+    let (view_distance, budget) = visibility.settings();
     let assets = std::env::temp_dir().join("easel-bench-assets");
     std::fs::create_dir_all(&assets)?;
     let data = std::env::temp_dir().join(format!("easel-bench-data-{}-{rules}", std::process::id()));
@@ -181,6 +217,7 @@ fn start_server(binary: &Path, rules: &str) -> Result<(Owned, String)> {
     let mut server = Owned(
         Command::new(binary)
             .args(["serve", "--bind", "127.0.0.1", "--port", "0", "--rules", rules, "--log-level", "warn"])
+            .args(["--view-distance", &view_distance.to_string(), "--snapshot-budget", &budget.to_string()])
             .arg("--assets-dir")
             .arg(&assets)
             .arg("--data-dir")
@@ -278,7 +315,7 @@ fn follow_bots(
 }
 
 fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunContext) -> Result<Value> {
-    let (server, address) = start_server(binary, "arena-benchmark")?;
+    let (server, address) = start_server(binary, "arena-benchmark", options.visibility)?;
     let join_budget = Duration::from_secs(60);
     let budget = join_budget + options.warmup + options.window + Duration::from_secs(30);
     let args: Vec<String> = [
@@ -303,7 +340,7 @@ fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunConte
     .collect();
     let run = match measure(binary, &args, budget, server, &address)? {
         Ok(run) => run,
-        Err(reason) => return Ok(failed(n, context, &reason)),
+        Err(reason) => return Ok(failed(n, context, &reason, options.visibility)),
     };
     let Measured { start, end, summary, server_alive, rss_peak_kb } = run;
     let window = end.at.duration_since(start.at).as_secs_f64();
@@ -330,7 +367,9 @@ fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunConte
     Ok(json!({
         "impl": "easel",
         "workload": "arena",
-        "config": "full-visibility",
+        "config": options.visibility.name(),
+        "view_distance": options.visibility.settings().0,
+        "snapshot_budget_bytes_per_s": options.visibility.settings().1,
         "n": n,
         "ok": reasons.is_empty(),
         "reason": if reasons.is_empty() { Value::Null } else { Value::from(reasons.join("; ")) },
@@ -353,9 +392,9 @@ fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunConte
     }))
 }
 
-fn failed(n: usize, context: &RunContext, reason: &str) -> Value {
+fn failed(n: usize, context: &RunContext, reason: &str, visibility: Visibility) -> Value {
     json!({
-        "impl": "easel", "workload": "arena", "config": "full-visibility", "n": n, "ok": false, "reason": reason,
+        "impl": "easel", "workload": "arena", "config": visibility.name(), "n": n, "ok": false, "reason": reason,
         "commit": context.commit, "date": context.date, "machine": context.machine,
     })
 }
@@ -467,8 +506,11 @@ fn append(path: &Path, result: &Value) -> Result<()> {
 }
 
 fn print_table(rows: &[Value]) {
+    if let Some(config) = rows.first().and_then(|r| r["config"].as_str()) {
+        println!("\n{config}");
+    }
     println!(
-        "\n{:>6} {:>4} {:>9} {:>11} {:>8} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>7}",
+        "{:>6} {:>4} {:>9} {:>11} {:>8} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>7}",
         "N",
         "ok",
         "CPU cores",
@@ -588,7 +630,7 @@ pub fn whiteboard(root: &Path, options: &WhiteboardOptions) -> Result<()> {
 }
 
 fn run_whiteboard(binary: &Path, w: usize, strokes: usize, context: &RunContext) -> Result<Value> {
-    let (server, address) = start_server(binary, "game")?;
+    let (server, address) = start_server(binary, "game", Visibility::Full)?;
     // Each phase may take this long; the run as a whole is bounded by the watchdog below.
     let phase = Duration::from_secs(180);
     let args: Vec<String> = ["--behavior", "whiteboard", "--json", "--url", &format!("ws://{address}/ws")]

@@ -18,7 +18,7 @@ commands:
   dist [--dev]        build the browser client into dist/ (wasm + glue + assets)
   test                install what is missing, then run all tests: lint, Rust, browser end-to-end
   lint                rustfmt check and clippy -D warnings (native and wasm32)
-  bench arena [--n 50,200,500,1000] [--warmup S] [--window S] [--dev] [--no-record]
+  bench arena [--n 50,200,500,1000] [--visibility full|interest] [--warmup S] [--window S] [--dev] [--no-record]
                       the arena workload (WORKLOADS.md): JSON line + table per N,
                       appended to bench/results/arena.jsonl
   bench whiteboard [--w 4,16,64] [--dev] [--no-record]
@@ -148,15 +148,18 @@ fn test(root: &Path) -> Result<()> {
     if !browser.success {
         bail!("browser tests failed");
     }
-    step("benchmark smoke run (arena, N = 10, not recorded)");
-    let smoke = bench::ArenaOptions {
-        counts: vec![10],
-        warmup: std::time::Duration::from_secs(1),
-        window: std::time::Duration::from_secs(3),
-        profile: Profile::Dev,
-        record: false,
-    };
-    bench::arena(root, &smoke).context("the arena benchmark smoke run failed")?;
+    for visibility in [bench::Visibility::Full, bench::Visibility::Interest] {
+        step("benchmark smoke run (arena, N = 10, not recorded)");
+        let smoke = bench::ArenaOptions {
+            counts: vec![10],
+            warmup: std::time::Duration::from_secs(1),
+            window: std::time::Duration::from_secs(3),
+            profile: Profile::Dev,
+            record: false,
+            visibility,
+        };
+        bench::arena(root, &smoke).context("the arena benchmark smoke run failed")?;
+    }
     step("benchmark smoke run (whiteboard, W = 2, 200 strokes, not recorded)");
     let smoke = bench::WhiteboardOptions { writers: vec![2], strokes: 200, profile: Profile::Dev, record: false };
     bench::whiteboard(root, &smoke).context("the whiteboard benchmark smoke run failed")?;

@@ -322,6 +322,7 @@ mod tests {
             player_id: 1,
             tick_rate: 30,
             rules: Rules::GAME,
+            view_distance: 0.0,
             players: vec![PlayerInfo { id: 1, name: "ada".into(), color: 0xff0000 }],
             orbs: vec![],
             identity: easel_protocol::Identity { author: 1, token: [0; 16] },

@@ -28,6 +28,8 @@ pub struct ChatLine {
 pub struct GameView {
     me: Option<u32>,
     rules: Option<Rules>,
+    /// The server's interest radius (0: it sends everyone).
+    view_distance: f32,
     tick_rate: u16,
     players: BTreeMap<u32, PlayerView>,
     orbs: BTreeMap<u32, OrbState>,
@@ -46,6 +48,12 @@ impl GameView {
 
     pub fn rules(&self) -> Rules {
         self.rules.unwrap_or(Rules::GAME)
+    }
+
+    /// Half the side of the square around the own player that the server sends (0: the whole
+    /// world): the camera never shows beyond it, so nobody is missing from the screen.
+    pub fn view_distance(&self) -> f32 {
+        self.view_distance
     }
 
     pub fn tick_rate(&self) -> u16 {
@@ -91,9 +99,10 @@ impl GameView {
     }
 
     pub(super) fn welcome(&mut self, msg: ServerMsg) {
-        if let ServerMsg::Welcome { player_id, tick_rate, rules, players, orbs, .. } = msg {
+        if let ServerMsg::Welcome { player_id, tick_rate, rules, view_distance, players, orbs, .. } = msg {
             self.me = Some(player_id);
             self.rules = Some(rules);
+            self.view_distance = view_distance;
             self.tick_rate = tick_rate;
             self.players = players.into_iter().map(|info| (info.id, PlayerView { info, state: None })).collect();
             self.orbs = orbs.into_iter().map(|o| (o.id, o)).collect();

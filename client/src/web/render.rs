@@ -34,8 +34,7 @@ pub(super) fn draw(page: &Page, core: &ClientCore, now: f64) {
         .map_or((f64::from(rules.world_width) / 2.0, f64::from(rules.world_height) / 2.0), |(_, x, y)| {
             (f64::from(*x), f64::from(*y))
         });
-    // Show about 900 units across the smaller side; never magnify past 1:1 on big screens.
-    let zoom = (css_width.min(css_height) / 900.0).clamp(0.45, 1.0);
+    let zoom = camera_zoom(css_width, css_height, f64::from(view.view_distance()));
     ctx.save();
     let _ = ctx.translate(css_width / 2.0 - camera.0 * zoom, css_height / 2.0 - camera.1 * zoom);
     let _ = ctx.scale(zoom, zoom);
@@ -91,4 +90,12 @@ pub(super) fn draw(page: &Page, core: &ClientCore, now: f64) {
         let _ = ctx.fill_text(&player.info.name, x, y - f64::from(rules.player_radius) - 8.0);
     }
     ctx.restore();
+}
+
+/// Shows about 900 units across the smaller side, never magnified past 1:1 on big screens, and
+/// never wider than the server's view square (a wide screen zooms in rather than show an edge
+/// where players would be missing).
+fn camera_zoom(css_width: f64, css_height: f64, view_distance: f64) -> f64 {
+    let zoom = (css_width.min(css_height) / 900.0).clamp(0.45, 1.0);
+    if view_distance > 0.0 { zoom.max(css_width.max(css_height) / (2.0 * view_distance)) } else { zoom }
 }

@@ -6,9 +6,10 @@
 //! bounded queue, and snapshots go through a per-member `watch` slot that newer snapshots
 //! overwrite. One slow client therefore costs one queue at most and cannot stall the tick.
 //!
-//! Snapshots are deltas against the snapshot each member last acknowledged (`snapshot`), encoded
-//! once per distinct baseline and shared by every member on it: with full visibility, every
-//! client that keeps up shares one or two encodings per tick.
+//! Snapshots are deltas against the snapshot each member last acknowledged (`snapshot`), of the
+//! players in its view and within its byte budget (`interest`). Members sent the same set share
+//! one encoding per distinct baseline: with full visibility, every client that keeps up shares
+//! one or two encodings per tick.
 //!
 //! A member whose connection drops (without a close) stays in the world for the resume grace
 //! period; a new connection presenting its resume token gets the same player back, and nobody
@@ -19,18 +20,19 @@
 //! acknowledged or relayed before it is on disk.
 
 mod board;
+mod interest;
 #[cfg(test)]
 mod netsim_tests;
 mod registry;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use easel_protocol::board::BoardOp;
-use easel_protocol::snapshot::{self, NetPlayer};
+use easel_protocol::snapshot::NetPlayer;
 use easel_protocol::{Identity, OrbState, PlayerInfo, Presence, ServerMsg, close, encode, game};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
@@ -41,6 +43,7 @@ use crate::session::CloseReason;
 use crate::sim::{Sim, SimEvent, TickInput};
 use crate::store::Committed;
 use board::RoomBoard;
+use interest::{CellViews, Encodings, Frame, MemberView};
 pub use registry::{JoinError, RoomHandle, Rooms};
 
 /// How the room reaches one member's connection.
@@ -58,10 +61,6 @@ pub struct MemberLink {
     /// The resume token the client presented, if any.
     pub resume: Option<[u8; 16]>,
 }
-
-/// Past snapshots kept as baselines: a second at 30 Hz. A client whose acknowledgement is older
-/// gets a full snapshot.
-const BASELINES_KEPT: usize = 32;
 
 /// The room's answer to a join.
 pub struct Joined {
@@ -98,6 +97,8 @@ struct Member {
     kick: Option<oneshot::Sender<CloseReason>>,
     snapshots: watch::Sender<Bytes>,
     acked: Arc<AtomicU32>,
+    /// What it has been sent, for deltas, hysteresis and priorities.
+    view: MemberView,
     connection: u64,
     resume: [u8; 16],
     /// When its connection dropped, if it did: the player waits this long for a resume.
@@ -110,8 +111,10 @@ struct Room {
     board: RoomBoard,
     members: BTreeMap<u32, Member>,
     inputs: Vec<TickInput>,
-    /// Published snapshots, oldest first: the baselines deltas are encoded against.
-    history: VecDeque<(u32, Arc<Vec<NetPlayer>>)>,
+    /// The newest published world.
+    latest: Option<(u32, Arc<Vec<NetPlayer>>)>,
+    /// The cells' views of the newest snapshot (the next one's hysteresis).
+    cell_views: CellViews,
     /// Whether the last tick changed the world: one unchanged snapshot follows movement, so
     /// clients see that it stopped, then nothing until something moves again.
     moving: bool,
@@ -128,7 +131,8 @@ impl Room {
             board,
             members: BTreeMap::new(),
             inputs: Vec::new(),
-            history: VecDeque::new(),
+            latest: None,
+            cell_views: CellViews::new(),
             moving: false,
             config,
             metrics,
@@ -161,6 +165,7 @@ impl Room {
             kick: None,
             snapshots,
             acked: Arc::clone(&link.acked),
+            view: MemberView::default(),
             connection: link.connection,
             resume: crate::store::random_token(),
             detached_at: None,
@@ -175,17 +180,11 @@ impl Room {
     /// full. A previous connection still attached is told it was replaced.
     fn attach(&mut self, player_id: u32, identity: Identity, link: MemberLink, resumed: bool) -> Joined {
         let chunks = self.board.chunks();
-        let newest = self.history.back().map(|(tick, players)| {
-            Bytes::from(encode(&ServerMsg::Snapshot {
-                tick: *tick,
-                baseline: 0,
-                entities: snapshot::encode(players, None, 0),
-            }))
-        });
         let welcome = ServerMsg::Welcome {
             player_id,
             tick_rate: self.config.tick_rate,
             rules: self.sim.rules(),
+            view_distance: self.config.interest.view_distance,
             players: self.members.values().map(|m| m.info.clone()).collect(),
             orbs: self.sim.orbs(),
             identity,
@@ -193,10 +192,16 @@ impl Room {
             resume: self.members.get(&player_id).map(|m| m.resume).unwrap_or_default(),
         };
         let (snapshots_tx, snapshots) = watch::channel(Bytes::new());
-        if let Some(bytes) = newest {
+        let member = self.members.get_mut(&player_id).expect("attach is called for members only");
+        // The client starts from nothing: the newest world, against no baseline.
+        member.view.reset();
+        if let Some((tick, players)) = &self.latest {
+            let frame = Frame::new(*tick, Arc::clone(players), &self.config.interest, self.cell_views.clone());
+            let mut encodings = Encodings::default();
+            let bytes =
+                member.view.next(player_id, 0, &frame, &self.config.interest, self.config.tick_rate, &mut encodings);
             snapshots_tx.send_replace(bytes);
         }
-        let member = self.members.get_mut(&player_id).expect("attach is called for members only");
         if let Some(old) = member.kick.take() {
             let _ =
                 old.send(CloseReason::new(close::POLICY_VIOLATION, "this player was resumed on another connection"));
@@ -331,8 +336,10 @@ impl Room {
         // clients keep drawing the last one (a board room of idle players would otherwise send
         // everyone a snapshot 30 times a second).
         let players: Vec<NetPlayer> = outbox.players.iter().map(NetPlayer::quantized).collect();
-        let changed = self.history.back().is_none_or(|(_, last)| **last != players);
-        if changed || self.moving {
+        let changed = self.latest.as_ref().is_none_or(|(_, last)| **last != players);
+        // Members left behind by their budget need snapshots until they have caught up.
+        let catching_up = self.members.values().any(|m| m.detached_at.is_none() && m.view.behind());
+        if changed || self.moving || catching_up {
             self.publish(outbox.tick, Arc::new(players));
         }
         self.moving = changed;
@@ -342,31 +349,21 @@ impl Room {
         self.metrics.tick_seconds.observe(started.elapsed().as_micros() as u64);
     }
 
-    /// Sends every attached member the snapshot of `tick`, as a delta against the newest one it
-    /// acknowledged (in full if that is no longer kept). Each distinct baseline is encoded once.
+    /// Sends every attached member the snapshot of `tick`: its view, within its budget, as a
+    /// delta against the newest snapshot it acknowledged. Each distinct (set, baseline) pair is
+    /// encoded once.
     fn publish(&mut self, tick: u32, players: Arc<Vec<NetPlayer>>) {
-        if self.history.len() == BASELINES_KEPT {
-            self.history.pop_front();
-        }
-        self.history.push_back((tick, Arc::clone(&players)));
-        let mut encoded: HashMap<u32, Bytes> = HashMap::new();
-        for member in self.members.values().filter(|m| m.detached_at.is_none()) {
+        let frame = Frame::new(tick, Arc::clone(&players), &self.config.interest, std::mem::take(&mut self.cell_views));
+        self.latest = Some((tick, players));
+        let mut encodings = Encodings::default();
+        let (interest, tick_rate) = (self.config.interest, self.config.tick_rate);
+        for (&id, member) in self.members.iter_mut().filter(|(_, m)| m.detached_at.is_none()) {
             let acked = member.acked.load(Ordering::Relaxed);
-            let baseline = match self.history.binary_search_by_key(&acked, |(t, _)| *t) {
-                Ok(at) if acked != tick => Some(&self.history[at]),
-                _ => None,
-            };
-            let key = baseline.map_or(0, |(t, _)| *t);
-            let bytes = encoded.entry(key).or_insert_with(|| {
-                let entities = match baseline {
-                    Some((base_tick, base)) => snapshot::encode(&players, Some(base), tick.wrapping_sub(*base_tick)),
-                    None => snapshot::encode(&players, None, 0),
-                };
-                Bytes::from(encode(&ServerMsg::Snapshot { tick, baseline: key, entities }))
-            });
-            member.snapshots.send_replace(bytes.clone());
+            let bytes = member.view.next(id, acked, &frame, &interest, tick_rate, &mut encodings);
+            member.snapshots.send_replace(bytes);
         }
-        self.metrics.snapshot_encodings.add(encoded.len() as u64);
+        self.metrics.snapshot_encodings.add(encodings.count);
+        self.cell_views = frame.into_views();
     }
 
     /// Sends a reliable message to every member; a member whose queue is full is too slow to keep
@@ -516,6 +513,7 @@ fn refuse_all(control: &mut mpsc::UnboundedReceiver<Control>, reason: &str) {
 #[cfg(test)]
 mod tests {
     use easel_protocol::board::{Point, Stroke, StrokeId};
+    use easel_protocol::snapshot;
 
     use super::*;
     use crate::store::{Location, Store};
@@ -617,6 +615,28 @@ mod tests {
         assert_ne!(sa.as_ptr(), sb.as_ptr(), "different baselines, different encodings");
         assert_eq!(decode_snapshot(&sa).1, 2);
         assert_eq!(decode_snapshot(&sb).1, 1);
+    }
+
+    #[tokio::test]
+    async fn each_member_is_sent_the_players_in_its_view_and_full_visibility_sends_all() {
+        let mut config = Config::for_tests();
+        config.interest = crate::config::Interest { view_distance: 500.0, snapshot_budget: 0 };
+        let (mut room, _commits) = room_with(config).await;
+        let mut near_a = room.join(1, "a".into(), identity(1), (100.0, 100.0), link(8).0).unwrap().snapshots;
+        room.join(2, "b".into(), identity(2), (400.0, 300.0), link(8).0).unwrap();
+        room.join(3, "c".into(), identity(3), (1900.0, 1900.0), link(8).0).unwrap();
+        room.tick();
+        let (_, _, entities) = decode_snapshot(&near_a.borrow_and_update());
+        let seen: Vec<u32> = snapshot::decode(&entities, None, 0).unwrap().iter().map(|p| p.id).collect();
+        assert_eq!(seen, [1, 2], "c is 1,800 away");
+
+        let (mut room, _commits) = room_with(Config::for_tests()).await;
+        room.config = Arc::new(Config { interest: crate::config::Interest::FULL_VISIBILITY, ..Config::for_tests() });
+        let mut a = room.join(1, "a".into(), identity(1), (100.0, 100.0), link(8).0).unwrap().snapshots;
+        room.join(3, "c".into(), identity(3), (1900.0, 1900.0), link(8).0).unwrap();
+        room.tick();
+        let (_, _, entities) = decode_snapshot(&a.borrow_and_update());
+        assert_eq!(snapshot::decode(&entities, None, 0).unwrap().len(), 2);
     }
 
     #[tokio::test]

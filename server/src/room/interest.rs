@@ -1,0 +1,475 @@
+//! Interest management and the per-client snapshot budget: which players each member is sent,
+//! and with which values, before `snapshot::encode` packs them against its baseline.
+//!
+//! Views are per cell, not per player: the world is cut into `VIEW_CELL`-wide squares, and a
+//! member is sent the view of the cell it stands in: every player within `view_distance` of any
+//! point of that cell. That is everyone within `view_distance` of the member (and never anyone
+//! beyond `view_distance + VIEW_CELL + VIEW_HYSTERESIS`), and it lets every member of a cell
+//! share one set, so one encoding per (cell, baseline) serves them all: interest management keeps
+//! "encode once, send many". A player already in a cell's view leaves it only beyond a further
+//! `VIEW_HYSTERESIS`, so a player on the edge does not flicker in and out.
+//!
+//! When a snapshot would overrun the member's byte budget, players compete for it by priority
+//! accumulators (Gaffer on Games, "state synchronization"): each tick every player the member has
+//! a stale value of gains `nearness × (1 + how much it changed)`, the highest are sent fresh and
+//! reset to zero, the others keep the value the member last had. Since every stale player gains
+//! each tick and at least one is sent per tick, none starves. This path is per member.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use easel_protocol::snapshot::{self, NetPlayer, POSITION_STEPS_PER_UNIT};
+use easel_protocol::{ServerMsg, encode};
+
+use crate::config::Interest;
+
+/// A player already in a cell's view stays until it is this many world units further out.
+pub const VIEW_HYSTERESIS: f32 = 100.0;
+
+/// The side of the squares that share a view, in world units: small against a view distance of
+/// hundreds of units (the extra players sent are off screen), large enough that a room's members
+/// crowd into few of them (the world of the game is 8 × 8 cells).
+pub const VIEW_CELL: f32 = 250.0;
+
+/// Past snapshots kept per member as baselines: a second at 30 Hz. A client whose
+/// acknowledgement is older gets a snapshot against nothing (in full).
+const BASELINES_KEPT: usize = 32;
+
+/// About one tick of movement at the game's speed, in wire units (200 units/s ÷ 30 Hz × 8): the
+/// scale of "how much it changed" in a priority.
+const CHANGE_SCALE: f32 = 64.0;
+
+/// The distance (wire units: 250 world units, a quarter of a screen) at which a player's priority
+/// is half that of one right next to the member.
+const NEARNESS_SCALE: f32 = 2000.0;
+
+/// Bytes of a snapshot message around its entity bits (tag, tick, baseline, length).
+const MESSAGE_OVERHEAD: i64 = 12;
+
+/// A set of players sorted by id, shared by every member sent it.
+pub type Players = Arc<Vec<NetPlayer>>;
+
+/// The views of the cells, by cell, as a publish leaves them (the next one's hysteresis).
+pub type CellViews = HashMap<(u32, u32), Players>;
+
+/// The world of one tick: players sorted by id, bucketed by cell, and the cells' views as they
+/// are asked for.
+pub struct Frame {
+    pub tick: u32,
+    pub players: Players,
+    interest: Interest,
+    /// Indices into `players` by cell, row after row of `columns` (empty with full visibility).
+    cells: Vec<Vec<u32>>,
+    columns: u32,
+    previous: CellViews,
+    views: RefCell<CellViews>,
+}
+
+impl Frame {
+    /// `previous` is what the last frame's `into_views` returned.
+    pub fn new(tick: u32, players: Players, interest: &Interest, previous: CellViews) -> Self {
+        let (mut cells, mut columns) = (Vec::new(), 0);
+        if interest.view_distance > 0.0 {
+            let corner = players.iter().fold((0, 0), |(x, y), p| {
+                let (cx, cy) = cell_of(p);
+                (x.max(cx), y.max(cy))
+            });
+            columns = corner.0 + 1;
+            cells = vec![Vec::new(); (columns * (corner.1 + 1)) as usize];
+            for (index, p) in players.iter().enumerate() {
+                let (cx, cy) = cell_of(p);
+                cells[(cy * columns + cx) as usize].push(index as u32);
+            }
+        }
+        Self { tick, players, interest: *interest, cells, columns, previous, views: RefCell::default() }
+    }
+
+    /// The cells' views computed for this frame, for the next one.
+    pub fn into_views(self) -> CellViews {
+        self.views.into_inner()
+    }
+
+    /// The players `me` should know of: everyone with full visibility, else its cell's view.
+    /// Everyone in view shares the frame's own `Arc`.
+    pub fn visible_to(&self, me: u32) -> Players {
+        if self.interest.view_distance <= 0.0 {
+            return Arc::clone(&self.players);
+        }
+        let Some(own) = find(&self.players, me) else { return Arc::new(Vec::new()) };
+        let cell = cell_of(own);
+        if let Some(view) = self.views.borrow().get(&cell) {
+            return Arc::clone(view);
+        }
+        let view = self.cell_view(cell);
+        self.views.borrow_mut().insert(cell, Arc::clone(&view));
+        view
+    }
+
+    fn cell_view(&self, (cx, cy): (u32, u32)) -> Players {
+        let side = wire_distance(VIEW_CELL);
+        let enter = wire_distance(self.interest.view_distance);
+        let leave = wire_distance(self.interest.view_distance + VIEW_HYSTERESIS);
+        // Distance from the cell's square [low, low + side) on one axis.
+        let axis = |v: u16, low: u32| {
+            let v = u32::from(v);
+            if v < low { low - v } else { v.saturating_sub(low + side - 1) }
+        };
+        let previous = self.previous.get(&(cx, cy));
+        let reach = leave.div_ceil(side);
+        let rows = self.cells.len() as u32 / self.columns.max(1);
+        let mut indices = Vec::new();
+        for y in cy.saturating_sub(reach)..=(cy + reach).min(rows.saturating_sub(1)) {
+            for x in cx.saturating_sub(reach)..=(cx + reach).min(self.columns.saturating_sub(1)) {
+                for &i in &self.cells[(y * self.columns + x) as usize] {
+                    let p = &self.players[i as usize];
+                    let d = axis(p.x, cx * side).max(axis(p.y, cy * side));
+                    if d <= enter || (d <= leave && previous.is_some_and(|v| find(v, p.id).is_some())) {
+                        indices.push(i);
+                    }
+                }
+            }
+        }
+        if indices.len() == self.players.len() {
+            return Arc::clone(&self.players);
+        }
+        indices.sort_unstable();
+        Arc::new(indices.into_iter().map(|i| self.players[i as usize]).collect())
+    }
+}
+
+fn cell_of(p: &NetPlayer) -> (u32, u32) {
+    let side = wire_distance(VIEW_CELL);
+    (u32::from(p.x) / side, u32::from(p.y) / side)
+}
+
+/// World units to wire units (eighths).
+fn wire_distance(units: f32) -> u32 {
+    (units * POSITION_STEPS_PER_UNIT).round() as u32
+}
+
+fn chebyshev(a: &NetPlayer, b: &NetPlayer) -> u32 {
+    u32::from(a.x.abs_diff(b.x)).max(u32::from(a.y.abs_diff(b.y)))
+}
+
+fn find(players: &[NetPlayer], id: u32) -> Option<&NetPlayer> {
+    players.binary_search_by_key(&id, |p| p.id).ok().map(|at| &players[at])
+}
+
+/// Encodings made during one publish, keyed by the sets' addresses: members with the same
+/// current set and baseline get the same bytes. Holding the `Arc`s keeps the addresses unique.
+#[derive(Default)]
+pub struct Encodings {
+    made: HashMap<(usize, usize), (Players, Option<Players>, Bytes)>,
+    /// Encodings made (each distinct one once), for `/metrics`.
+    pub count: u64,
+}
+
+impl Encodings {
+    fn get(&mut self, tick: u32, current: &Players, baseline: Option<&(u32, Players)>) -> Bytes {
+        let key = (Arc::as_ptr(current) as usize, baseline.map_or(0, |(_, b)| Arc::as_ptr(b) as usize));
+        let count = &mut self.count;
+        let entry = self.made.entry(key).or_insert_with(|| {
+            *count += 1;
+            let (base_tick, entities) = match baseline {
+                Some((base_tick, base)) => {
+                    (*base_tick, snapshot::encode(current, Some(base), tick.wrapping_sub(*base_tick)))
+                }
+                None => (0, snapshot::encode(current, None, 0)),
+            };
+            let bytes = Bytes::from(encode(&ServerMsg::Snapshot { tick, baseline: base_tick, entities }));
+            (Arc::clone(current), baseline.map(|(_, b)| Arc::clone(b)), bytes)
+        });
+        entry.2.clone()
+    }
+}
+
+/// What one member has been sent: its recent snapshots (the baselines it may acknowledge), the
+/// priority each stale player has built up, and its byte credit.
+#[derive(Default)]
+pub struct MemberView {
+    sent: VecDeque<(u32, Players)>,
+    priority: HashMap<u32, f32>,
+    /// Bytes it may still be sent (token bucket, refilled every tick).
+    credit: f64,
+    /// Whether its last snapshot left some players stale: it needs more even if nothing moves.
+    behind: bool,
+}
+
+impl MemberView {
+    /// A new connection: the client knows nothing yet.
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    pub fn behind(&self) -> bool {
+        self.behind
+    }
+
+    /// The snapshot of `frame` for member `me`, which acknowledged tick `acked`.
+    pub fn next(
+        &mut self,
+        me: u32,
+        acked: u32,
+        frame: &Frame,
+        interest: &Interest,
+        tick_rate: u16,
+        encodings: &mut Encodings,
+    ) -> Bytes {
+        // Nothing older than the acknowledged snapshot can be a baseline again.
+        while self.sent.len() > 1 && self.sent.front().is_some_and(|(t, _)| *t != acked && older(*t, acked)) {
+            self.sent.pop_front();
+        }
+        while self.sent.len() >= BASELINES_KEPT {
+            self.sent.pop_front();
+        }
+        let baseline = self.sent.iter().find(|(t, _)| *t == acked && acked != frame.tick).cloned();
+        let last_sent = self.sent.back().map(|(_, s)| Arc::clone(s));
+        let view = frame.visible_to(me);
+        let per_tick = f64::from(interest.snapshot_budget) / f64::from(tick_rate.max(1));
+        self.credit = (self.credit + per_tick).min(2.0 * per_tick);
+        let mut bytes = encodings.get(frame.tick, &view, baseline.as_ref());
+        let mut current = view;
+        self.behind = false;
+        if interest.snapshot_budget > 0 && bytes.len() as f64 > self.credit {
+            let chosen = self.prioritize(me, frame, &current, baseline.as_ref(), last_sent.as_deref());
+            if !Arc::ptr_eq(&chosen, &current) {
+                current = chosen;
+                bytes = encodings.get(frame.tick, &current, baseline.as_ref());
+            }
+        } else {
+            self.priority.clear();
+        }
+        self.credit -= bytes.len() as f64;
+        self.sent.push_back((frame.tick, current));
+        bytes
+    }
+
+    /// The players to send within the credit: own player, players the client already has the
+    /// newest value of, and then stale ones in priority order (at least one per tick); the rest
+    /// keep the value last sent (or stay unsent if they are new).
+    fn prioritize(
+        &mut self,
+        me: u32,
+        frame: &Frame,
+        view: &Players,
+        baseline: Option<&(u32, Players)>,
+        last_sent: Option<&Vec<NetPlayer>>,
+    ) -> Players {
+        let gap = baseline.map_or(0, |(t, _)| frame.tick.wrapping_sub(*t));
+        let base_of = |id| baseline.and_then(|(_, b)| find(b, id));
+        let last_of = |id| last_sent.and_then(|s| find(s, id));
+        let cost = |p: &NetPlayer| {
+            // New players are written with an id gap; a couple of bytes is near enough here.
+            i64::from(snapshot::entity_bits(p, base_of(p.id), gap, p.id.saturating_sub(16)))
+        };
+        let Some(own) = find(view, me).copied() else { return Arc::clone(view) };
+
+        // A bit per baseline player covers those that left (an overestimate by the kept ones'
+        // flag, which `cost` counts again): near enough for a budget.
+        let mut spent_bits = MESSAGE_OVERHEAD * 8 + baseline.map_or(0, |(_, b)| b.len() as i64);
+        // (index in view, extra bits to send it fresh rather than as the client has it)
+        let mut stale: Vec<(usize, i64)> = Vec::new();
+        let mut priority = HashMap::with_capacity(self.priority.len());
+        for (index, player) in view.iter().enumerate() {
+            let last = last_of(player.id).copied();
+            if player.id == me || last == Some(*player) {
+                spent_bits += cost(player);
+                continue;
+            }
+            let change = match last {
+                Some(last) => chebyshev(player, &last) as f32 / CHANGE_SCALE + f32::from(player.score != last.score),
+                None => 4.0,
+            };
+            let nearness = 1.0 / (1.0 + chebyshev(player, &own) as f32 / NEARNESS_SCALE);
+            let built = self.priority.get(&player.id).copied().unwrap_or(0.0) + nearness * (1.0 + change);
+            priority.insert(player.id, built);
+            let stale_bits = last.map_or(0, |l| cost(&l));
+            spent_bits += stale_bits;
+            stale.push((index, cost(player) - stale_bits));
+        }
+        stale.sort_by(|a, b| priority[&view[b.0].id].total_cmp(&priority[&view[a.0].id]));
+        let allowance_bits = (self.credit.max(0.0) * 8.0) as i64;
+        let mut keep_stale = vec![false; view.len()];
+        for (rank, &(index, extra)) in stale.iter().enumerate() {
+            if rank == 0 || spent_bits + extra <= allowance_bits {
+                spent_bits += extra;
+                priority.remove(&view[index].id);
+            } else {
+                keep_stale[index] = true;
+            }
+        }
+        self.priority = priority;
+        if !keep_stale.contains(&true) {
+            return Arc::clone(view);
+        }
+        self.behind = true;
+        // A stale player keeps the value the client has; a new one stays unsent for now.
+        let chosen = view
+            .iter()
+            .zip(&keep_stale)
+            .filter_map(|(player, &stale)| if stale { last_of(player.id).copied() } else { Some(*player) })
+            .collect();
+        Arc::new(chosen)
+    }
+}
+
+/// Whether tick `a` is before tick `b` (ticks wrap after 2³² but never get that far apart).
+fn older(a: u32, b: u32) -> bool {
+    b.wrapping_sub(a) < u32::MAX / 2 && a != b
+}
+
+#[cfg(test)]
+mod tests {
+    use easel_protocol::snapshot::quantize;
+
+    use super::*;
+
+    fn player(id: u32, x: f32, y: f32) -> NetPlayer {
+        NetPlayer { id, x: quantize(x), y: quantize(y), score: 0, last_input_seq: 0 }
+    }
+
+    fn ids(players: &[NetPlayer]) -> Vec<u32> {
+        players.iter().map(|p| p.id).collect()
+    }
+
+    const VIEW: Interest = Interest { view_distance: 1000.0, snapshot_budget: 0 };
+
+    #[test]
+    fn a_player_enters_a_cells_view_within_the_view_distance_and_leaves_beyond_the_hysteresis() {
+        // Member 1 stands in cell (0, 0), world x and y in [0, 250): its view reaches x < 1,250.
+        let world = |x3: f32| {
+            Arc::new(vec![
+                player(1, 100.0, 100.0),
+                player(2, 1000.0, 1000.0),
+                player(3, x3, 100.0),
+                player(4, 5000.0, 5000.0),
+            ])
+        };
+        let mut views = CellViews::new();
+        let mut step = |tick, x3, expected: &[u32], why: &str| {
+            let frame = Frame::new(tick, world(x3), &VIEW, std::mem::take(&mut views));
+            assert_eq!(ids(&frame.visible_to(1)), expected, "{why}");
+            views = frame.into_views();
+        };
+        step(1, 1300.0, &[1, 2], "3 is 1,050 from the cell: not in view");
+        step(2, 1240.0, &[1, 2, 3], "3 came within 1,000 of the cell");
+        step(3, 1340.0, &[1, 2, 3], "3 is in the hysteresis band and was in view: it stays");
+        step(4, 1360.0, &[1, 2], "beyond the band it leaves");
+        step(5, 1340.0, &[1, 2], "and in the band it does not come back");
+        let frame = Frame::new(6, world(1340.0), &VIEW, CellViews::new());
+        assert_eq!(ids(&frame.visible_to(4)), [4], "a player alone far away sees itself");
+    }
+
+    #[test]
+    fn members_of_one_cell_share_one_set_and_those_who_see_everyone_share_the_worlds() {
+        let players = Arc::new(vec![player(1, 10.0, 10.0), player(2, 200.0, 200.0), player(3, 1900.0, 1900.0)]);
+        let frame = Frame::new(1, Arc::clone(&players), &VIEW, CellViews::new());
+        let (one, two, three) = (frame.visible_to(1), frame.visible_to(2), frame.visible_to(3));
+        assert!(Arc::ptr_eq(&one, &two), "1 and 2 stand in the same cell");
+        assert_eq!(ids(&one), [1, 2]);
+        assert_eq!(ids(&three), [3]);
+        let near = Arc::new(vec![player(1, 10.0, 10.0), player(2, 900.0, 900.0)]);
+        for interest in [VIEW, Interest::FULL_VISIBILITY] {
+            let frame = Frame::new(1, Arc::clone(&near), &interest, CellViews::new());
+            assert!(Arc::ptr_eq(&frame.visible_to(1), &near));
+            assert!(Arc::ptr_eq(&frame.visible_to(2), &near));
+        }
+    }
+
+    #[test]
+    fn a_view_holds_everyone_within_the_view_distance_and_nobody_beyond_a_cell_and_the_band() {
+        let mut rng = easel_protocol::rng::Mulberry32::new(5);
+        let players: Vec<NetPlayer> =
+            (0..800).map(|id| player(id, (rng.next_f64() * 6000.0) as f32, (rng.next_f64() * 6000.0) as f32)).collect();
+        let frame = Frame::new(1, Arc::new(players.clone()), &VIEW, CellViews::new());
+        for me in 0..800 {
+            let own = players[me as usize];
+            let seen = ids(&frame.visible_to(me));
+            for p in &players {
+                let d = chebyshev(p, &own);
+                if d <= wire_distance(1000.0) {
+                    assert!(seen.contains(&p.id), "{} is {d} from {me} and must be seen", p.id);
+                }
+                if d > wire_distance(1000.0 + VIEW_CELL + VIEW_HYSTERESIS) {
+                    assert!(!seen.contains(&p.id), "{} is {d} from {me} and must not be sent", p.id);
+                }
+            }
+        }
+    }
+
+    /// 300 players around a member, all moving every tick, and a budget far below what that
+    /// costs: the member acknowledges every snapshot, as a client keeping up does.
+    #[test]
+    fn under_a_tight_budget_own_player_is_always_fresh_the_nearest_first_and_nobody_starves() {
+        let interest = Interest { view_distance: 0.0, snapshot_budget: 12_000 };
+        let tick_rate = 30;
+        let mut view = MemberView::default();
+        let mut acked = 0;
+        let mut last_fresh = vec![0u32; 300];
+        let mut fresh_count = vec![0u32; 300];
+        let mut longest_stale = 0;
+        let mut total_bytes = 0;
+        let mut client: Option<Vec<NetPlayer>> = None;
+        let ticks = 150;
+        for tick in 1..=ticks {
+            // Player i sits i×5 units from the member (id 0) and drifts one unit a tick.
+            let world: Vec<NetPlayer> = (0..300u32)
+                .map(|i| NetPlayer { last_input_seq: tick, ..player(i, 100.0 + i as f32 * 5.0, 100.0 + tick as f32) })
+                .collect();
+            let frame = Frame::new(tick, Arc::new(world.clone()), &interest, CellViews::new());
+            let bytes = view.next(0, acked, &frame, &interest, tick_rate, &mut Encodings::default());
+            total_bytes += bytes.len();
+            let ServerMsg::Snapshot { baseline, entities, .. } = easel_protocol::decode_server(&bytes).unwrap() else {
+                panic!("not a snapshot")
+            };
+            let base = (baseline != 0).then(|| client.clone().expect("a baseline the client has"));
+            let decoded = snapshot::decode(&entities, base.as_deref(), tick - baseline).unwrap();
+            assert_eq!(decoded.first(), Some(&world[0]), "own player is always sent fresh");
+            for p in &decoded {
+                if *p == world[p.id as usize] {
+                    last_fresh[p.id as usize] = tick;
+                    fresh_count[p.id as usize] += 1;
+                }
+            }
+            if tick > 30 {
+                longest_stale = longest_stale.max(last_fresh.iter().map(|&t| tick - t).max().unwrap());
+            }
+            client = Some(decoded);
+            acked = tick;
+        }
+        let per_second = total_bytes as f64 / (f64::from(ticks) / f64::from(tick_rate));
+        assert!(per_second <= 12_000.0 * 1.1, "{per_second:.0} bytes/s against a budget of 12,000");
+        assert!(fresh_count.iter().all(|&c| c > 0), "every player was sent at least once");
+        assert!(longest_stale < 60, "no player went two seconds without an update: {longest_stale} ticks");
+        let near: u32 = fresh_count[1..30].iter().sum();
+        let far: u32 = fresh_count[270..299].iter().sum();
+        assert!(near > far * 2, "the nearest are updated more often: {near} vs {far}");
+    }
+
+    #[test]
+    fn a_stopped_world_is_caught_up_to_within_the_budget() {
+        let interest = Interest { view_distance: 0.0, snapshot_budget: 6_000 };
+        let world: Vec<NetPlayer> = (0..300u32).map(|i| player(i, i as f32 * 3.0, 50.0)).collect();
+        let mut view = MemberView::default();
+        let mut client: Option<Vec<NetPlayer>> = None;
+        let mut acked = 0;
+        for tick in 1..=100 {
+            let frame = Frame::new(tick, Arc::new(world.clone()), &interest, CellViews::new());
+            let bytes = view.next(0, acked, &frame, &interest, 30, &mut Encodings::default());
+            let ServerMsg::Snapshot { baseline, entities, .. } = easel_protocol::decode_server(&bytes).unwrap() else {
+                panic!("not a snapshot")
+            };
+            let base = (baseline != 0).then(|| client.clone().unwrap());
+            client = Some(snapshot::decode(&entities, base.as_deref(), tick - baseline).unwrap());
+            acked = tick;
+            if !view.behind() {
+                assert_eq!(client.as_deref(), Some(world.as_slice()), "caught up means it has everyone");
+                assert!(tick > 1, "300 new players do not fit one tick of 200 bytes");
+                return;
+            }
+        }
+        panic!("a member of an unchanging world never caught up");
+    }
+}
