@@ -51,11 +51,11 @@ pub struct ServeArgs {
     #[arg(long, env = "EASEL_RESUME_GRACE", value_name = "DURATION", value_parser = parse_duration)]
     pub resume_grace: Option<Duration>,
     /// Interest management: each client is sent the players within this many world units of its
-    /// own (a square; 0 sends every player to everyone) [default: 1000].
+    /// own (a square, at least 100); 0 sends every player to everyone [default: 0].
     #[arg(long, env = "EASEL_VIEW_DISTANCE", value_name = "UNITS")]
     pub view_distance: Option<f32>,
     /// Snapshot bytes per second each client may be sent; over it, the nearest and most changed
-    /// players go first and the rest catch up later (0: no limit) [default: 65536].
+    /// players go first and the rest catch up later (0: no limit) [default: 0].
     #[arg(long, env = "EASEL_SNAPSHOT_BUDGET", value_name = "BYTES_PER_S")]
     pub snapshot_budget: Option<u32>,
 }
@@ -142,10 +142,12 @@ impl Interest {
 }
 
 impl Default for Interest {
+    /// Off: in the game's 2,000-unit world a view that fills a screen (1,000 units each way)
+    /// still holds most of the world, so interest management saves little bandwidth there and
+    /// costs CPU (an encoding per cell instead of one for everyone; README, Benchmarks). It is
+    /// for bigger worlds and crowded rooms, where an operator turns it on.
     fn default() -> Self {
-        // 1000 units each way is more than a 1080p screen shows at 1:1 (the client zooms in on
-        // wider screens); 64 KiB/s is a few hundred moving players, and a phone's fair share.
-        Self { view_distance: 1000.0, snapshot_budget: 64 * 1024 }
+        Self::FULL_VISIBILITY
     }
 }
 

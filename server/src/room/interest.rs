@@ -1,10 +1,11 @@
 //! Interest management and the per-client snapshot budget: which players each member is sent,
 //! and with which values, before `snapshot::encode` packs them against its baseline.
 //!
-//! Views are per cell, not per player: the world is cut into `VIEW_CELL`-wide squares, and a
+//! Views are per cell, not per player: the world is cut into squares half the view distance
+//! wide (`cell_side`), and a
 //! member is sent the view of the cell it stands in: every player within `view_distance` of any
 //! point of that cell. That is everyone within `view_distance` of the member (and never anyone
-//! beyond `view_distance + VIEW_CELL + VIEW_HYSTERESIS`), and it lets every member of a cell
+//! beyond `view_distance × 1.5 + VIEW_HYSTERESIS`), and it lets every member of a cell
 //! share one set, so one encoding per (cell, baseline) serves them all: interest management keeps
 //! "encode once, send many". A player already in a cell's view leaves it only beyond a further
 //! `VIEW_HYSTERESIS`, so a player on the edge does not flicker in and out.
@@ -28,10 +29,13 @@ use crate::config::Interest;
 /// A player already in a cell's view stays until it is this many world units further out.
 pub const VIEW_HYSTERESIS: f32 = 100.0;
 
-/// The side of the squares that share a view, in world units: small against a view distance of
-/// hundreds of units (the extra players sent are off screen), large enough that a room's members
-/// crowd into few of them (the world of the game is 8 × 8 cells).
-pub const VIEW_CELL: f32 = 250.0;
+/// The side of the squares that share a view, in wire units: half the view distance. Smaller
+/// cells send fewer extra (off-screen) players but make more distinct views, and each distinct
+/// view costs an encoding per tick; at half the view distance the default game world is 4 × 4
+/// cells, and a view is never more than 1.5 times the view distance.
+fn cell_side(interest: &Interest) -> u32 {
+    wire_distance(interest.view_distance / 2.0).max(1)
+}
 
 /// Past snapshots kept per member as baselines: a second at 30 Hz. A client whose
 /// acknowledgement is older gets a snapshot against nothing (in full).
@@ -73,13 +77,13 @@ impl Frame {
         let (mut cells, mut columns) = (Vec::new(), 0);
         if interest.view_distance > 0.0 {
             let corner = players.iter().fold((0, 0), |(x, y), p| {
-                let (cx, cy) = cell_of(p);
+                let (cx, cy) = cell_of(p, interest);
                 (x.max(cx), y.max(cy))
             });
             columns = corner.0 + 1;
             cells = vec![Vec::new(); (columns * (corner.1 + 1)) as usize];
             for (index, p) in players.iter().enumerate() {
-                let (cx, cy) = cell_of(p);
+                let (cx, cy) = cell_of(p, interest);
                 cells[(cy * columns + cx) as usize].push(index as u32);
             }
         }
@@ -98,7 +102,7 @@ impl Frame {
             return Arc::clone(&self.players);
         }
         let Some(own) = find(&self.players, me) else { return Arc::new(Vec::new()) };
-        let cell = cell_of(own);
+        let cell = cell_of(own, &self.interest);
         if let Some(view) = self.views.borrow().get(&cell) {
             return Arc::clone(view);
         }
@@ -108,7 +112,7 @@ impl Frame {
     }
 
     fn cell_view(&self, (cx, cy): (u32, u32)) -> Players {
-        let side = wire_distance(VIEW_CELL);
+        let side = cell_side(&self.interest);
         let enter = wire_distance(self.interest.view_distance);
         let leave = wire_distance(self.interest.view_distance + VIEW_HYSTERESIS);
         // Distance from the cell's square [low, low + side) on one axis.
@@ -139,8 +143,8 @@ impl Frame {
     }
 }
 
-fn cell_of(p: &NetPlayer) -> (u32, u32) {
-    let side = wire_distance(VIEW_CELL);
+fn cell_of(p: &NetPlayer, interest: &Interest) -> (u32, u32) {
+    let side = cell_side(interest);
     (u32::from(p.x) / side, u32::from(p.y) / side)
 }
 
@@ -269,8 +273,8 @@ impl MemberView {
         // A bit per baseline player covers those that left (an overestimate by the kept ones'
         // flag, which `cost` counts again): near enough for a budget.
         let mut spent_bits = MESSAGE_OVERHEAD * 8 + baseline.map_or(0, |(_, b)| b.len() as i64);
-        // (index in view, extra bits to send it fresh rather than as the client has it)
-        let mut stale: Vec<(usize, i64)> = Vec::new();
+        // (priority, index in view, extra bits to send it fresh rather than as the client has it)
+        let mut stale: Vec<(f32, usize, i64)> = Vec::new();
         let mut priority = HashMap::with_capacity(self.priority.len());
         for (index, player) in view.iter().enumerate() {
             let last = last_of(player.id).copied();
@@ -287,12 +291,12 @@ impl MemberView {
             priority.insert(player.id, built);
             let stale_bits = last.map_or(0, |l| cost(&l));
             spent_bits += stale_bits;
-            stale.push((index, cost(player) - stale_bits));
+            stale.push((built, index, cost(player) - stale_bits));
         }
-        stale.sort_by(|a, b| priority[&view[b.0].id].total_cmp(&priority[&view[a.0].id]));
+        stale.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
         let allowance_bits = (self.credit.max(0.0) * 8.0) as i64;
         let mut keep_stale = vec![false; view.len()];
-        for (rank, &(index, extra)) in stale.iter().enumerate() {
+        for (rank, &(_, index, extra)) in stale.iter().enumerate() {
             if rank == 0 || spent_bits + extra <= allowance_bits {
                 spent_bits += extra;
                 priority.remove(&view[index].id);
@@ -338,7 +342,7 @@ mod tests {
 
     #[test]
     fn a_player_enters_a_cells_view_within_the_view_distance_and_leaves_beyond_the_hysteresis() {
-        // Member 1 stands in cell (0, 0), world x and y in [0, 250): its view reaches x < 1,250.
+        // Member 1 stands in cell (0, 0), world x and y in [0, 500): its view reaches x < 1,500.
         let world = |x3: f32| {
             Arc::new(vec![
                 player(1, 100.0, 100.0),
@@ -353,12 +357,12 @@ mod tests {
             assert_eq!(ids(&frame.visible_to(1)), expected, "{why}");
             views = frame.into_views();
         };
-        step(1, 1300.0, &[1, 2], "3 is 1,050 from the cell: not in view");
-        step(2, 1240.0, &[1, 2, 3], "3 came within 1,000 of the cell");
-        step(3, 1340.0, &[1, 2, 3], "3 is in the hysteresis band and was in view: it stays");
-        step(4, 1360.0, &[1, 2], "beyond the band it leaves");
-        step(5, 1340.0, &[1, 2], "and in the band it does not come back");
-        let frame = Frame::new(6, world(1340.0), &VIEW, CellViews::new());
+        step(1, 1550.0, &[1, 2], "3 is 1,050 from the cell: not in view");
+        step(2, 1490.0, &[1, 2, 3], "3 came within 1,000 of the cell");
+        step(3, 1590.0, &[1, 2, 3], "3 is in the hysteresis band and was in view: it stays");
+        step(4, 1610.0, &[1, 2], "beyond the band it leaves");
+        step(5, 1590.0, &[1, 2], "and in the band it does not come back");
+        let frame = Frame::new(6, world(1590.0), &VIEW, CellViews::new());
         assert_eq!(ids(&frame.visible_to(4)), [4], "a player alone far away sees itself");
     }
 
@@ -392,7 +396,7 @@ mod tests {
                 if d <= wire_distance(1000.0) {
                     assert!(seen.contains(&p.id), "{} is {d} from {me} and must be seen", p.id);
                 }
-                if d > wire_distance(1000.0 + VIEW_CELL + VIEW_HYSTERESIS) {
+                if d > wire_distance(1500.0 + VIEW_HYSTERESIS) {
                     assert!(!seen.contains(&p.id), "{} is {d} from {me} and must not be sent", p.id);
                 }
             }

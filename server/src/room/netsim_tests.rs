@@ -13,6 +13,7 @@ use easel_protocol::{ClientMsg, decode_client};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::*;
+use crate::config::Interest;
 use crate::store::{Location, Store};
 
 /// The bad network: 150 ms round trip, 20 ms jitter, 2 % loss (of what may be lost).
@@ -34,8 +35,8 @@ struct Peer {
     next_frame_ms: f64,
 }
 
-async fn room() -> Room {
-    let config = Config::for_tests();
+async fn room(interest: Interest) -> Room {
+    let config = Config { interest, ..Config::for_tests() };
     let (store, _thread) = Store::open(&Location::Memory).unwrap();
     let (commits, _) = mpsc::unbounded_channel();
     let board = board::RoomBoard::load("netsim", store, commits, &config).await.unwrap();
@@ -78,12 +79,14 @@ struct Observed {
     corrections: u64,
     largest_correction: f32,
     snapshots_lost: u64,
+    /// Snapshots that left some remote player stale (the budget at work).
+    remote_stale_snapshots: u64,
 }
 
 /// Runs `seconds` of play: player 1 steers a scripted course (a new direction every 0.7 s,
 /// stopping now and then), the others circle.
-async fn run(seconds: f64) -> Observed {
-    let mut room = room().await;
+async fn run(seconds: f64, interest: Interest) -> Observed {
+    let mut room = room(interest).await;
     let mut peers: Vec<Peer> = (1..=3).map(|id| join(&mut room, id, id * 100)).collect();
     let course = [(1, 0), (1, 1), (0, 1), (0, 0), (-1, 1), (-1, 0), (-1, -1), (0, 0), (0, -1), (1, -1)];
     let mut observed = Observed::default();
@@ -112,6 +115,7 @@ async fn run(seconds: f64) -> Observed {
         if now >= next_tick_ms {
             next_tick_ms += TICK_MS;
             room.tick();
+            observed.remote_stale_snapshots += room.members.values().filter(|m| m.view.behind()).count() as u64;
             for peer in &mut peers {
                 while let Ok(bytes) = peer.messages.try_recv() {
                     peer.down.send(now, bytes, false);
@@ -166,7 +170,21 @@ async fn run(seconds: f64) -> Observed {
 
 #[tokio::test]
 async fn at_150_ms_with_jitter_and_loss_prediction_holds_and_motion_stays_smooth() {
-    let observed = run(20.0).await;
+    assert_smooth(run(20.0, Interest::FULL_VISIBILITY).await, crate::sim::MAX_STEPS_PER_TICK as f32);
+}
+
+/// The same with interest management and a budget below what three moving players cost (about
+/// 700 bytes/s): remote players are sometimes left stale for a tick, and one that catches up
+/// moves one step more in that interval; it must still not snap.
+#[tokio::test]
+async fn under_interest_management_and_a_tight_budget_motion_stays_smooth() {
+    let observed = run(20.0, Interest { view_distance: 500.0, snapshot_budget: 450 }).await;
+    assert!(observed.remote_stale_snapshots > 0, "the budget did leave remote players stale");
+    assert_smooth(observed, crate::sim::MAX_STEPS_PER_TICK as f32 + 1.0);
+}
+
+/// `remote_steps`: how many steps a remote player may cover in one snapshot interval.
+fn assert_smooth(observed: Observed, remote_steps: f32) {
     // Every input reaches the server (each message repeats the last four), in order, and is
     // applied as exactly the tick of movement the client predicted: the server never disagrees
     // by more than the 1/8-unit quantization, which is below what counts as a correction.
@@ -185,7 +203,7 @@ async fn at_150_ms_with_jitter_and_loss_prediction_holds_and_motion_stays_smooth
     // Remote players move at most as fast as the server can move them (inputs bunched by jitter
     // are applied together, up to MAX_STEPS_PER_TICK in a tick), spread over the frames of a
     // snapshot interval: never a snap.
-    let bound = crate::sim::MAX_STEPS_PER_TICK as f32 * STEP * (FRAME_MS / TICK_MS) as f32;
+    let bound = remote_steps * STEP * (FRAME_MS / TICK_MS) as f32;
     assert!(
         observed.remote_frame_jump <= bound,
         "a remote player jumped {} units in one frame",
