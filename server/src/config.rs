@@ -129,8 +129,8 @@ pub struct Limits {
 /// What each client is sent of the world (see `room::interest`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Interest {
-    /// Players within this Chebyshev distance (world units) of a client's own are sent; a player
-    /// already sent stays until it is `VIEW_HYSTERESIS` further. 0: everyone, everywhere.
+    /// Every player within this Chebyshev distance (world units) of a client's own is sent (with
+    /// a few more: views are shared per cell, see `room::interest`). 0: everyone, everywhere.
     pub view_distance: f32,
     /// Snapshot bytes per second per client; 0: unlimited.
     pub snapshot_budget: u32,

@@ -211,16 +211,9 @@ impl MemberView {
         self.behind
     }
 
-    /// The snapshot of `frame` for member `me`, which acknowledged tick `acked`.
-    pub fn next(
-        &mut self,
-        me: u32,
-        acked: u32,
-        frame: &Frame,
-        interest: &Interest,
-        tick_rate: u16,
-        encodings: &mut Encodings,
-    ) -> Bytes {
+    /// The snapshot of `frame` for member `me`, which acknowledged tick `acked`, within the
+    /// frame's interest settings.
+    pub fn next(&mut self, me: u32, acked: u32, frame: &Frame, tick_rate: u16, encodings: &mut Encodings) -> Bytes {
         // Nothing older than the acknowledged snapshot can be a baseline again.
         while self.sent.len() > 1 && self.sent.front().is_some_and(|(t, _)| *t != acked && older(*t, acked)) {
             self.sent.pop_front();
@@ -231,12 +224,13 @@ impl MemberView {
         let baseline = self.sent.iter().find(|(t, _)| *t == acked && acked != frame.tick).cloned();
         let last_sent = self.sent.back().map(|(_, s)| Arc::clone(s));
         let view = frame.visible_to(me);
-        let per_tick = f64::from(interest.snapshot_budget) / f64::from(tick_rate.max(1));
+        let budget = frame.interest.snapshot_budget;
+        let per_tick = f64::from(budget) / f64::from(tick_rate.max(1));
         self.credit = (self.credit + per_tick).min(2.0 * per_tick);
         let mut bytes = encodings.get(frame.tick, &view, baseline.as_ref());
         let mut current = view;
         self.behind = false;
-        if interest.snapshot_budget > 0 && bytes.len() as f64 > self.credit {
+        if budget > 0 && bytes.len() as f64 > self.credit {
             let chosen = self.prioritize(me, frame, &current, baseline.as_ref(), last_sent.as_deref());
             if !Arc::ptr_eq(&chosen, &current) {
                 current = chosen;
@@ -423,7 +417,7 @@ mod tests {
                 .map(|i| NetPlayer { last_input_seq: tick, ..player(i, 100.0 + i as f32 * 5.0, 100.0 + tick as f32) })
                 .collect();
             let frame = Frame::new(tick, Arc::new(world.clone()), &interest, CellViews::new());
-            let bytes = view.next(0, acked, &frame, &interest, tick_rate, &mut Encodings::default());
+            let bytes = view.next(0, acked, &frame, tick_rate, &mut Encodings::default());
             total_bytes += bytes.len();
             let ServerMsg::Snapshot { baseline, entities, .. } = easel_protocol::decode_server(&bytes).unwrap() else {
                 panic!("not a snapshot")
@@ -461,7 +455,7 @@ mod tests {
         let mut acked = 0;
         for tick in 1..=100 {
             let frame = Frame::new(tick, Arc::new(world.clone()), &interest, CellViews::new());
-            let bytes = view.next(0, acked, &frame, &interest, 30, &mut Encodings::default());
+            let bytes = view.next(0, acked, &frame, 30, &mut Encodings::default());
             let ServerMsg::Snapshot { baseline, entities, .. } = easel_protocol::decode_server(&bytes).unwrap() else {
                 panic!("not a snapshot")
             };

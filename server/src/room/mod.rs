@@ -198,8 +198,7 @@ impl Room {
         if let Some((tick, players)) = &self.latest {
             let frame = Frame::new(*tick, Arc::clone(players), &self.config.interest, self.cell_views.clone());
             let mut encodings = Encodings::default();
-            let bytes =
-                member.view.next(player_id, 0, &frame, &self.config.interest, self.config.tick_rate, &mut encodings);
+            let bytes = member.view.next(player_id, 0, &frame, self.config.tick_rate, &mut encodings);
             snapshots_tx.send_replace(bytes);
         }
         if let Some(old) = member.kick.take() {
@@ -356,10 +355,10 @@ impl Room {
         let frame = Frame::new(tick, Arc::clone(&players), &self.config.interest, std::mem::take(&mut self.cell_views));
         self.latest = Some((tick, players));
         let mut encodings = Encodings::default();
-        let (interest, tick_rate) = (self.config.interest, self.config.tick_rate);
+        let tick_rate = self.config.tick_rate;
         for (&id, member) in self.members.iter_mut().filter(|(_, m)| m.detached_at.is_none()) {
             let acked = member.acked.load(Ordering::Relaxed);
-            let bytes = member.view.next(id, acked, &frame, &interest, tick_rate, &mut encodings);
+            let bytes = member.view.next(id, acked, &frame, tick_rate, &mut encodings);
             member.snapshots.send_replace(bytes);
         }
         self.metrics.snapshot_encodings.add(encodings.count);
