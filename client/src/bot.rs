@@ -19,9 +19,9 @@ use serde::Serialize;
 use tokio::sync::{Mutex, Semaphore, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::core::SnapshotReceiver;
+use crate::headless::connect_socket;
 
 /// The eight directions of the workload, in its order.
 const DIRS: [(i8, i8); 8] = [(1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1)];
@@ -325,12 +325,8 @@ impl Bot {
         let mut rng = Mulberry32::new(1000 + self.index as u32);
         let mut dir = DIRS[(rng.next_f64() * 8.0) as usize];
 
-        // Small read chunks: a thousand bots share this process.
-        let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
         let permit = self.gate.acquire().await.map_err(|e| e.to_string())?;
-        let (socket, _) = tokio_tungstenite::connect_async_with_config(&self.url, Some(config), true)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
+        let socket = connect_socket(&self.url).await.map_err(|e| format!("connect: {e}"))?;
         let (mut sink, mut stream) = socket.split();
         let hello = ClientMsg::Hello {
             version: PROTOCOL_VERSION,

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 
 use crate::core::{ClientCore, Status};
 
@@ -51,7 +51,7 @@ impl HeadlessClient {
 
     /// Connects with an existing core: a client coming back with its offline edits.
     pub async fn connect_with(url: &str, mut core: ClientCore) -> Result<Self, HeadlessError> {
-        let (socket, _response) = tokio_tungstenite::connect_async(url).await?;
+        let socket = connect_socket(url).await?;
         let hello = core.hello();
         let core = Arc::new(Mutex::new(core));
         let (changed_tx, changed) = watch::channel(0);
@@ -237,4 +237,18 @@ async fn drive(
             }
         }
     }
+}
+
+/// The socket every native client opens: tungstenite's default 128 KiB read buffer is zeroed on
+/// every read, which for a process of a thousand bots or a hundred board clients costs more CPU
+/// than the messages themselves; 16 KiB holds any message but a board chunk in one read.
+pub(crate) async fn connect_socket(
+    url: &str,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
+    let (socket, _response) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
+    Ok(socket)
 }

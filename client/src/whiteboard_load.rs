@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::bot::{Milestone, Percentiles, percentiles};
 use crate::core::ClientCore;
+use crate::headless::connect_socket;
 
 /// Strokes on the final board, as the workload defines it.
 pub const WORKLOAD_STROKES: usize = 10_000;
@@ -327,8 +328,8 @@ async fn client_task(
     let Clients { url, writers: w, count: clients, shared, mut target, mut start } = run;
     let epoch = Instant::now();
     let now_ms = move || epoch.elapsed().as_secs_f64() * 1000.0;
-    let socket = match tokio_tungstenite::connect_async(&url).await {
-        Ok((socket, _)) => socket,
+    let socket = match connect_socket(&url).await {
+        Ok(socket) => socket,
         Err(e) => {
             shared.errors.lock().await.push(format!("connect: {e}"));
             return;

@@ -114,11 +114,26 @@ pub struct Board {
 }
 
 /// The stored and transferred form of a board.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Snapshot {
     set: Orswot<StrokeId, Actor>,
     strokes: Vec<Stroke>,
     next_seq: BTreeMap<u32, u32>,
+}
+
+/// `Snapshot` as it is written: borrowed from the board, so encoding copies nothing but bytes
+/// (the same bytes an owned `Snapshot` would give).
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    set: &'a Orswot<StrokeId, Actor>,
+    #[serde(serialize_with = "serialize_strokes")]
+    strokes: &'a BTreeMap<StrokeId, Stroke>,
+    next_seq: &'a BTreeMap<u32, u32>,
+}
+
+/// The live strokes as the `Vec<Stroke>` of `Snapshot`.
+fn serialize_strokes<S: serde::Serializer>(live: &BTreeMap<StrokeId, Stroke>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(live.values())
 }
 
 impl Board {
@@ -287,12 +302,7 @@ impl Board {
 
     /// The board as bytes (the stored snapshot and the late joiner's state).
     pub fn encode(&self) -> Vec<u8> {
-        let snapshot = Snapshot {
-            set: self.set.clone(),
-            strokes: self.live.values().cloned().collect(),
-            next_seq: self.next_seq.clone(),
-        };
-        crate::codec::encode(&snapshot)
+        crate::codec::encode(&SnapshotRef { set: &self.set, strokes: &self.live, next_seq: &self.next_seq })
     }
 
     /// A board from `encode`d bytes (untrusted: size-limited, never panics).
@@ -347,37 +357,54 @@ pub fn digest_of<'a>(strokes: impl IntoIterator<Item = &'a Stroke>) -> [u8; 32] 
 /// Serde for point lists as deltas: each point is the difference from the one before, so the
 /// varint encoding spends one byte per coordinate on ordinary freehand motion.
 pub(crate) mod delta_points {
-    use serde::de::Error;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::fmt;
 
-    use super::Point;
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::ser::SerializeSeq;
+    use serde::{Deserializer, Serializer};
 
+    use super::{MAX_POINTS_PER_STROKE, Point};
+
+    /// A list of `(dx, dy)` pairs, written without building it: boards are encoded whole for
+    /// every late joiner and compaction.
     pub fn serialize<S: Serializer>(points: &[Point], serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(points.len()))?;
         let mut previous = (0i32, 0i32);
-        let deltas: Vec<(i32, i32)> = points
-            .iter()
-            .map(|p| {
-                let (x, y) = (i32::from(p.x), i32::from(p.y));
-                let delta = (x - previous.0, y - previous.1);
-                previous = (x, y);
-                delta
-            })
-            .collect();
-        deltas.serialize(serializer)
+        for p in points {
+            let (x, y) = (i32::from(p.x), i32::from(p.y));
+            seq.serialize_element(&(x - previous.0, y - previous.1))?;
+            previous = (x, y);
+        }
+        seq.end()
     }
 
+    /// Reads the pairs straight into points (no intermediate list): decoding a 10,000-stroke
+    /// board is mostly this loop.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Point>, D::Error> {
-        let deltas = Vec::<(i32, i32)>::deserialize(deserializer)?;
-        let mut current = (0i32, 0i32);
-        deltas
-            .into_iter()
-            .map(|(dx, dy)| {
+        deserializer.deserialize_seq(DeltaVisitor)
+    }
+
+    struct DeltaVisitor;
+
+    impl<'de> Visitor<'de> for DeltaVisitor {
+        type Value = Vec<Point>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of point deltas")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Point>, A::Error> {
+            // The length is untrusted: reserve no more than a valid stroke needs.
+            let mut points = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_POINTS_PER_STROKE));
+            let mut current = (0i32, 0i32);
+            while let Some((dx, dy)) = seq.next_element::<(i32, i32)>()? {
                 current = (current.0.saturating_add(dx), current.1.saturating_add(dy));
-                let x = i16::try_from(current.0).map_err(|_| D::Error::custom("point x out of range"))?;
-                let y = i16::try_from(current.1).map_err(|_| D::Error::custom("point y out of range"))?;
-                Ok(Point { x, y })
-            })
-            .collect()
+                let x = i16::try_from(current.0).map_err(|_| A::Error::custom("point x out of range"))?;
+                let y = i16::try_from(current.1).map_err(|_| A::Error::custom("point y out of range"))?;
+                points.push(Point { x, y });
+            }
+            Ok(points)
+        }
     }
 }
 
@@ -403,6 +430,24 @@ mod tests {
         let op = board.add_op(actor, stroke(actor, seq, x));
         board.apply(op.clone());
         op
+    }
+
+    /// Boards stored by earlier versions must load: the encoding is pinned to these bytes (a
+    /// board of one stroke, so the set's hash-ordered entries have one order).
+    #[test]
+    fn the_stored_board_format_is_unchanged() {
+        let mut board = Board::default();
+        for x in [10i16, -300] {
+            let seq = board.next_stroke_seq(1);
+            let points = vec![Point { x, y: -x }, Point { x: x + 5, y: 7 }, Point { x: i16::MIN, y: i16::MAX }];
+            let op = board.add_op(1, Stroke { id: StrokeId { author: 1, seq }, color: 0x12ab34, width: 5, points });
+            board.apply(op);
+        }
+        let first = board.strokes().next().unwrap().id;
+        board.apply(board.erase_op(&[first]).unwrap());
+        let hex: String = board.encode().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "01010201010101010200010101fc34ab12000503fb5702fb58020afb4902fbb1fdfbf0ff010102");
+        assert_eq!(Board::decode(&board.encode()).unwrap().digest(), board.digest());
     }
 
     #[test]

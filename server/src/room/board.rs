@@ -1,7 +1,14 @@
 //! A room's whiteboard: the replica, and the ops waiting for storage in the order they arrived.
-//! An op is acknowledged to its author and relayed to the others only when it and every op
-//! before it are committed; a failed commit is retried (its author keeps seeing it as
-//! "not synced") rather than acknowledged or dropped.
+//! An op is acknowledged to its author only when it and every op before it are committed; a
+//! failed commit is retried (its author keeps seeing it as "not synced") rather than
+//! acknowledged or dropped.
+//!
+//! An op is relayed to the others as soon as it is applied, while storage is keeping up: the
+//! relay is not a promise (the ack is), and waiting for the fsync would put the disk's latency
+//! tail into everyone's view of everyone else's pen. If the server dies before the commit, every
+//! client resyncs to the stored board on reconnect and the author, never acknowledged, resends.
+//! Once a commit has failed, relays wait for commits again until the backlog is stored: others
+//! must not build on (erase) a stroke that may not survive, or a restart could bring it back.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -38,11 +45,11 @@ pub(super) enum Refusal {
     StorageBacklog,
 }
 
-/// An op whose turn has come: acknowledge it, and relay it if it changed the board.
+/// An op whose turn has come: acknowledge it, and relay it if it has not been relayed yet.
 pub(super) struct Ready {
     pub player: u32,
     pub client_seq: u64,
-    pub op: Option<BoardOp>,
+    pub relay: Option<BoardOp>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,8 +62,9 @@ enum State {
 struct Entry {
     player: u32,
     client_seq: u64,
-    /// `None` for a resend of an op already stored (only the ack is owed).
-    op: Option<BoardOp>,
+    /// The op while it still has to be relayed; `None` once relayed, and for a resend of an op
+    /// already stored (only the ack is owed).
+    relay: Option<BoardOp>,
     /// Room seq and encoding, for ops that are written.
     write: Option<(u64, Vec<u8>)>,
     state: State,
@@ -74,6 +82,11 @@ pub(super) struct RoomBoard {
     /// The encoded `BoardChunk` messages of the current board, until it changes.
     chunks: Option<Vec<Bytes>>,
     max_uncommitted: usize,
+    /// A commit failed and its ops are not all stored yet: relays wait for commits.
+    storage_failing: bool,
+    /// Queued ops not relayed yet: a new op may be relayed at once only if none is, so relays
+    /// keep the order the ops were applied in.
+    unrelayed: usize,
 }
 
 impl RoomBoard {
@@ -102,6 +115,8 @@ impl RoomBoard {
             retry_at: None,
             chunks: None,
             max_uncommitted: config.limits.max_uncommitted_ops,
+            storage_failing: false,
+            unrelayed: 0,
         })
     }
 
@@ -110,16 +125,22 @@ impl RoomBoard {
     }
 
     /// Takes an op from `player` (editing as `author`): applies and queues it for storage, or
-    /// says why not.
-    pub fn submit(&mut self, player: u32, author: u32, client_seq: u64, op: BoardOp) -> Result<(), Refusal> {
+    /// says why not. Returns the op when it is to be relayed to the others now.
+    pub fn submit(
+        &mut self,
+        player: u32,
+        author: u32,
+        client_seq: u64,
+        op: BoardOp,
+    ) -> Result<Option<BoardOp>, Refusal> {
         if self.queue.len() >= self.max_uncommitted {
             return Err(Refusal::StorageBacklog);
         }
         match self.board.readiness(&op, author) {
             Err(e) => Err(Refusal::Invalid(e.to_string())),
             Ok(Readiness::Duplicate) => {
-                self.queue.push_back(Entry { player, client_seq, op: None, write: None, state: State::Committed });
-                Ok(())
+                self.queue.push_back(Entry { player, client_seq, relay: None, write: None, state: State::Committed });
+                Ok(None)
             }
             Ok(Readiness::Ready) => {
                 self.board.apply(op.clone());
@@ -128,14 +149,17 @@ impl RoomBoard {
                 self.next_seq += 1;
                 let bytes = encode(&op);
                 self.store.commit(&self.room, seq, vec![bytes.clone()], &self.commits);
+                let relay_now = !self.storage_failing && self.unrelayed == 0;
+                let (relay, held) = if relay_now { (Some(op), None) } else { (None, Some(op)) };
+                self.unrelayed += usize::from(held.is_some());
                 self.queue.push_back(Entry {
                     player,
                     client_seq,
-                    op: Some(op),
+                    relay: held,
                     write: Some((seq, bytes)),
                     state: State::Waiting,
                 });
-                Ok(())
+                Ok(relay)
             }
         }
     }
@@ -153,6 +177,7 @@ impl RoomBoard {
             }
             Err(_) => {
                 entry.state = State::Failed;
+                self.storage_failing = true;
                 self.retry_at.get_or_insert(Instant::now() + RETRY_AFTER);
             }
         }
@@ -163,8 +188,12 @@ impl RoomBoard {
         let mut ready = Vec::new();
         while self.queue.front().is_some_and(|e| e.state == State::Committed) {
             if let Some(entry) = self.queue.pop_front() {
-                ready.push(Ready { player: entry.player, client_seq: entry.client_seq, op: entry.op });
+                self.unrelayed -= usize::from(entry.relay.is_some());
+                ready.push(Ready { player: entry.player, client_seq: entry.client_seq, relay: entry.relay });
             }
+        }
+        if self.queue.is_empty() {
+            self.storage_failing = false;
         }
         ready
     }

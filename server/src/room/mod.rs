@@ -15,9 +15,10 @@
 //! period; a new connection presenting its resume token gets the same player back, and nobody
 //! else sees a leave or a join.
 //!
-//! Board ops follow one path: readiness check → apply to the replica → commit (store thread) →
-//! acknowledge to the author and relay to the others, in the order they arrived. Nothing is
-//! acknowledged or relayed before it is on disk.
+//! Board ops follow one path: readiness check → apply to the replica and relay to the others →
+//! commit (store thread) → acknowledge to the author, in the order they arrived. Nothing is
+//! acknowledged before it is on disk; while commits fail, nothing is relayed before it either
+//! (see `board`).
 
 mod board;
 mod interest;
@@ -290,7 +291,11 @@ impl Room {
     fn board_op(&mut self, player: u32, client_seq: u64, op: BoardOp) {
         let Some(author) = self.members.get(&player).map(|m| m.author) else { return };
         match self.board.submit(player, author, client_seq, op) {
-            Ok(()) => {}
+            Ok(relay) => {
+                if let Some(op) = relay {
+                    self.broadcast_bytes(Bytes::from(encode(&ServerMsg::BoardOp(op))), Some(player));
+                }
+            }
             Err(board::Refusal::Invalid(reason)) => {
                 self.send_to(player, &ServerMsg::BoardRejected { client_seq, reason });
             }
@@ -315,7 +320,7 @@ impl Room {
         for ready in self.board.take_committed() {
             self.metrics.board_ops.inc();
             self.send_to(ready.player, &ServerMsg::BoardAck { client_seq: ready.client_seq });
-            if let Some(op) = ready.op {
+            if let Some(op) = ready.relay {
                 let relay = Bytes::from(encode(&ServerMsg::BoardOp(op)));
                 self.broadcast_bytes(relay, Some(ready.player));
             }
@@ -706,20 +711,55 @@ mod tests {
         assert_eq!(refused.code, close::TRY_AGAIN_LATER);
     }
 
+    fn add_by_7(seq: u32) -> BoardOp {
+        let stroke =
+            Stroke { id: StrokeId { author: 7, seq }, color: 1, width: 2, points: vec![Point { x: 1, y: 2 }] };
+        BoardOp::Add { dot: easel_protocol::board::Dot::new(7, u64::from(seq) + 1), stroke }
+    }
+
     #[tokio::test]
-    async fn a_board_op_is_acked_and_relayed_only_after_it_is_stored() {
+    async fn a_board_op_is_relayed_at_once_and_acked_only_after_it_is_stored() {
         let (mut room, mut commits) = room_with(Config::for_tests()).await;
         let (mut author_rx, mut other_rx) = author_and_other(&mut room);
-        let stroke =
-            Stroke { id: StrokeId { author: 7, seq: 0 }, color: 1, width: 2, points: vec![Point { x: 1, y: 2 }] };
-        let op = BoardOp::Add { dot: easel_protocol::board::Dot::new(7, 1), stroke };
-        room.play(Play::Board { player: 1, client_seq: 1, op });
+        room.play(Play::Board { player: 1, client_seq: 1, op: add_by_7(0) });
         assert!(drain(&mut author_rx).is_empty(), "no ack before the commit");
-        assert!(drain(&mut other_rx).is_empty(), "no relay before the commit");
+        assert!(matches!(drain(&mut other_rx).as_slice(), [ServerMsg::BoardOp(BoardOp::Add { .. })]));
         let committed = commits.recv().await.unwrap();
         room.committed(committed);
         assert_eq!(drain(&mut author_rx), vec![ServerMsg::BoardAck { client_seq: 1 }]);
-        assert!(matches!(drain(&mut other_rx).as_slice(), [ServerMsg::BoardOp(BoardOp::Add { .. })]));
+        assert!(drain(&mut other_rx).is_empty(), "relayed once");
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_commit_ops_are_relayed_only_once_stored_and_in_order() {
+        let (mut room, mut commits) = room_with(Config::for_tests()).await;
+        let (mut author_rx, mut other_rx) = author_and_other(&mut room);
+        room.play(Play::Board { player: 1, client_seq: 1, op: add_by_7(0) });
+        assert_eq!(drain(&mut other_rx).len(), 1, "storage healthy: relayed at once");
+        // The disk refuses the first commit.
+        let first = commits.recv().await.unwrap();
+        room.committed(Committed { first_seq: first.first_seq, result: Err("disk full".into()) });
+        room.play(Play::Board { player: 1, client_seq: 2, op: add_by_7(1) });
+        room.play(Play::Board { player: 1, client_seq: 3, op: add_by_7(2) });
+        assert!(drain(&mut other_rx).is_empty(), "while commits fail, nothing new is relayed");
+        room.board.retry();
+        for _ in 0..3 {
+            let committed = commits.recv().await.unwrap();
+            room.committed(committed);
+        }
+        let acks = drain(&mut author_rx);
+        let expected: Vec<ServerMsg> = (1..=3).map(|client_seq| ServerMsg::BoardAck { client_seq }).collect();
+        assert_eq!(acks, expected, "acked in order once stored");
+        let relayed: Vec<u32> = drain(&mut other_rx)
+            .into_iter()
+            .filter_map(|m| match m {
+                ServerMsg::BoardOp(BoardOp::Add { stroke, .. }) => Some(stroke.id.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(relayed, vec![1, 2], "the held ops follow, in order");
+        room.play(Play::Board { player: 1, client_seq: 4, op: add_by_7(3) });
+        assert_eq!(drain(&mut other_rx).len(), 1, "backlog stored: relays are immediate again");
     }
 
     #[tokio::test]
