@@ -72,9 +72,12 @@ pub struct WhiteboardSummary {
 /// What every client task reports into.
 #[derive(Default)]
 struct Shared {
-    /// Add sent at, and how many other clients have yet to receive it.
-    adds: Mutex<HashMap<StrokeId, (Instant, usize)>>,
-    latencies_ms: Mutex<Vec<f64>>,
+    /// When each add of the writing phase was made.
+    adds_sent: std::sync::Mutex<HashMap<StrokeId, Instant>>,
+    /// When each client received each add, handed over by the client once it holds the target
+    /// board: the hot path takes no lock shared by all clients, so one descheduled client
+    /// cannot hold up everyone's timestamps.
+    adds_received: std::sync::Mutex<Vec<(StrokeId, Instant)>>,
     synced: AtomicUsize,
     bytes_in: AtomicU64,
     ops: AtomicU64,
@@ -183,7 +186,7 @@ pub async fn run(config: WhiteboardConfig, mut milestone: impl FnMut(Milestone))
     let converged_at = shared.last_reached.lock().await.unwrap_or(last_op);
     let convergence_ms = converged_at.saturating_duration_since(last_op).as_secs_f64() * 1000.0;
     milestone(Milestone::WindowEnd);
-    let latencies = std::mem::take(&mut *shared.latencies_ms.lock().await);
+    let latencies = add_latencies_ms(&shared, clients);
     let client_bytes_in_total = shared.bytes_in.load(Ordering::Acquire);
 
     // Late joiner: until it holds all strokes, verified.
@@ -325,7 +328,7 @@ async fn client_task(
     mut writer: Option<Writer>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
-    let Clients { url, writers: w, count: clients, shared, mut target, mut start } = run;
+    let Clients { url, writers: w, shared, mut target, mut start, count: _ } = run;
     let epoch = Instant::now();
     let now_ms = move || epoch.elapsed().as_secs_f64() * 1000.0;
     let socket = match connect_socket(&url).await {
@@ -345,6 +348,7 @@ async fn client_task(
     let mut commandable = true;
     let mut reached_generation: Option<(usize, [u8; 32])> = None;
     let mut next_due: Option<Instant> = None;
+    let mut received: Vec<(StrokeId, Instant)> = Vec::new();
     let rate_per_writer = OPS_PER_SECOND / w as f64;
     loop {
         let due = next_due;
@@ -366,7 +370,7 @@ async fn client_task(
                 shared.bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 let Ok(msg) = decode_server(&bytes) else { continue };
                 if let ServerMsg::BoardOp(BoardOp::Add { stroke, .. }) = &msg {
-                    received(&shared, stroke.id).await;
+                    received.push((stroke.id, Instant::now()));
                 }
                 let _ = core.handle(now_ms(), msg);
                 if !counted_sync && core.whiteboard().is_synced() {
@@ -389,7 +393,7 @@ async fn client_task(
             }
             _ = sleep_until(due) => {
                 let Some(state) = writer.as_mut() else { continue };
-                write_one(&mut core, state, &shared, clients).await;
+                write_one(&mut core, state, &shared).await;
                 state.next_op += 1;
                 if state.live.len() == state.target {
                     next_due = None;
@@ -424,6 +428,7 @@ async fn client_task(
             && core.whiteboard().board().digest() == digest
         {
             reached_generation = wanted;
+            lock(&shared.adds_received).append(&mut received);
             let now = Instant::now();
             let mut last = shared.last_reached.lock().await;
             *last = Some(last.map_or(now, |t| t.max(now)));
@@ -433,7 +438,7 @@ async fn client_task(
 }
 
 /// One op of a writer: a delete every tenth op (when it has a live stroke), else an add.
-async fn write_one(core: &mut ClientCore, state: &mut Writer, shared: &Shared, clients: usize) {
+async fn write_one(core: &mut ClientCore, state: &mut Writer, shared: &Shared) {
     let j = state.next_op + 1;
     if j.is_multiple_of(10) && !state.live.is_empty() {
         let r = state.rng.next_u32() as usize % state.live.len();
@@ -444,7 +449,7 @@ async fn write_one(core: &mut ClientCore, state: &mut Writer, shared: &Shared, c
         let sent = Instant::now();
         match add_stroke(core, state) {
             Ok(stroke) => {
-                shared.adds.lock().await.insert(stroke.id, (sent, clients - 1));
+                lock(&shared.adds_sent).insert(stroke.id, sent);
                 state.live.push(stroke);
             }
             Err(e) => shared.errors.lock().await.push(format!("writer {}: {e}", state.index)),
@@ -453,18 +458,27 @@ async fn write_one(core: &mut ClientCore, state: &mut Writer, shared: &Shared, c
     shared.ops.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Another client received an add: the add's latency is known when the last one has it.
-async fn received(shared: &Shared, id: StrokeId) {
-    let mut adds = shared.adds.lock().await;
-    if let Some((sent, remaining)) = adds.get_mut(&id) {
-        *remaining = remaining.saturating_sub(1);
-        if *remaining == 0 {
-            let latency = sent.elapsed().as_secs_f64() * 1000.0;
-            adds.remove(&id);
-            drop(adds);
-            shared.latencies_ms.lock().await.push(latency);
-        }
+/// Each add's time to reach every other client (the last receipt minus the send), for the adds
+/// all of them received.
+fn add_latencies_ms(shared: &Shared, clients: usize) -> Vec<f64> {
+    let sent = lock(&shared.adds_sent);
+    let mut last: HashMap<StrokeId, (Instant, usize)> = HashMap::with_capacity(sent.len());
+    for (id, at) in lock(&shared.adds_received).iter() {
+        let (latest, count) = last.entry(*id).or_insert((*at, 0));
+        *latest = (*latest).max(*at);
+        *count += 1;
     }
+    sent.iter()
+        .filter_map(|(id, sent)| {
+            let (latest, count) = last.get(id)?;
+            (*count == clients - 1).then(|| latest.saturating_duration_since(*sent).as_secs_f64() * 1000.0)
+        })
+        .collect()
+}
+
+/// A lock nobody holds across an await or a panic.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn sleep_until(due: Option<Instant>) {
