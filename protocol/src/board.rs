@@ -132,7 +132,10 @@ struct SnapshotRef<'a> {
 }
 
 /// The live strokes as the `Vec<Stroke>` of `Snapshot`.
-fn serialize_strokes<S: serde::Serializer>(live: &BTreeMap<StrokeId, Stroke>, serializer: S) -> Result<S::Ok, S::Error> {
+fn serialize_strokes<S: serde::Serializer>(
+    live: &BTreeMap<StrokeId, Stroke>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.collect_seq(live.values())
 }
 

@@ -712,8 +712,7 @@ mod tests {
     }
 
     fn add_by_7(seq: u32) -> BoardOp {
-        let stroke =
-            Stroke { id: StrokeId { author: 7, seq }, color: 1, width: 2, points: vec![Point { x: 1, y: 2 }] };
+        let stroke = Stroke { id: StrokeId { author: 7, seq }, color: 1, width: 2, points: vec![Point { x: 1, y: 2 }] };
         BoardOp::Add { dot: easel_protocol::board::Dot::new(7, u64::from(seq) + 1), stroke }
     }
 
