@@ -82,11 +82,10 @@ pub(super) struct RoomBoard {
     /// The encoded `BoardChunk` messages of the current board, until it changes.
     chunks: Option<Vec<Bytes>>,
     max_uncommitted: usize,
-    /// A commit failed and its ops are not all stored yet: relays wait for commits.
+    /// A commit failed and the queue has not been empty since: relays wait for commits. Ops
+    /// held back are only queued while this is set, and it is cleared only once the queue is
+    /// empty, so relaying at once while it is clear never overtakes a held op.
     storage_failing: bool,
-    /// Queued ops not relayed yet: a new op may be relayed at once only if none is, so relays
-    /// keep the order the ops were applied in.
-    unrelayed: usize,
 }
 
 impl RoomBoard {
@@ -116,7 +115,6 @@ impl RoomBoard {
             chunks: None,
             max_uncommitted: config.limits.max_uncommitted_ops,
             storage_failing: false,
-            unrelayed: 0,
         })
     }
 
@@ -149,9 +147,7 @@ impl RoomBoard {
                 self.next_seq += 1;
                 let bytes = encode(&op);
                 self.store.commit(&self.room, seq, vec![bytes.clone()], &self.commits);
-                let relay_now = !self.storage_failing && self.unrelayed == 0;
-                let (relay, held) = if relay_now { (Some(op), None) } else { (None, Some(op)) };
-                self.unrelayed += usize::from(held.is_some());
+                let (relay, held) = if self.storage_failing { (None, Some(op)) } else { (Some(op), None) };
                 self.queue.push_back(Entry {
                     player,
                     client_seq,
@@ -188,7 +184,6 @@ impl RoomBoard {
         let mut ready = Vec::new();
         while self.queue.front().is_some_and(|e| e.state == State::Committed) {
             if let Some(entry) = self.queue.pop_front() {
-                self.unrelayed -= usize::from(entry.relay.is_some());
                 ready.push(Ready { player: entry.player, client_seq: entry.client_seq, relay: entry.relay });
             }
         }

@@ -293,7 +293,7 @@ impl Room {
         match self.board.submit(player, author, client_seq, op) {
             Ok(relay) => {
                 if let Some(op) = relay {
-                    self.broadcast_bytes(Bytes::from(encode(&ServerMsg::BoardOp(op))), Some(player));
+                    self.relay(player, op);
                 }
             }
             Err(board::Refusal::Invalid(reason)) => {
@@ -321,10 +321,14 @@ impl Room {
             self.metrics.board_ops.inc();
             self.send_to(ready.player, &ServerMsg::BoardAck { client_seq: ready.client_seq });
             if let Some(op) = ready.relay {
-                let relay = Bytes::from(encode(&ServerMsg::BoardOp(op)));
-                self.broadcast_bytes(relay, Some(ready.player));
+                self.relay(ready.player, op);
             }
         }
+    }
+
+    /// Sends a board op to everyone but its author.
+    fn relay(&mut self, author: u32, op: BoardOp) {
+        self.broadcast_bytes(Bytes::from(encode(&ServerMsg::BoardOp(op))), Some(author));
     }
 
     fn tick(&mut self) {
