@@ -44,7 +44,7 @@ use crate::session::CloseReason;
 use crate::sim::{Sim, SimEvent, TickInput};
 use crate::store::Committed;
 use board::RoomBoard;
-use interest::{CellViews, Encodings, Frame, MemberView};
+use interest::{CellView, CellViews, Encodings, Frame, MemberView};
 pub use registry::{JoinError, RoomHandle, Rooms};
 
 /// How the room reaches one member's connection.
@@ -197,10 +197,16 @@ impl Room {
         // The client starts from nothing: the newest world, against no baseline.
         member.view.reset();
         if let Some((tick, players)) = &self.latest {
-            let frame = Frame::new(*tick, Arc::clone(players), &self.config.interest, self.cell_views.clone());
-            let mut encodings = Encodings::default();
-            let bytes = member.view.next(player_id, 0, &frame, self.config.tick_rate, &mut encodings);
-            snapshots_tx.send_replace(bytes);
+            let frame = Frame::new(
+                *tick,
+                Arc::clone(players),
+                &self.config.interest,
+                self.config.tick_rate,
+                self.cell_views.clone(),
+            );
+            if let Some(bytes) = member.view.next(player_id, 0, &frame, &mut Encodings::default()) {
+                snapshots_tx.send_replace(bytes);
+            }
         }
         if let Some(old) = member.kick.take() {
             let _ =
@@ -345,8 +351,9 @@ impl Room {
         // everyone a snapshot 30 times a second).
         let players: Vec<NetPlayer> = outbox.players.iter().map(NetPlayer::quantized).collect();
         let changed = self.latest.as_ref().is_none_or(|(_, last)| **last != players);
-        // Members left behind by their budget need snapshots until they have caught up.
-        let catching_up = self.members.values().any(|m| m.detached_at.is_none() && m.view.behind());
+        // Cells and members left behind by the budget need snapshots until they have caught up.
+        let catching_up = self.cell_views.values().any(CellView::behind)
+            || self.members.values().any(|m| m.detached_at.is_none() && m.view.skipped());
         if changed || self.moving || catching_up {
             self.publish(outbox.tick, Arc::new(players));
         }
@@ -361,14 +368,15 @@ impl Room {
     /// delta against the newest snapshot it acknowledged. Each distinct (set, baseline) pair is
     /// encoded once.
     fn publish(&mut self, tick: u32, players: Arc<Vec<NetPlayer>>) {
-        let frame = Frame::new(tick, Arc::clone(&players), &self.config.interest, std::mem::take(&mut self.cell_views));
+        let previous = std::mem::take(&mut self.cell_views);
+        let frame = Frame::new(tick, Arc::clone(&players), &self.config.interest, self.config.tick_rate, previous);
         self.latest = Some((tick, players));
         let mut encodings = Encodings::default();
-        let tick_rate = self.config.tick_rate;
         for (&id, member) in self.members.iter_mut().filter(|(_, m)| m.detached_at.is_none()) {
             let acked = member.acked.load(Ordering::Relaxed);
-            let bytes = member.view.next(id, acked, &frame, tick_rate, &mut encodings);
-            member.snapshots.send_replace(bytes);
+            if let Some(bytes) = member.view.next(id, acked, &frame, &mut encodings) {
+                member.snapshots.send_replace(bytes);
+            }
         }
         self.metrics.snapshot_encodings.add(encodings.count);
         self.cell_views = frame.into_views();

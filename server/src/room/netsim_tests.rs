@@ -79,8 +79,8 @@ struct Observed {
     corrections: u64,
     largest_correction: f32,
     snapshots_lost: u64,
-    /// Snapshots that left some remote player stale (the budget at work).
-    remote_stale_snapshots: u64,
+    /// Cell views left stale and member snapshots skipped, summed over ticks (the budget at work).
+    budget_held_back: u64,
 }
 
 /// Runs `seconds` of play: player 1 steers a scripted course (a new direction every 0.7 s,
@@ -115,7 +115,8 @@ async fn run(seconds: f64, interest: Interest) -> Observed {
         if now >= next_tick_ms {
             next_tick_ms += TICK_MS;
             room.tick();
-            observed.remote_stale_snapshots += room.members.values().filter(|m| m.view.behind()).count() as u64;
+            observed.budget_held_back += room.cell_views.values().filter(|v| v.behind()).count() as u64
+                + room.members.values().filter(|m| m.view.skipped()).count() as u64;
             for peer in &mut peers {
                 while let Ok(bytes) = peer.messages.try_recv() {
                     peer.down.send(now, bytes, false);
@@ -174,13 +175,14 @@ async fn at_150_ms_with_jitter_and_loss_prediction_holds_and_motion_stays_smooth
 }
 
 /// The same with interest management and a budget below what three moving players cost (about
-/// 700 bytes/s): remote players are sometimes left stale for a tick, and one that catches up
-/// moves one step more in that interval; it must still not snap.
+/// 700 bytes/s): the cell's view leaves one of the two remote players stale each tick, and the
+/// member skips a tick now and then to stay within its bytes, so a remote player that catches up
+/// may cover two steps more in one interval; it must still not snap.
 #[tokio::test]
 async fn under_interest_management_and_a_tight_budget_motion_stays_smooth() {
     let observed = run(20.0, Interest { view_distance: 500.0, snapshot_budget: 450 }).await;
-    assert!(observed.remote_stale_snapshots > 0, "the budget did leave remote players stale");
-    assert_smooth(observed, crate::sim::MAX_STEPS_PER_TICK as f32 + 1.0);
+    assert!(observed.budget_held_back > 0, "the budget did hold something back");
+    assert_smooth(observed, crate::sim::MAX_STEPS_PER_TICK as f32 + 2.0);
 }
 
 /// `remote_steps`: how many steps a remote player may cover in one snapshot interval.
