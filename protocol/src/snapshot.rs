@@ -58,18 +58,22 @@ impl NetPlayer {
 /// the baseline's (a player sending one input per tick advances its seq by exactly that). Both
 /// slices must be sorted by id without duplicates, as the simulation produces them.
 pub fn encode(current: &[NetPlayer], baseline: Option<&[NetPlayer]>, tick_gap: u32) -> Vec<u8> {
-    let mut w = BitWriter::default();
+    // About 3 bytes a moving player against a recent baseline; a full one needs more, once.
+    let mut w = BitWriter { bytes: Vec::with_capacity(current.len() * 3 + 8), ..BitWriter::default() };
     let baseline = baseline.unwrap_or(&[]);
+    // One walk over both (sorted by id): current players passed over are the new ones.
+    let mut created: Vec<&NetPlayer> = Vec::new();
     let mut next = 0;
     for base in baseline {
         while next < current.len() && current[next].id < base.id {
+            created.push(&current[next]);
             next += 1;
         }
         let now = current.get(next).filter(|c| c.id == base.id);
+        next += usize::from(now.is_some());
         write_kept(&mut w, now, base, tick_gap);
     }
-    let created: Vec<&NetPlayer> =
-        current.iter().filter(|c| baseline.binary_search_by_key(&c.id, |b| b.id).is_err()).collect();
+    created.extend(&current[next..]);
     w.varint(created.len() as u32);
     let mut previous_id = 0;
     for entity in created {

@@ -18,7 +18,7 @@ const MAX_EXTRAPOLATION_INTERVALS: f64 = 3.0;
 /// Weight of one arrival in the spacing average, and the largest gap (ticks) it counts: a longer
 /// one is a world that stood still (the server sends nothing then), not a lower rate.
 const SPACING_GAIN: f64 = 1.0 / 8.0;
-const MAX_SPACING_SAMPLE: f64 = 6.0;
+const MAX_SPACING_GAP: f64 = 8.0;
 /// Weight of one arrival in the jitter average (an exponential moving average).
 const JITTER_GAIN: f64 = 1.0 / 16.0;
 /// Snapshots kept: a second at 30 Hz, far more than the delay needs.
@@ -52,8 +52,10 @@ impl Interpolator {
             if *newest >= tick {
                 return;
             }
-            let gap = f64::from(tick - newest).min(MAX_SPACING_SAMPLE);
-            self.spacing_ticks += (gap - self.spacing_ticks) * SPACING_GAIN;
+            let gap = f64::from(tick - newest);
+            if gap <= MAX_SPACING_GAP {
+                self.spacing_ticks += (gap - self.spacing_ticks) * SPACING_GAIN;
+            }
         }
         let sample = now_ms - f64::from(tick) * self.interval_ms;
         let zero = match self.tick_zero_ms {
@@ -219,6 +221,16 @@ mod tests {
             assert!(x > previous && x - previous <= 0.5 + 1e-3, "5 ms of motion is 0.5, got {previous} → {x}");
             previous = x;
         }
+    }
+
+    /// A world that stood still sends nothing; the pause is not a lower snapshot rate.
+    #[test]
+    fn a_pause_in_a_still_world_leaves_the_spacing_alone() {
+        let mut interp = Interpolator::new(10);
+        for tick in (0..40u32).chain(400..410) {
+            interp.push(f64::from(tick) * 100.0, tick, &[at(1, 0.0)]);
+        }
+        assert!((interp.snapshot_interval_ms() - 100.0).abs() < 1e-9, "{}", interp.snapshot_interval_ms());
     }
 
     #[test]
