@@ -1,9 +1,7 @@
 //! Snapshot interpolation: other players are drawn a little in the past, between two snapshots
 //! that have both arrived, so their motion is smooth even though snapshots arrive at the tick
-//! rate with jitter. The delay adapts to the jitter measured (two to three intervals) and to the
-//! spacing of the snapshots that arrive (a server holding to a byte budget, or a lossy link, sends
-//! or delivers fewer than one a tick, and an interval is then several ticks); when snapshots are
-//! late, players are extrapolated for a bounded time, then held.
+//! rate with jitter. The delay adapts to the jitter measured (two to three intervals); when
+//! snapshots are late, players are extrapolated for a bounded time, then held.
 
 use std::collections::VecDeque;
 
@@ -15,10 +13,6 @@ const MIN_DELAY_INTERVALS: f64 = 2.0;
 const MAX_DELAY_INTERVALS: f64 = 3.0;
 /// How far past the newest snapshot players are extrapolated before they are held.
 const MAX_EXTRAPOLATION_INTERVALS: f64 = 3.0;
-/// Weight of one arrival in the spacing average, and the largest gap (ticks) it counts: a longer
-/// one is a world that stood still (the server sends nothing then), not a lower rate.
-const SPACING_GAIN: f64 = 1.0 / 8.0;
-const MAX_SPACING_GAP: f64 = 8.0;
 /// Weight of one arrival in the jitter average (an exponential moving average).
 const JITTER_GAIN: f64 = 1.0 / 16.0;
 /// Snapshots kept: a second at 30 Hz, far more than the delay needs.
@@ -34,28 +28,20 @@ pub struct Interpolator {
     tick_zero_ms: Option<f64>,
     /// Mean lateness of arrivals behind the earliest-arriving timeline (ms).
     jitter_ms: f64,
-    /// Mean ticks between consecutive snapshots that arrive (1 when every tick's does).
-    spacing_ticks: f64,
     snapshots: VecDeque<(u32, Vec<PlayerState>)>,
 }
 
 impl Interpolator {
     pub fn new(tick_rate: u16) -> Self {
-        Self { interval_ms: 1000.0 / f64::from(tick_rate.max(1)), spacing_ticks: 1.0, ..Self::default() }
+        Self { interval_ms: 1000.0 / f64::from(tick_rate.max(1)), ..Self::default() }
     }
 
     pub fn push(&mut self, now_ms: f64, tick: u32, players: &[PlayerState]) {
         if self.interval_ms == 0.0 {
-            *self = Self::new(30);
+            self.interval_ms = 1000.0 / 30.0;
         }
-        if let Some((newest, _)) = self.snapshots.back() {
-            if *newest >= tick {
-                return;
-            }
-            let gap = f64::from(tick - newest);
-            if gap <= MAX_SPACING_GAP {
-                self.spacing_ticks += (gap - self.spacing_ticks) * SPACING_GAIN;
-            }
+        if self.snapshots.back().is_some_and(|(newest, _)| *newest >= tick) {
+            return;
         }
         let sample = now_ms - f64::from(tick) * self.interval_ms;
         let zero = match self.tick_zero_ms {
@@ -79,14 +65,9 @@ impl Interpolator {
 
     /// How far in the past other players are drawn (ms).
     pub fn delay_ms(&self) -> f64 {
-        let interval = self.snapshot_interval_ms();
+        let interval = self.interval_ms;
         (interval * MIN_DELAY_INTERVALS + 2.0 * self.jitter_ms)
             .clamp(interval * MIN_DELAY_INTERVALS, interval * MAX_DELAY_INTERVALS)
-    }
-
-    /// The mean time between snapshots that arrive (ms): the tick interval when every tick's does.
-    pub fn snapshot_interval_ms(&self) -> f64 {
-        self.interval_ms * self.spacing_ticks
     }
 
     /// Every player's position at `now_ms`, `delay_ms` behind the timeline. Players not in both
@@ -129,8 +110,7 @@ impl Interpolator {
             return newest.iter().map(|p| (p.id, p.x, p.y)).collect();
         };
         let span = f64::from(newest_tick - previous_tick);
-        let limit = MAX_EXTRAPOLATION_INTERVALS * self.spacing_ticks;
-        let ahead = ((render_tick - f64::from(*newest_tick)).clamp(0.0, limit) / span) as f32;
+        let ahead = ((render_tick - f64::from(*newest_tick)).clamp(0.0, MAX_EXTRAPOLATION_INTERVALS) / span) as f32;
         newest
             .iter()
             .map(|p| match previous.binary_search_by_key(&p.id, |q| q.id) {
@@ -203,34 +183,6 @@ mod tests {
         }
         assert!((steady.delay_ms() - 200.0).abs() < 1.0, "{}", steady.delay_ms());
         assert!(shaky.delay_ms() > 250.0 && shaky.delay_ms() <= 300.0, "{}", shaky.delay_ms());
-    }
-
-    /// A server holding a client to its byte budget sends a snapshot every few ticks: the delay
-    /// stretches to two or three of those intervals and motion stays as smooth as at every tick.
-    #[test]
-    fn sparser_snapshots_stretch_the_delay_to_their_spacing() {
-        let mut interp = Interpolator::new(10);
-        for tick in (0..150u32).step_by(3) {
-            interp.push(f64::from(tick) * 100.0, tick, &[at(1, tick as f32 * 10.0)]);
-        }
-        assert!((interp.snapshot_interval_ms() - 300.0).abs() < 5.0, "{}", interp.snapshot_interval_ms());
-        assert!(interp.delay_ms() >= 590.0 && interp.delay_ms() <= 900.0, "{}", interp.delay_ms());
-        let mut previous = interp.positions(14700.0)[0].1;
-        for step in 1..60 {
-            let x = interp.positions(14700.0 + f64::from(step) * 5.0)[0].1;
-            assert!(x > previous && x - previous <= 0.5 + 1e-3, "5 ms of motion is 0.5, got {previous} → {x}");
-            previous = x;
-        }
-    }
-
-    /// A world that stood still sends nothing; the pause is not a lower snapshot rate.
-    #[test]
-    fn a_pause_in_a_still_world_leaves_the_spacing_alone() {
-        let mut interp = Interpolator::new(10);
-        for tick in (0..40u32).chain(400..410) {
-            interp.push(f64::from(tick) * 100.0, tick, &[at(1, 0.0)]);
-        }
-        assert!((interp.snapshot_interval_ms() - 100.0).abs() < 1e-9, "{}", interp.snapshot_interval_ms());
     }
 
     #[test]

@@ -33,8 +33,6 @@ pub struct DebugInfo {
     pub bytes_up_per_s: f64,
     pub corrections_per_s: f64,
     pub interpolation_delay_ms: f64,
-    /// The mean time between snapshots that arrive, the unit of the delay.
-    pub snapshot_interval_ms: f64,
 }
 
 impl NetStats {
@@ -66,7 +64,6 @@ impl NetStats {
             rtt_ms,
             jitter_ms: interpolator.jitter_ms(),
             interpolation_delay_ms: interpolator.delay_ms(),
-            snapshot_interval_ms: interpolator.snapshot_interval_ms(),
             ..DebugInfo::default()
         };
         let Some((since, then)) = self.samples.front() else { return info };
