@@ -212,17 +212,12 @@ impl Frame {
         let mut still_shown = 0;
         // (priority, position in in_view, the value shown, extra bits to send it fresh)
         let mut stale: Vec<(f32, usize, Option<NetPlayer>, i64)> = Vec::new();
+        // A new player's id is written as a gap from the previous new one; the previous one in
+        // view is near enough for a cost.
         let mut previous_id = 0;
         for (position, &index) in in_view.iter().enumerate() {
             let player = self.players[index as usize];
-            // Both lists are sorted by id: walk them alongside.
-            while last_shown.get(shown_at).is_some_and(|p| p.id < player.id) {
-                shown_at += 1;
-            }
-            while last_priority.get(priority_at).is_some_and(|(id, _)| *id < player.id) {
-                priority_at += 1;
-            }
-            let last = last_shown.get(shown_at).filter(|p| p.id == player.id).copied();
+            let last = seek(last_shown, &mut shown_at, player.id, |p| p.id).copied();
             still_shown += usize::from(last.is_some());
             let fresh_bits = i64::from(snapshot::entity_bits(&player, last.as_ref(), 1, previous_id));
             previous_id = player.id;
@@ -236,7 +231,7 @@ impl Frame {
                 None => 4.0,
             };
             let nearness = 1.0 / (1.0 + d as f32 / NEARNESS_SCALE);
-            let built_up = last_priority.get(priority_at).filter(|(id, _)| *id == player.id).map_or(0.0, |p| p.1);
+            let built_up = seek(last_priority, &mut priority_at, player.id, |p| p.0).map_or(0.0, |p| p.1);
             // Kept stale, a player costs the "unchanged" flags; unsent, nothing.
             let stale_bits = if last.is_some() { 2 } else { 0 };
             spent_bits += stale_bits;
@@ -249,22 +244,21 @@ impl Frame {
             return None;
         }
         stale.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
-        let mut keep: Vec<(usize, Option<NetPlayer>, f32)> = Vec::new();
+        // By position in view: the value shown and the priority of each player held back.
+        let mut held: Vec<Option<(Option<NetPlayer>, f32)>> = vec![None; in_view.len()];
         for (rank, &(priority, position, last, extra)) in stale.iter().enumerate() {
             if rank == 0 || spent_bits + extra <= allowance_bits {
                 spent_bits += extra;
             } else {
-                keep.push((position, last, priority));
+                held[position] = Some((last, priority));
             }
         }
-        keep.sort_unstable_by_key(|k| k.0);
-        let mut priority = Vec::with_capacity(keep.len());
+        let mut priority = Vec::new();
         let mut shown = Vec::with_capacity(in_view.len());
-        let mut kept = keep.iter().peekable();
-        for (position, &index) in in_view.iter().enumerate() {
+        for (&index, held) in in_view.iter().zip(held) {
             let player = self.players[index as usize];
-            match kept.next_if(|k| k.0 == position) {
-                Some(&(_, last, built_up)) => {
+            match held {
+                Some((last, built_up)) => {
                     priority.push((player.id, built_up));
                     shown.extend(last);
                 }
@@ -273,6 +267,15 @@ impl Frame {
         }
         Some(CellView { shown: Arc::new(shown), priority })
     }
+}
+
+/// The entry of `list` (sorted by `key`) for `id`, moving `at` forward to it: a walk alongside
+/// another list sorted the same way, asked for ascending ids.
+fn seek<'a, T>(list: &'a [T], at: &mut usize, id: u32, key: impl Fn(&T) -> u32) -> Option<&'a T> {
+    while list.get(*at).is_some_and(|entry| key(entry) < id) {
+        *at += 1;
+    }
+    list.get(*at).filter(|entry| key(entry) == id)
 }
 
 fn cell_of(p: &NetPlayer, interest: &Interest) -> (u32, u32) {
