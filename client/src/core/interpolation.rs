@@ -17,16 +17,25 @@ const MAX_EXTRAPOLATION_INTERVALS: f64 = 3.0;
 const JITTER_GAIN: f64 = 1.0 / 16.0;
 /// Snapshots kept: a second at 30 Hz, far more than the delay needs.
 const BUFFER: usize = 32;
-/// How fast the clock estimate may drift upward per snapshot (ms); downward it follows at once.
-const CLOCK_DRIFT_MS: f64 = 0.5;
+/// Arrivals the timeline's floor is the earliest of (ms of local time): long enough that
+/// network jitter and a TCP retransmission stall do not move it, short enough that a timeline
+/// which really moved (the server skipped ticks after a stall) is noticed within a second.
+const CLOCK_WINDOW_MS: f64 = 1000.0;
+/// How fast the timeline moves to a later floor, as a share of the time passing: other players
+/// play at 90 % speed while it catches up, instead of jumping back (a 300 ms server stall is
+/// absorbed in three seconds).
+const CLOCK_CATCH_UP: f64 = 0.1;
 
 #[derive(Debug, Default)]
 pub struct Interpolator {
     interval_ms: f64,
-    /// Local time of tick 0, estimated from the earliest-arriving snapshots: arrival minus
-    /// `tick × interval`, tracking the minimum so network jitter does not shake the timeline.
+    /// Local time of tick 0 the players are drawn against: follows `floor` of the recent
+    /// arrivals, at once when it is earlier, at `CLOCK_CATCH_UP` when it is later.
     tick_zero_ms: Option<f64>,
-    /// Mean lateness of arrivals behind the earliest-arriving timeline (ms).
+    /// Recent arrivals as (local time, arrival minus `tick × interval`); the earliest of them is
+    /// where tick 0 would be on a link without jitter.
+    arrivals: VecDeque<(f64, f64)>,
+    /// Mean lateness of arrivals behind that earliest one (ms).
     jitter_ms: f64,
     snapshots: VecDeque<(u32, Vec<PlayerState>)>,
 }
@@ -44,14 +53,19 @@ impl Interpolator {
             return;
         }
         let sample = now_ms - f64::from(tick) * self.interval_ms;
-        let zero = match self.tick_zero_ms {
-            Some(zero) if sample >= zero => (zero + CLOCK_DRIFT_MS).min(sample),
-            _ => sample,
-        };
-        if self.tick_zero_ms.is_some() {
-            self.jitter_ms += ((sample - zero) - self.jitter_ms) * JITTER_GAIN;
+        let since = self.arrivals.back().map(|(at, _)| now_ms - at);
+        while self.arrivals.front().is_some_and(|(at, _)| now_ms - at > CLOCK_WINDOW_MS) {
+            self.arrivals.pop_front();
         }
-        self.tick_zero_ms = Some(zero);
+        self.arrivals.push_back((now_ms, sample));
+        let floor = self.arrivals.iter().map(|(_, s)| *s).fold(f64::INFINITY, f64::min);
+        self.tick_zero_ms = Some(match (self.tick_zero_ms, since) {
+            (Some(zero), Some(since)) if floor > zero => floor.min(zero + since.max(0.0) * CLOCK_CATCH_UP),
+            _ => floor,
+        });
+        if since.is_some() {
+            self.jitter_ms += ((sample - floor) - self.jitter_ms) * JITTER_GAIN;
+        }
         if self.snapshots.len() == BUFFER {
             self.snapshots.pop_front();
         }
@@ -183,6 +197,36 @@ mod tests {
         }
         assert!((steady.delay_ms() - 200.0).abs() < 1.0, "{}", steady.delay_ms());
         assert!(shaky.delay_ms() > 250.0 && shaky.delay_ms() <= 300.0, "{}", shaky.delay_ms());
+    }
+
+    #[test]
+    fn after_the_server_skips_ticks_the_timeline_catches_up_within_seconds_without_going_back() {
+        // 30 Hz; a player moving one unit per tick. After tick 60 the server stalls and skips ten
+        // ticks: tick numbers go on from 61, each arriving 333 ms later than the timeline says.
+        let mut interp = Interpolator::new(30);
+        let interval = 1000.0 / 30.0;
+        let stall = 10.0 * interval;
+        let arrival = |tick: u32| f64::from(tick) * interval + if tick > 60 { stall } else { 0.0 };
+        let (mut tick, mut previous_x, mut caught_up_at) = (0u32, f32::MIN, None);
+        let mut now = 0.0;
+        while now < 8000.0 {
+            while arrival(tick) <= now {
+                interp.push(arrival(tick), tick, &[at(1, tick as f32)]);
+                tick += 1;
+            }
+            let x = interp.positions(now)[0].1;
+            assert!(x >= previous_x - 1e-3, "players never move backwards (x {x} after {previous_x} at {now} ms)");
+            previous_x = x;
+            // Caught up: drawn between two snapshots that have arrived, not extrapolated.
+            let newest = (tick - 1) as f32;
+            if now > arrival(61) && caught_up_at.is_none() && x < newest {
+                caught_up_at = Some(now - arrival(61));
+            }
+            now += 1000.0 / 60.0;
+        }
+        let caught_up_at = caught_up_at.expect("the timeline catches up");
+        assert!(caught_up_at < 5000.0, "caught up {caught_up_at:.0} ms after the stall");
+        assert!(interp.jitter_ms() < 5.0, "a stall is not jitter: {}", interp.jitter_ms());
     }
 
     #[test]

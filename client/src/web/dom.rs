@@ -243,7 +243,10 @@ impl Page {
     pub fn update_hud(&self, core: &ClientCore, now: f64) {
         let (attribute, text) = match core.status() {
             Status::Connecting => ("connecting", "connecting…".to_owned()),
-            Status::Joined => ("joined", format!("connected · {} players", core.view().players().len())),
+            Status::Joined => {
+                let count = core.view().players().len();
+                ("joined", format!("connected · {count} player{}", if count == 1 { "" } else { "s" }))
+            }
             Status::Closed { reason, retry: true, .. } => match self.reconnect_at {
                 Some(at) => (
                     "reconnecting",
