@@ -253,26 +253,31 @@ impl BitSink for BitCounter {
 #[derive(Default)]
 struct BitWriter {
     bytes: Vec<u8>,
-    /// Bits of `acc` in use (always < 8 between calls).
+    /// Bits of `acc` in use (always < 32 between calls, so a 32-bit write still fits).
     used: u32,
     acc: u64,
 }
 
 impl BitSink for BitWriter {
+    /// Bits go out four bytes at a time: most calls are a shift and an or, with no push.
     fn bits(&mut self, value: u64, count: u32) {
         debug_assert!(count <= 32 && value < (1 << count));
         self.acc = (self.acc << count) | value;
         self.used += count;
-        while self.used >= 8 {
-            self.used -= 8;
-            self.bytes.push((self.acc >> self.used) as u8);
+        if self.used >= 32 {
+            self.used -= 32;
+            self.bytes.extend_from_slice(&((self.acc >> self.used) as u32).to_be_bytes());
+            self.acc &= (1 << self.used) - 1;
         }
-        self.acc &= (1 << self.used) - 1;
     }
 }
 
 impl BitWriter {
     fn finish(mut self) -> Vec<u8> {
+        while self.used >= 8 {
+            self.used -= 8;
+            self.bytes.push((self.acc >> self.used) as u8);
+        }
         if self.used > 0 {
             self.bytes.push((self.acc << (8 - self.used)) as u8);
         }
@@ -435,6 +440,24 @@ mod tests {
                 previous = c.id;
             }
             prop_assert_eq!(bytes.len(), bits.div_ceil(8) as usize);
+        }
+
+        #[test]
+        fn bits_written_in_any_widths_read_back_in_order(
+            writes in proptest::collection::vec((any::<u32>(), 1u32..=32), 0..100)
+        ) {
+            let mut writer = BitWriter::default();
+            let mask = |count: u32| if count == 32 { u32::MAX } else { (1 << count) - 1 };
+            for &(value, count) in &writes {
+                writer.bits(u64::from(value & mask(count)), count);
+            }
+            let bytes = writer.finish();
+            let total: u32 = writes.iter().map(|w| w.1).sum();
+            prop_assert_eq!(bytes.len(), total.div_ceil(8) as usize);
+            let mut reader = BitReader::new(&bytes);
+            for &(value, count) in &writes {
+                prop_assert_eq!(reader.bits(count).unwrap(), value & mask(count));
+            }
         }
 
         #[test]
