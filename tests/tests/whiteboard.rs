@@ -52,6 +52,29 @@ async fn two_players_drawing_at_once_end_with_the_same_board_and_a_late_joiner_g
 }
 
 #[tokio::test]
+async fn the_longest_stroke_arrives_whole_though_it_spans_many_socket_reads() {
+    use easel_protocol::board::MAX_POINTS_PER_STROKE;
+    let server = TestServer::start().await;
+    let url = server.ws_url();
+    let ann = HeadlessClient::join(&url, "ann", "long", WAIT).await.unwrap();
+    let bob = HeadlessClient::join(&url, "bob", "long", WAIT).await.unwrap();
+    ann.board_synced(WAIT).await.unwrap();
+    bob.board_synced(WAIT).await.unwrap();
+    // A zigzag of large steps: several bytes a point, so the message is several KiB, larger
+    // than the server's 1 KiB read chunk.
+    let zigzag: Vec<Point> = (0..MAX_POINTS_PER_STROKE as i16)
+        .map(|i| Point { x: if i % 2 == 0 { -3000 } else { 3000 }, y: (i % 7) * 900 - 3000 })
+        .collect();
+    ann.core().whiteboard_mut().draw(0x00aa00, 2, &zigzag).unwrap();
+    same_board(&[&ann, &bob], 1).await;
+    let stroke_points = |client: &HeadlessClient| {
+        client.core().whiteboard().board().strokes().map(|s| s.points.len()).collect::<Vec<_>>()
+    };
+    assert_eq!(stroke_points(&bob), vec![MAX_POINTS_PER_STROKE], "bob holds every point");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn erasing_and_undoing_an_erase_reach_everyone() {
     let server = TestServer::start().await;
     let url = server.ws_url();

@@ -30,8 +30,9 @@ const MAX_WRITE_BUFFER: usize = 4 * 1024 * 1024;
 const MAX_BATCH: usize = 256;
 /// Read chunk per connection. tungstenite zeroes this much before every read, including the one
 /// that finds the socket empty, and nearly every client message is an input of about 20 bytes:
-/// at 8 KiB the zeroing was 3 % of the server's CPU at N = 500 (`perf`). A 4 KiB message (the
-/// largest) takes four reads; tungstenite's 128 KiB default would also cost 128 MB at 1,000 players.
+/// at 8 KiB the zeroing was 3 % of the server's CPU at N = 500 (`perf`). A long stroke (messages
+/// go up to 16 KiB) takes several reads; tungstenite's 128 KiB default would also cost 128 MB of
+/// memory at 1,000 players.
 const READ_BUFFER: usize = 1024;
 
 pub(super) async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
