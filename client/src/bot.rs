@@ -354,11 +354,12 @@ impl Bot {
 
         let offset = Duration::from_secs_f64(rng.next_f64() * INPUT_PERIOD.as_secs_f64());
         let mut inputs = tokio::time::interval_at(Instant::now() + offset, INPUT_PERIOD);
-        // As the browser client does (`ClientCore::poll_transmit`): a bot that falls a whole
-        // period behind starts a new schedule instead of sending the missed inputs in a burst.
-        // A burst is no real client's behaviour, and after a stall of the bots' process it ran
-        // into the server's message rate limit, measuring the load generator, not the server.
-        inputs.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // The workload's fixed schedule: a bot that falls behind skips the slots it missed and
+        // goes on at the next one, as the browser client never catches up with a burst either
+        // (`ClientCore::poll_transmit`). Sending the missed inputs at once, after a stall of the
+        // bots' own process, ran into the server's message rate limit: that measured the load
+        // generator, not the server.
+        inputs.set_missed_tick_behavior(MissedTickBehavior::Skip);
         // A drawing bot has its own stream, so adding drawing never changes the arena's inputs.
         let mut draw_rng = Mulberry32::new(0xD2A0_0000 + self.index as u32);
         let draw_offset = Duration::from_secs_f64(draw_rng.next_f64() * DRAW_PERIOD.as_secs_f64());
