@@ -32,14 +32,20 @@ async fn same_board(clients: &[&HeadlessClient], strokes: usize) -> [u8; 32] {
     first
 }
 
+/// Ann and Bob in `room`, each holding the board as the server has it.
+async fn ann_and_bob(url: &str, room: &str) -> (HeadlessClient, HeadlessClient) {
+    let ann = HeadlessClient::join(url, "ann", room, WAIT).await.unwrap();
+    let bob = HeadlessClient::join(url, "bob", room, WAIT).await.unwrap();
+    ann.board_synced(WAIT).await.unwrap();
+    bob.board_synced(WAIT).await.unwrap();
+    (ann, bob)
+}
+
 #[tokio::test]
 async fn two_players_drawing_at_once_end_with_the_same_board_and_a_late_joiner_gets_it() {
     let server = TestServer::start().await;
     let url = server.ws_url();
-    let ann = HeadlessClient::join(&url, "ann", "board", WAIT).await.unwrap();
-    let bob = HeadlessClient::join(&url, "bob", "board", WAIT).await.unwrap();
-    ann.board_synced(WAIT).await.unwrap();
-    bob.board_synced(WAIT).await.unwrap();
+    let (ann, bob) = ann_and_bob(&url, "board").await;
     for i in 0..20 {
         ann.core().whiteboard_mut().draw(0xff0000, 3, &line(i * 10, 0)).unwrap();
         bob.core().whiteboard_mut().draw(0x0000ff, 5, &line(i * 10, 100)).unwrap();
@@ -56,10 +62,7 @@ async fn the_longest_stroke_arrives_whole_though_it_spans_many_socket_reads() {
     use easel_protocol::board::MAX_POINTS_PER_STROKE;
     let server = TestServer::start().await;
     let url = server.ws_url();
-    let ann = HeadlessClient::join(&url, "ann", "long", WAIT).await.unwrap();
-    let bob = HeadlessClient::join(&url, "bob", "long", WAIT).await.unwrap();
-    ann.board_synced(WAIT).await.unwrap();
-    bob.board_synced(WAIT).await.unwrap();
+    let (ann, bob) = ann_and_bob(&url, "long").await;
     // A zigzag of large steps: several bytes a point, so the message is several KiB, larger
     // than the server's 1 KiB read chunk.
     let zigzag: Vec<Point> = (0..MAX_POINTS_PER_STROKE as i16)
@@ -95,10 +98,7 @@ async fn erasing_and_undoing_an_erase_reach_everyone() {
 async fn undo_undoes_only_my_own_actions_while_others_draw() {
     let server = TestServer::start().await;
     let url = server.ws_url();
-    let ann = HeadlessClient::join(&url, "ann", "undo", WAIT).await.unwrap();
-    let bob = HeadlessClient::join(&url, "bob", "undo", WAIT).await.unwrap();
-    ann.board_synced(WAIT).await.unwrap();
-    bob.board_synced(WAIT).await.unwrap();
+    let (ann, bob) = ann_and_bob(&url, "undo").await;
     ann.core().whiteboard_mut().draw(1, 2, &line(0, 0)).unwrap();
     bob.core().whiteboard_mut().draw(2, 2, &line(0, 200)).unwrap();
     ann.core().whiteboard_mut().draw(1, 2, &line(0, 400)).unwrap();
