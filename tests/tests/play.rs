@@ -4,7 +4,11 @@
 use std::time::Duration;
 
 use easel_client::headless::HeadlessClient;
-use easel_tests::{TestServer, WAIT};
+use easel_protocol::snapshot::{self, NetPlayer};
+use easel_protocol::{ClientMsg, PROTOCOL_VERSION, ServerMsg, decode_server, encode};
+use easel_tests::{TestServer, WAIT, raw_connect};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
 
 async fn position_of(observer: &HeadlessClient, player: u32) -> Option<(f32, f32)> {
     let core = observer.core();
@@ -138,5 +142,58 @@ async fn rooms_open_on_demand_and_close_when_empty() {
     }
     let again = HeadlessClient::join(&url, "c", "one", WAIT).await.unwrap();
     assert_eq!(again.core().view().players().len(), 1, "a reopened room starts empty");
+    server.stop().await;
+}
+
+/// Over WebSocket a snapshot written to the socket reaches the client before anything written
+/// later, so the next one is a delta against it without waiting a round trip for the
+/// acknowledgement: a watcher that never acknowledges anything still gets deltas, each against a
+/// snapshot it already holds, and shares one encoding per tick with a player who does.
+#[tokio::test]
+async fn snapshots_are_deltas_against_the_last_one_written_without_waiting_for_acknowledgements() {
+    let server = TestServer::start().await;
+    let url = server.ws_url();
+    let ann = HeadlessClient::join(&url, "ann", "arena", WAIT).await.unwrap();
+    let mut watcher = raw_connect(&server).await;
+    let hello = ClientMsg::Hello {
+        version: PROTOCOL_VERSION,
+        name: "watcher".into(),
+        room: "arena".into(),
+        identity: None,
+        resume: None,
+    };
+    watcher.send(Message::Binary(encode(&hello).into())).await.unwrap();
+    let ann_id = ann.core().view().me().unwrap();
+    let start = position_of(&ann, ann_id).await.unwrap();
+    ann.hold_direction(if start.0 < 1000.0 { 1 } else { -1 }, 0);
+
+    let encodings_before = server.metric("easel_snapshot_encodings_total").await;
+    let mut held: Vec<(u32, Vec<NetPlayer>)> = Vec::new();
+    let mut deltas = 0;
+    let read = async {
+        while held.len() < 40 {
+            let Some(Ok(Message::Binary(bytes))) = watcher.next().await else { continue };
+            let Ok(ServerMsg::Snapshot { tick, baseline, entities }) = decode_server(&bytes) else { continue };
+            let players = if baseline == 0 {
+                snapshot::decode(&entities, None, 0).unwrap()
+            } else {
+                let base = held.iter().find(|(t, _)| *t == baseline);
+                let (_, base) = base.unwrap_or_else(|| panic!("tick {tick}'s baseline {baseline} was never received"));
+                deltas += 1;
+                snapshot::decode(&entities, Some(base), tick - baseline).unwrap()
+            };
+            held.push((tick, players));
+        }
+    };
+    tokio::time::timeout(WAIT, read).await.expect("40 snapshots in time");
+    let encodings = server.metric("easel_snapshot_encodings_total").await - encodings_before;
+
+    // The first snapshot is in full; every later one has a baseline written before it.
+    assert!(deltas >= 38, "{deltas} of 40 snapshots were deltas");
+    let ann_x = |players: &[NetPlayer]| players.iter().find(|p| p.id == ann_id).map(|p| p.x);
+    assert_ne!(ann_x(&held[0].1), ann_x(&held[39].1), "the deltas carried ann's movement");
+    // Both members keep up, so both are on the previous tick's snapshot: about one encoding per
+    // snapshot (a tick in which one of them had not been written to yet makes a second).
+    assert!(encodings <= 60, "{encodings} encodings for 40 snapshots to two members");
     server.stop().await;
 }

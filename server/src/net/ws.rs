@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite;
 
 use super::AppState;
-use crate::room::{Joined, MemberLink, RoomHandle};
+use crate::room::{EncodedSnapshot, Joined, MemberLink, RoomHandle};
 
 use crate::session::{CloseReason, Session, SessionEvent};
 use crate::sim::TickInput;
@@ -78,12 +78,13 @@ struct Membership {
     room: RoomHandle,
     player_id: u32,
     connection: u64,
-    /// The newest snapshot tick the client decoded, shared with the room.
-    acked: Arc<AtomicU32>,
+    /// The newest snapshot tick written to the socket (or acknowledged), shared with the room:
+    /// TCP delivers it before anything written later, so the room may encode against it.
+    delivered: Arc<AtomicU32>,
     /// The newest input seq forwarded to the room: repeats in later messages are not sent again.
     last_input: u32,
     messages: mpsc::Receiver<Bytes>,
-    snapshots: watch::Receiver<Bytes>,
+    snapshots: watch::Receiver<EncodedSnapshot>,
     kick: oneshot::Receiver<CloseReason>,
 }
 
@@ -106,6 +107,7 @@ enum Ending {
 enum Step {
     Inbound(Option<Result<Message, axum::Error>>),
     Send(Bytes),
+    Snapshot(EncodedSnapshot),
     Close(CloseReason),
 }
 
@@ -148,7 +150,7 @@ impl Connection {
                     biased;
                     reason = kicked(kick) => Step::Close(reason),
                     Some(bytes) = next_message(messages) => Step::Send(bytes),
-                    bytes = next_snapshot(snapshots) => Step::Send(bytes),
+                    snapshot = next_snapshot(snapshots) => Step::Snapshot(snapshot),
                     frame = self.socket.recv() => Step::Inbound(frame),
                     _ = sleep_until(deadline) => {
                         self.session.handle_timeout(Instant::now())?;
@@ -159,6 +161,12 @@ impl Connection {
             match step {
                 Step::Close(reason) => return Err(reason),
                 Step::Send(bytes) => self.send_queued(bytes).await?,
+                Step::Snapshot(snapshot) => {
+                    self.send_queued(snapshot.bytes).await?;
+                    if let Some(m) = &self.membership {
+                        m.delivered.fetch_max(snapshot.tick, Ordering::Relaxed);
+                    }
+                }
                 Step::Inbound(None) => return Ok(Ending::Dropped),
                 Step::Inbound(Some(Err(e))) => return Err(read_error(e)),
                 Step::Inbound(Some(Ok(message))) => {
@@ -188,7 +196,7 @@ impl Connection {
             Some(SessionEvent::Reply(msg)) => self.send(Message::Binary(easel_protocol::encode(&msg).into())).await?,
             Some(SessionEvent::Input { seq, ack, dirs }) => {
                 if let Some(m) = &mut self.membership {
-                    m.acked.fetch_max(ack, Ordering::Relaxed);
+                    m.delivered.fetch_max(ack, Ordering::Relaxed);
                     for input in TickInput::unpack(m.player_id, seq, &dirs, &mut m.last_input) {
                         m.room.input(input);
                     }
@@ -196,7 +204,7 @@ impl Connection {
             }
             Some(SessionEvent::Ack { tick }) => {
                 if let Some(m) = &self.membership {
-                    m.acked.fetch_max(tick, Ordering::Relaxed);
+                    m.delivered.fetch_max(tick, Ordering::Relaxed);
                 }
             }
             Some(SessionEvent::Chat { text }) => {
@@ -237,8 +245,9 @@ impl Connection {
         let (messages_tx, messages) = mpsc::channel(self.state.config.limits.outbound_queue);
         let (kick_tx, kick) = oneshot::channel();
         let connection = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
-        let acked = Arc::new(AtomicU32::new(0));
-        let link = MemberLink { messages: messages_tx, kick: kick_tx, connection, acked: Arc::clone(&acked), resume };
+        let delivered = Arc::new(AtomicU32::new(0));
+        let link =
+            MemberLink { messages: messages_tx, kick: kick_tx, connection, delivered: Arc::clone(&delivered), resume };
         let (handle, answer) = self.state.rooms.join(room, name, identity, link)?;
         let joined: Joined = match tokio::time::timeout(self.state.config.limits.hello_timeout, answer).await {
             Ok(Ok(result)) => result?,
@@ -250,7 +259,7 @@ impl Connection {
             room: handle,
             player_id: joined.player_id,
             connection,
-            acked,
+            delivered,
             last_input: 0,
             messages,
             snapshots: joined.snapshots,
@@ -353,7 +362,7 @@ async fn next_message(messages: Option<&mut mpsc::Receiver<Bytes>>) -> Option<By
     }
 }
 
-async fn next_snapshot(snapshots: Option<&mut watch::Receiver<Bytes>>) -> Bytes {
+async fn next_snapshot(snapshots: Option<&mut watch::Receiver<EncodedSnapshot>>) -> EncodedSnapshot {
     let Some(snapshots) = snapshots else { return pending().await };
     if snapshots.changed().await.is_err() {
         // The room is gone; `kicked` reports why.

@@ -46,8 +46,8 @@ fn cell_side(interest: &Interest) -> u32 {
     wire_distance(units).max(1)
 }
 
-/// Past snapshots kept per member as baselines: a second at 30 Hz. A client whose
-/// acknowledgement is older gets a snapshot against nothing (in full).
+/// Past snapshots kept per member as baselines: a second at 30 Hz. A client whose newest
+/// delivered snapshot is older gets a snapshot against nothing (in full).
 const BASELINES_KEPT: usize = 32;
 
 /// About one tick of movement at the game's speed, in wire units (200 units/s ÷ 30 Hz × 8): the
@@ -62,8 +62,9 @@ const NEARNESS_SCALE: f32 = 2000.0;
 const MESSAGE_OVERHEAD: i64 = 12;
 
 /// The share of a tick's budget a cell's view is sized to, counted against the view of the tick
-/// before. The rest pays for what that count leaves out: members acknowledge a round trip late,
-/// so their deltas span several ticks' changes, and one that skipped a tick spans more.
+/// before. The rest pays for what that count leaves out: a member whose last snapshot was not
+/// delivered yet (over WebSocket, not yet written; elsewhere, not yet acknowledged) gets a delta
+/// spanning several ticks' changes, and one that skipped a tick spans more.
 const CELL_SHARE_PERCENT: i64 = 80;
 
 /// A set of players sorted by id, shared by every member sent it.
@@ -324,8 +325,8 @@ impl Encodings {
     }
 }
 
-/// What one member has been sent: its recent snapshots (the baselines it may acknowledge) and
-/// its byte credit.
+/// What one member has been sent: its recent snapshots (the baselines its connection may report
+/// delivered) and its byte credit.
 #[derive(Default)]
 pub struct MemberView {
     sent: VecDeque<(u32, Players)>,
@@ -345,9 +346,9 @@ impl MemberView {
         self.skipped
     }
 
-    /// The snapshot of `frame` for member `me`, which acknowledged tick `acked`, or `None` when
-    /// its budget has no credit for one this tick.
-    pub fn next(&mut self, me: u32, acked: u32, frame: &Frame, encodings: &mut Encodings) -> Option<Bytes> {
+    /// The snapshot of `frame` for member `me`, whose client is sure to hold tick `delivered`
+    /// (`MemberLink::delivered`), or `None` when its budget has no credit for one this tick.
+    pub fn next(&mut self, me: u32, delivered: u32, frame: &Frame, encodings: &mut Encodings) -> Option<Bytes> {
         // The cell's view moves on (its priorities, what it shows) whether or not this member is
         // sent it: a cell whose members all skip a tick would otherwise start over.
         let current = frame.visible_to(me);
@@ -359,14 +360,14 @@ impl MemberView {
                 return None;
             }
         }
-        // Nothing older than the acknowledged snapshot can be a baseline again.
-        while self.sent.len() > 1 && self.sent.front().is_some_and(|(t, _)| *t != acked && older(*t, acked)) {
+        // Nothing older than the delivered snapshot can be a baseline again.
+        while self.sent.len() > 1 && self.sent.front().is_some_and(|(t, _)| *t != delivered && older(*t, delivered)) {
             self.sent.pop_front();
         }
         while self.sent.len() >= BASELINES_KEPT {
             self.sent.pop_front();
         }
-        let baseline = self.sent.iter().find(|(t, _)| *t == acked && acked != frame.tick).cloned();
+        let baseline = self.sent.iter().find(|(t, _)| *t == delivered && delivered != frame.tick).cloned();
         let bytes = encodings.get(frame.tick, &current, baseline.as_ref());
         if frame.budget_bits > 0 {
             self.credit -= bytes.len() as f64;
@@ -468,7 +469,7 @@ mod tests {
         let tick_rate = 30;
         let mut view = MemberView::default();
         let mut views = CellViews::new();
-        let mut acked = 0;
+        let mut delivered = 0;
         let mut last_fresh = vec![0u32; 300];
         let mut fresh_count = vec![0u32; 300];
         let mut longest_stale = 0;
@@ -481,7 +482,7 @@ mod tests {
                 .map(|i| NetPlayer { last_input_seq: tick, ..player(i, 100.0 + i as f32 * 5.0, 100.0 + tick as f32) })
                 .collect();
             let frame = Frame::new(tick, Arc::new(world.clone()), &interest, tick_rate, std::mem::take(&mut views));
-            let sent = view.next(0, acked, &frame, &mut Encodings::default());
+            let sent = view.next(0, delivered, &frame, &mut Encodings::default());
             views = frame.into_views();
             let Some(bytes) = sent else { continue };
             total_bytes += bytes.len();
@@ -501,7 +502,7 @@ mod tests {
                 longest_stale = longest_stale.max(last_fresh.iter().map(|&t| tick - t).max().unwrap());
             }
             client = Some(decoded);
-            acked = tick;
+            delivered = tick;
         }
         let per_second = total_bytes as f64 / (f64::from(ticks) / f64::from(tick_rate));
         assert!(per_second <= 12_000.0 * 1.1, "{per_second:.0} bytes/s against a budget of 12,000");
@@ -521,11 +522,11 @@ mod tests {
         let mut view = MemberView::default();
         let mut views = CellViews::new();
         let mut client: Option<Vec<NetPlayer>> = None;
-        let (mut acked, mut bytes_after_the_crowd) = (0, 0);
+        let (mut delivered, mut bytes_after_the_crowd) = (0, 0);
         for tick in 1..=100 {
             let present = if tick == 1 { &world[..10] } else { &world[..] };
             let frame = Frame::new(tick, Arc::new(present.to_vec()), &interest, 30, std::mem::take(&mut views));
-            let sent = view.next(0, acked, &frame, &mut Encodings::default());
+            let sent = view.next(0, delivered, &frame, &mut Encodings::default());
             views = frame.into_views();
             if let Some(bytes) = sent {
                 let ServerMsg::Snapshot { baseline, entities, .. } = easel_protocol::decode_server(&bytes).unwrap()
@@ -534,7 +535,7 @@ mod tests {
                 };
                 let base = (baseline != 0).then(|| client.clone().unwrap());
                 client = Some(snapshot::decode(&entities, base.as_deref(), tick - baseline).unwrap());
-                acked = tick;
+                delivered = tick;
                 if tick > 1 {
                     bytes_after_the_crowd += bytes.len();
                 }

@@ -6,10 +6,10 @@
 //! bounded queue, and snapshots go through a per-member `watch` slot that newer snapshots
 //! overwrite. One slow client therefore costs one queue at most and cannot stall the tick.
 //!
-//! Snapshots are deltas against the snapshot each member last acknowledged (`snapshot`), of the
-//! players in its view and within its byte budget (`interest`). Members sent the same set share
-//! one encoding per distinct baseline: with full visibility, every client that keeps up shares
-//! one or two encodings per tick.
+//! Snapshots are deltas against the newest snapshot each member is sure to hold (`snapshot`;
+//! `MemberLink::delivered`), of the players in its view and within its byte budget (`interest`).
+//! Members sent the same set share one encoding per distinct baseline: with full visibility,
+//! every client that keeps up is on the previous tick's snapshot and shares one encoding.
 //!
 //! A member whose connection drops (without a close) stays in the world for the resume grace
 //! period; a new connection presenting its resume token gets the same player back, and nobody
@@ -57,8 +57,11 @@ pub struct MemberLink {
     /// Which connection this is (a leave from an older connection of a resumed player is
     /// ignored).
     pub connection: u64,
-    /// The newest snapshot tick the client decoded, kept up to date by the connection.
-    pub acked: Arc<AtomicU32>,
+    /// The newest snapshot tick the client is sure to hold before it reads anything sent later,
+    /// kept up to date by the connection: a tick the client acknowledged, or, over an ordered
+    /// reliable transport (WebSocket), a tick written to the socket, which is a round trip
+    /// sooner. Each snapshot is a delta against it.
+    pub delivered: Arc<AtomicU32>,
     /// The resume token the client presented, if any.
     pub resume: Option<[u8; 16]>,
 }
@@ -69,9 +72,16 @@ pub struct Joined {
     /// The encoded `Welcome`, to send before anything from `messages`.
     pub welcome: Bytes,
     /// This member's latest encoded snapshot; unsent ones are superseded by newer ones.
-    pub snapshots: watch::Receiver<Bytes>,
+    pub snapshots: watch::Receiver<EncodedSnapshot>,
     /// Whether this is a resumed player rather than a new one.
     pub resumed: bool,
+}
+
+/// One member's snapshot of a tick, encoded.
+#[derive(Clone, Debug, Default)]
+pub struct EncodedSnapshot {
+    pub tick: u32,
+    pub bytes: Bytes,
 }
 
 /// Membership changes: rare, never dropped (unbounded, at most one per connection in flight).
@@ -96,8 +106,8 @@ struct Member {
     author: u32,
     messages: mpsc::Sender<Bytes>,
     kick: Option<oneshot::Sender<CloseReason>>,
-    snapshots: watch::Sender<Bytes>,
-    acked: Arc<AtomicU32>,
+    snapshots: watch::Sender<EncodedSnapshot>,
+    delivered: Arc<AtomicU32>,
     /// What it has been sent, for deltas, hysteresis and priorities.
     view: MemberView,
     connection: u64,
@@ -158,14 +168,14 @@ impl Room {
         let info = PlayerInfo { id: player_id, name, color: game::player_color(player_id) };
         self.sim.add_player(player_id, spawn);
         self.broadcast(&ServerMsg::PlayerJoined(info.clone()));
-        let (snapshots, _) = watch::channel(Bytes::new());
+        let (snapshots, _) = watch::channel(EncodedSnapshot::default());
         let member = Member {
             info,
             author: identity.author,
             messages: link.messages.clone(),
             kick: None,
             snapshots,
-            acked: Arc::clone(&link.acked),
+            delivered: Arc::clone(&link.delivered),
             view: MemberView::default(),
             connection: link.connection,
             resume: crate::store::random_token(),
@@ -192,7 +202,7 @@ impl Room {
             board_chunks: chunks.len() as u32,
             resume: self.members.get(&player_id).map(|m| m.resume).unwrap_or_default(),
         };
-        let (snapshots_tx, snapshots) = watch::channel(Bytes::new());
+        let (snapshots_tx, snapshots) = watch::channel(EncodedSnapshot::default());
         let member = self.members.get_mut(&player_id).expect("attach is called for members only");
         // The client starts from nothing: the newest world, against no baseline.
         member.view.reset();
@@ -205,7 +215,7 @@ impl Room {
                 self.cell_views.clone(),
             );
             if let Some(bytes) = member.view.next(player_id, 0, &frame, &mut Encodings::default()) {
-                snapshots_tx.send_replace(bytes);
+                snapshots_tx.send_replace(EncodedSnapshot { tick: *tick, bytes });
             }
         }
         if let Some(old) = member.kick.take() {
@@ -216,7 +226,7 @@ impl Room {
         member.messages = link.messages;
         member.kick = Some(link.kick);
         member.snapshots = snapshots_tx;
-        member.acked = link.acked;
+        member.delivered = link.delivered;
         member.connection = link.connection;
         member.detached_at = None;
         // The board follows the welcome on the reliable queue, before anything else.
@@ -365,7 +375,7 @@ impl Room {
     }
 
     /// Sends every attached member the snapshot of `tick`: its view, within its budget, as a
-    /// delta against the newest snapshot it acknowledged. Each distinct (set, baseline) pair is
+    /// delta against the newest snapshot it is sure to hold. Each distinct (set, baseline) pair is
     /// encoded once.
     fn publish(&mut self, tick: u32, players: Arc<Vec<NetPlayer>>) {
         let previous = std::mem::take(&mut self.cell_views);
@@ -373,9 +383,9 @@ impl Room {
         self.latest = Some((tick, players));
         let mut encodings = Encodings::default();
         for (&id, member) in self.members.iter_mut().filter(|(_, m)| m.detached_at.is_none()) {
-            let acked = member.acked.load(Ordering::Relaxed);
-            if let Some(bytes) = member.view.next(id, acked, &frame, &mut encodings) {
-                member.snapshots.send_replace(bytes);
+            let delivered = member.delivered.load(Ordering::Relaxed);
+            if let Some(bytes) = member.view.next(id, delivered, &frame, &mut encodings) {
+                member.snapshots.send_replace(EncodedSnapshot { tick, bytes });
             }
         }
         self.metrics.snapshot_encodings.add(encodings.count);
@@ -544,7 +554,7 @@ mod tests {
     fn link(capacity: usize) -> (MemberLink, mpsc::Receiver<Bytes>, oneshot::Receiver<CloseReason>) {
         let (messages, messages_rx) = mpsc::channel(capacity);
         let (kick, kick_rx) = oneshot::channel();
-        let link = MemberLink { messages, kick, connection: 1, acked: Arc::new(AtomicU32::new(0)), resume: None };
+        let link = MemberLink { messages, kick, connection: 1, delivered: Arc::new(AtomicU32::new(0)), resume: None };
         (link, messages_rx, kick_rx)
     }
 
@@ -603,31 +613,31 @@ mod tests {
         let (mut room, _commits) = room_with(Config::for_tests()).await;
         let (a, _a_rx, _a_kick) = link(8);
         let (b, _b_rx, _b_kick) = link(8);
-        let (a_acked, b_acked) = (Arc::clone(&a.acked), Arc::clone(&b.acked));
+        let (a_delivered, b_delivered) = (Arc::clone(&a.delivered), Arc::clone(&b.delivered));
         let mut a_snapshots = room.join(1, "a".into(), identity(1), (0.0, 0.0), a).unwrap().snapshots;
         let mut b_snapshots = room.join(2, "b".into(), identity(2), (1.0, 1.0), b).unwrap().snapshots;
         room.tick();
-        let (sa, sb) = (a_snapshots.borrow_and_update().clone(), b_snapshots.borrow_and_update().clone());
+        let (sa, sb) = (a_snapshots.borrow_and_update().bytes.clone(), b_snapshots.borrow_and_update().bytes.clone());
         assert_eq!(sa.as_ptr(), sb.as_ptr(), "no acknowledgement yet: one full snapshot for both");
         let (tick, baseline, entities) = decode_snapshot(&sa);
         assert_eq!((tick, baseline), (1, 0));
         let first = snapshot::decode(&entities, None, 0).unwrap();
         assert_eq!(first.len(), 2);
-        a_acked.store(1, Ordering::Relaxed);
-        b_acked.store(1, Ordering::Relaxed);
+        a_delivered.store(1, Ordering::Relaxed);
+        b_delivered.store(1, Ordering::Relaxed);
         room.play(Play::Input(TickInput { player: 1, seq: 1, dx: 1, dy: 0 }));
         room.tick();
-        let (sa, sb) = (a_snapshots.borrow_and_update().clone(), b_snapshots.borrow_and_update().clone());
+        let (sa, sb) = (a_snapshots.borrow_and_update().bytes.clone(), b_snapshots.borrow_and_update().bytes.clone());
         assert_eq!(sa.as_ptr(), sb.as_ptr(), "both acknowledged tick 1: one delta for both");
         let (tick, baseline, entities) = decode_snapshot(&sa);
         assert_eq!((tick, baseline), (2, 1));
         let second = snapshot::decode(&entities, Some(&first), 1).unwrap();
         assert!(second[0].x > first[0].x, "player 1 moved right");
         assert!(entities.len() < 8, "a delta of one moving player is a few bytes: {}", entities.len());
-        a_acked.store(2, Ordering::Relaxed);
+        a_delivered.store(2, Ordering::Relaxed);
         room.play(Play::Input(TickInput { player: 1, seq: 2, dx: 1, dy: 0 }));
         room.tick();
-        let (sa, sb) = (a_snapshots.borrow_and_update().clone(), b_snapshots.borrow_and_update().clone());
+        let (sa, sb) = (a_snapshots.borrow_and_update().bytes.clone(), b_snapshots.borrow_and_update().bytes.clone());
         assert_ne!(sa.as_ptr(), sb.as_ptr(), "different baselines, different encodings");
         assert_eq!(decode_snapshot(&sa).1, 2);
         assert_eq!(decode_snapshot(&sb).1, 1);
@@ -642,7 +652,7 @@ mod tests {
         room.join(2, "b".into(), identity(2), (400.0, 300.0), link(8).0).unwrap();
         room.join(3, "c".into(), identity(3), (1900.0, 1900.0), link(8).0).unwrap();
         room.tick();
-        let (_, _, entities) = decode_snapshot(&near_a.borrow_and_update());
+        let (_, _, entities) = decode_snapshot(&near_a.borrow_and_update().bytes);
         let seen: Vec<u32> = snapshot::decode(&entities, None, 0).unwrap().iter().map(|p| p.id).collect();
         assert_eq!(seen, [1, 2], "c is 1,800 away");
 
@@ -651,7 +661,7 @@ mod tests {
         let mut a = room.join(1, "a".into(), identity(1), (100.0, 100.0), link(8).0).unwrap().snapshots;
         room.join(3, "c".into(), identity(3), (1900.0, 1900.0), link(8).0).unwrap();
         room.tick();
-        let (_, _, entities) = decode_snapshot(&a.borrow_and_update());
+        let (_, _, entities) = decode_snapshot(&a.borrow_and_update().bytes);
         assert_eq!(snapshot::decode(&entities, None, 0).unwrap().len(), 2);
     }
 

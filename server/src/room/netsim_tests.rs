@@ -28,8 +28,8 @@ struct Peer {
     up: LinkConditioner<Vec<u8>>,
     down: LinkConditioner<Bytes>,
     messages: mpsc::Receiver<Bytes>,
-    snapshots: watch::Receiver<Bytes>,
-    acked: Arc<AtomicU32>,
+    snapshots: watch::Receiver<EncodedSnapshot>,
+    delivered: Arc<AtomicU32>,
     last_input: u32,
     _kick: oneshot::Receiver<CloseReason>,
     next_frame_ms: f64,
@@ -46,9 +46,14 @@ async fn room(interest: Interest) -> Room {
 fn join(room: &mut Room, id: u32, seed: u32) -> Peer {
     let (messages_tx, messages) = mpsc::channel(4096);
     let (kick, kick_rx) = oneshot::channel();
-    let acked = Arc::new(AtomicU32::new(0));
-    let link =
-        MemberLink { messages: messages_tx, kick, connection: u64::from(id), acked: Arc::clone(&acked), resume: None };
+    let delivered = Arc::new(AtomicU32::new(0));
+    let link = MemberLink {
+        messages: messages_tx,
+        kick,
+        connection: u64::from(id),
+        delivered: Arc::clone(&delivered),
+        resume: None,
+    };
     let identity = Identity { author: id, token: [0; 16] };
     let joined = room.join(id, format!("p{id}"), identity, (1000.0, 1000.0), link).unwrap();
     let mut core = ClientCore::new(&format!("p{id}"), "netsim");
@@ -62,7 +67,7 @@ fn join(room: &mut Room, id: u32, seed: u32) -> Peer {
         down,
         messages,
         snapshots: joined.snapshots,
-        acked,
+        delivered,
         last_input: 0,
         _kick: kick_rx,
         next_frame_ms: f64::from(seed % 16),
@@ -100,13 +105,13 @@ async fn run(seconds: f64, interest: Interest) -> Observed {
             for bytes in peer.up.poll(now) {
                 match decode_client(&bytes).unwrap() {
                     ClientMsg::Input { seq, ack, dirs } => {
-                        peer.acked.fetch_max(ack, Ordering::Relaxed);
+                        peer.delivered.fetch_max(ack, Ordering::Relaxed);
                         for input in TickInput::unpack(peer.id, seq, &dirs, &mut peer.last_input) {
                             room.play(Play::Input(input));
                         }
                     }
                     ClientMsg::Ack { tick } => {
-                        peer.acked.fetch_max(tick, Ordering::Relaxed);
+                        peer.delivered.fetch_max(tick, Ordering::Relaxed);
                     }
                     _ => {}
                 }
@@ -122,7 +127,7 @@ async fn run(seconds: f64, interest: Interest) -> Observed {
                     peer.down.send(now, bytes, false);
                 }
                 if peer.snapshots.has_changed().unwrap_or(false) {
-                    let bytes = peer.snapshots.borrow_and_update().clone();
+                    let bytes = peer.snapshots.borrow_and_update().bytes.clone();
                     peer.down.send(now, bytes, true);
                 }
             }
