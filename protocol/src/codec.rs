@@ -154,6 +154,7 @@ mod tests {
             (any::<u32>(), any::<u32>(), proptest::collection::vec(any::<(i8, i8)>(), 1..=4))
                 .prop_map(|(seq, ack, dirs)| ClientMsg::Input { seq, ack, dirs }),
             any::<u32>().prop_map(|tick| ClientMsg::Ack { tick }),
+            any::<u32>().prop_map(|newest| ClientMsg::SnapshotLost { newest }),
             any_text().prop_map(|text| ClientMsg::Chat { text }),
             any::<u32>().prop_map(|nonce| ClientMsg::Ping { nonce }),
         ]

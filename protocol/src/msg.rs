@@ -32,6 +32,10 @@ pub enum ClientMsg {
     BoardSync,
     /// The newest snapshot tick this client decoded, when no input carries it.
     Ack { tick: u32 },
+    /// A snapshot arrived whose baseline this client does not hold: its link loses snapshots
+    /// (the page's simulated bad network; a lossy transport). From now on the server encodes
+    /// against acknowledged ticks only. `newest` is the newest tick this client decoded.
+    SnapshotLost { newest: u32 },
 }
 
 /// What the server sends.
@@ -55,7 +59,8 @@ pub enum ServerMsg {
         resume: [u8; 16],
     },
     /// The players after simulation tick `tick`, as `snapshot::encode` packed them against the
-    /// snapshot of tick `baseline` that this client acknowledged (0: in full).
+    /// snapshot of tick `baseline`, one this client holds (0: in full): over WebSocket the newest
+    /// one written before it, after a `SnapshotLost` the newest one acknowledged.
     Snapshot {
         tick: u32,
         baseline: u32,

@@ -353,6 +353,15 @@ await test('on a simulated 150 ms link the own player moves before the server co
     if (settled.net.interpolationDelayMs < 66 || settled.net.interpolationDelayMs > 101) {
       throw new Error(`interpolation delay ${settled.net.interpolationDelayMs} ms is not 2 to 3 intervals`);
     }
+    // Snapshots keep coming through the losses: the page tells the server when it could not
+    // decode one, instead of every later delta failing against the lost one.
+    await pageC.keyboard.down(key);
+    await new Promise((r) => setTimeout(r, 2500));
+    const moving = await state(pageC);
+    await pageC.keyboard.up(key);
+    if (moving.net.snapshotsPerS < 20) {
+      throw new Error(`${moving.net.snapshotsPerS} snapshots/s while moving on a 2 % loss link`);
+    }
     await pageC.screenshot({ path: path.join(ARTIFACTS, 'simulated-lag-overlay.png') });
   } finally {
     await contextC.close();

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use easel_client::core::ClientCore;
 use easel_client::headless::HeadlessClient;
+use easel_protocol::codec::is_snapshot;
 use easel_protocol::snapshot::{self, NetPlayer};
 use easel_protocol::{ClientMsg, PROTOCOL_VERSION, ServerMsg, decode_server, encode};
 use easel_tests::{TestServer, WAIT, raw_connect};
@@ -164,8 +166,8 @@ async fn snapshots_are_deltas_against_the_last_one_written_without_waiting_for_a
     };
     watcher.send(Message::Binary(encode(&hello).into())).await.unwrap();
     let ann_id = ann.core().view().me().unwrap();
-    let start = position_of(&ann, ann_id).await.unwrap();
-    ann.hold_direction(if start.0 < 1000.0 { 1 } else { -1 }, 0);
+    let start = ann.wait_for(WAIT, "ann placed", |core| core.view().players().get(&ann_id)?.state).await.unwrap();
+    ann.hold_direction(if start.x < 1000.0 { 1 } else { -1 }, 0);
 
     let encodings_before = server.metric("easel_snapshot_encodings_total").await;
     let mut held: Vec<(u32, Vec<NetPlayer>)> = Vec::new();
@@ -195,5 +197,47 @@ async fn snapshots_are_deltas_against_the_last_one_written_without_waiting_for_a
     // Both members keep up, so both are on the previous tick's snapshot: about one encoding per
     // snapshot (a tick in which one of them had not been written to yet makes a second).
     assert!(encodings <= 60, "{encodings} encodings for 40 snapshots to two members");
+    server.stop().await;
+}
+
+/// A client whose link loses a snapshot (the page's simulated bad network) cannot decode the
+/// deltas written after it; it says so once, and the server encodes against what it acknowledged
+/// from then on, so the other players keep moving on its screen.
+#[tokio::test]
+async fn a_client_that_loses_a_snapshot_says_so_and_gets_decodable_snapshots_again() {
+    let server = TestServer::start().await;
+    let url = server.ws_url();
+    let ann = HeadlessClient::join(&url, "ann", "arena", WAIT).await.unwrap();
+    let ann_id = ann.core().view().me().unwrap();
+    let start = ann.wait_for(WAIT, "ann placed", |core| core.view().players().get(&ann_id)?.state).await.unwrap();
+    ann.hold_direction(if start.x < 1000.0 { 1 } else { -1 }, 0);
+
+    let mut socket = raw_connect(&server).await;
+    let mut core = ClientCore::new("lossy", "arena");
+    socket.send(Message::Binary(core.hello().into())).await.unwrap();
+    let started = std::time::Instant::now();
+    let now = || started.elapsed().as_secs_f64() * 1000.0;
+    let (mut snapshots, mut ann_after_loss) = (0, Vec::new());
+    let play = async {
+        while ann_after_loss.len() < 30 {
+            let Some(Ok(Message::Binary(bytes))) = socket.next().await else { continue };
+            if is_snapshot(&bytes) {
+                snapshots += 1;
+                if snapshots == 10 {
+                    continue; // lost on the way
+                }
+            }
+            core.handle_message(now(), &bytes).unwrap();
+            if is_snapshot(&bytes) && snapshots > 10 {
+                ann_after_loss.push(core.view().players().get(&ann_id).and_then(|p| p.state).map(|s| s.x));
+            }
+            for message in core.poll_transmit(now()) {
+                socket.send(Message::Binary(message.into())).await.unwrap();
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, play).await.expect("30 snapshots after the loss in time");
+    let (first, last) = (ann_after_loss[0].unwrap(), ann_after_loss[29].unwrap());
+    assert!((last - first).abs() > 100.0, "ann moved on the lossy client's screen after the loss: {first} → {last}");
     server.stop().await;
 }

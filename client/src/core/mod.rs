@@ -242,7 +242,8 @@ impl ClientCore {
 
     /// Messages due now: while a direction is held, one input per tick at the room's tick rate
     /// (each is one tick of movement, predicted at once), the first at once when it changes; an
-    /// acknowledgement of the newest snapshot when no input carries it; a ping once a second.
+    /// acknowledgement of the newest snapshot when no input carries it; `SnapshotLost` after a
+    /// snapshot whose baseline was lost; a ping once a second.
     pub fn poll_transmit(&mut self, now_ms: f64) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         if self.status != Status::Joined {
@@ -276,6 +277,9 @@ impl ClientCore {
                 ack: self.input.acked,
                 dirs: self.input.recent.iter().copied().collect(),
             }));
+        }
+        if self.snapshots.take_loss() {
+            out.push(encode(&ClientMsg::SnapshotLost { newest: self.snapshots.newest() }));
         }
         if self.snapshots.newest() != self.input.acked {
             self.input.acked = self.snapshots.newest();
@@ -435,6 +439,21 @@ mod tests {
         core.hold_direction(1, 0);
         let sent = inputs(&core.poll_transmit(120.0));
         assert!(matches!(sent.as_slice(), [ClientMsg::Input { ack: 5, .. }]), "{sent:?}");
+    }
+
+    #[test]
+    fn a_snapshot_whose_baseline_was_lost_is_reported_once() {
+        let mut core = welcomed();
+        let me = PlayerState { id: 1, x: 10.0, y: 20.0, score: 3, last_input_seq: 0 };
+        core.handle_message(100.0, &snapshot(5, &[me])).unwrap();
+        core.poll_transmit(110.0);
+        // Tick 6 never arrived; tick 7 is a delta against it.
+        let lost_base = encode(&ServerMsg::Snapshot { tick: 7, baseline: 6, entities: vec![0] });
+        core.handle_message(140.0, &lost_base).unwrap();
+        let sent: Vec<_> = core.poll_transmit(150.0).iter().map(|m| decode_client(m).unwrap()).collect();
+        assert!(sent.contains(&ClientMsg::SnapshotLost { newest: 5 }), "{sent:?}");
+        let sent: Vec<_> = core.poll_transmit(160.0).iter().map(|m| decode_client(m).unwrap()).collect();
+        assert!(!sent.iter().any(|m| matches!(m, ClientMsg::SnapshotLost { .. })), "told once: {sent:?}");
     }
 
     #[test]

@@ -13,9 +13,10 @@ const KEPT: usize = 64;
 #[derive(Debug, Default)]
 pub struct SnapshotReceiver {
     states: VecDeque<(u32, Vec<NetPlayer>)>,
-    /// Deltas whose baseline was gone: each makes the client wait for the next one (a sign of
-    /// a bug, counted so tests and the overlay can see it).
+    /// Deltas whose baseline was not here: the link lost a snapshot (or the server has a bug).
     pub undecodable: u64,
+    /// Whether one was undecodable since the server was last told (`take_loss`).
+    loss_untold: bool,
 }
 
 impl SnapshotReceiver {
@@ -35,6 +36,7 @@ impl SnapshotReceiver {
         } else {
             let Some((_, base)) = self.states.iter().find(|(t, _)| *t == baseline) else {
                 self.undecodable += 1;
+                self.loss_untold = true;
                 return Ok(None);
             };
             snapshot::decode(entities, Some(base), tick.wrapping_sub(baseline))?
@@ -46,9 +48,17 @@ impl SnapshotReceiver {
         Ok(self.states.back().map(|(_, p)| p.as_slice()))
     }
 
+    /// Whether a snapshot could not be decoded since the last call: over WebSocket the server
+    /// encodes against the last snapshot it wrote, so a link that loses snapshots must say so
+    /// (`ClientMsg::SnapshotLost`) to get deltas against acknowledged ones.
+    pub fn take_loss(&mut self) -> bool {
+        std::mem::take(&mut self.loss_untold)
+    }
+
     /// Forgets everything (a new connection starts from a full snapshot).
     pub fn reset(&mut self) {
         self.states.clear();
+        self.loss_untold = false;
     }
 }
 
@@ -71,7 +81,10 @@ mod tests {
         assert_eq!(rx.newest(), 3);
         let two = vec![at(1, 20)];
         assert_eq!(rx.receive(2, 1, &snapshot::encode(&two, Some(&one), 1)).unwrap(), None, "late: skipped");
+        assert!(!rx.take_loss());
         assert_eq!(rx.receive(9, 7, &[0]).unwrap(), None, "unknown baseline");
         assert_eq!(rx.undecodable, 1);
+        assert!(rx.take_loss(), "a loss to tell the server");
+        assert!(!rx.take_loss(), "told once");
     }
 }

@@ -81,6 +81,9 @@ struct Membership {
     /// The newest snapshot tick written to the socket (or acknowledged), shared with the room:
     /// TCP delivers it before anything written later, so the room may encode against it.
     delivered: Arc<AtomicU32>,
+    /// Whether the client said it loses snapshots (`SnapshotLost`): then only its
+    /// acknowledgements move `delivered`.
+    loses_snapshots: bool,
     /// The newest input seq forwarded to the room: repeats in later messages are not sent again.
     last_input: u32,
     messages: mpsc::Receiver<Bytes>,
@@ -163,7 +166,9 @@ impl Connection {
                 Step::Send(bytes) => self.send_queued(bytes).await?,
                 Step::Snapshot(snapshot) => {
                     self.send_queued(snapshot.bytes).await?;
-                    if let Some(m) = &self.membership {
+                    if let Some(m) = &self.membership
+                        && !m.loses_snapshots
+                    {
                         m.delivered.fetch_max(snapshot.tick, Ordering::Relaxed);
                     }
                 }
@@ -205,6 +210,15 @@ impl Connection {
             Some(SessionEvent::Ack { tick }) => {
                 if let Some(m) = &self.membership {
                     m.delivered.fetch_max(tick, Ordering::Relaxed);
+                }
+            }
+            Some(SessionEvent::SnapshotLost { newest }) => {
+                // Back to the newest tick it decoded: the room encodes against it, or in full if
+                // it no longer has that one.
+                if let Some(m) = &mut self.membership {
+                    m.loses_snapshots = true;
+                    m.delivered.store(newest, Ordering::Relaxed);
+                    m.room.snapshot_lost(m.player_id).await;
                 }
             }
             Some(SessionEvent::Chat { text }) => {
@@ -260,6 +274,7 @@ impl Connection {
             player_id: joined.player_id,
             connection,
             delivered,
+            loses_snapshots: false,
             last_input: 0,
             messages,
             snapshots: joined.snapshots,

@@ -332,8 +332,9 @@ pub struct MemberView {
     sent: VecDeque<(u32, Players)>,
     /// Bytes it may still be sent (token bucket, refilled every tick; below zero it waits).
     credit: f64,
-    /// Whether it skipped the last snapshot for its budget: it needs one even if nothing moves.
-    skipped: bool,
+    /// Whether it is owed a snapshot even if nothing moves: it skipped the last one for its
+    /// budget, or its client lost one.
+    owed: bool,
 }
 
 impl MemberView {
@@ -342,8 +343,14 @@ impl MemberView {
         *self = Self::default();
     }
 
-    pub fn skipped(&self) -> bool {
-        self.skipped
+    pub fn owed(&self) -> bool {
+        self.owed
+    }
+
+    /// Its client could not decode a snapshot (`ClientMsg::SnapshotLost`): the next tick sends
+    /// it one against what it holds, or in full, even if the world stands still.
+    pub fn lost_one(&mut self) {
+        self.owed = true;
     }
 
     /// The snapshot of `frame` for member `me`, whose client is sure to hold tick `delivered`
@@ -355,11 +362,12 @@ impl MemberView {
         if frame.budget_bits > 0 {
             let per_tick = frame.budget_bits as f64 / 8.0;
             self.credit = (self.credit + per_tick).min(2.0 * per_tick);
-            self.skipped = self.credit < 0.0;
-            if self.skipped {
+            if self.credit < 0.0 {
+                self.owed = true;
                 return None;
             }
         }
+        self.owed = false;
         // Nothing older than the delivered snapshot can be a baseline again.
         while self.sent.len() > 1 && self.sent.front().is_some_and(|(t, _)| *t != delivered && older(*t, delivered)) {
             self.sent.pop_front();
@@ -543,7 +551,7 @@ mod tests {
             if tick == 2 {
                 assert!(views.values().any(CellView::behind), "290 new players do not fit one tick of 200 bytes");
             }
-            if !views.values().any(CellView::behind) && !view.skipped() && client.as_deref() == Some(&world[..]) {
+            if !views.values().any(CellView::behind) && !view.owed() && client.as_deref() == Some(&world[..]) {
                 let budget_so_far = 6_000.0 * f64::from(tick) / 30.0;
                 assert!(
                     bytes_after_the_crowd as f64 <= budget_so_far,

@@ -97,6 +97,7 @@ pub(crate) enum Play {
     Chat { player: u32, text: String },
     Board { player: u32, client_seq: u64, op: BoardOp },
     BoardSync { player: u32 },
+    SnapshotLost { player: u32 },
     Presence { player: u32, presence: Presence },
 }
 
@@ -296,6 +297,11 @@ impl Room {
                     }
                 }
             }
+            Play::SnapshotLost { player } => {
+                if let Some(member) = self.members.get_mut(&player) {
+                    member.view.lost_one();
+                }
+            }
             Play::Presence { player, presence } => {
                 if self.members.contains_key(&player) {
                     self.broadcast_lossy(player, &ServerMsg::Presence { player, presence });
@@ -361,9 +367,10 @@ impl Room {
         // everyone a snapshot 30 times a second).
         let players: Vec<NetPlayer> = outbox.players.iter().map(NetPlayer::quantized).collect();
         let changed = self.latest.as_ref().is_none_or(|(_, last)| **last != players);
-        // Cells and members left behind by the budget need snapshots until they have caught up.
+        // Cells and members left behind by the budget need snapshots until they have caught up,
+        // and a member whose client lost one needs one it can decode.
         let catching_up = self.cell_views.values().any(CellView::behind)
-            || self.members.values().any(|m| m.detached_at.is_none() && m.view.skipped());
+            || self.members.values().any(|m| m.detached_at.is_none() && m.view.owed());
         if changed || self.moving || catching_up {
             self.publish(outbox.tick, Arc::new(players));
         }
@@ -703,6 +710,30 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         room.tick();
         assert!(room.members.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_member_that_lost_a_snapshot_gets_a_decodable_one_though_nobody_moves() {
+        let (mut room, _commits) = room_with(Config::for_tests()).await;
+        let (a, _a_rx, _a_kick) = link(8);
+        let delivered = Arc::clone(&a.delivered);
+        let mut snapshots = room.join(1, "a".into(), identity(1), (500.0, 500.0), a).unwrap().snapshots;
+        room.tick();
+        room.tick();
+        let written = snapshots.borrow_and_update().tick;
+        delivered.store(written, Ordering::Relaxed);
+        room.tick();
+        assert!(!snapshots.has_changed().unwrap(), "a still world: nothing new");
+        // The client never decoded anything: it reports the loss with "newest 0".
+        delivered.store(0, Ordering::Relaxed);
+        room.play(Play::SnapshotLost { player: 1 });
+        room.tick();
+        assert!(snapshots.has_changed().unwrap(), "a snapshot for the member that lost one");
+        let (_, baseline, entities) = decode_snapshot(&snapshots.borrow_and_update().bytes);
+        assert_eq!(baseline, 0, "in full: it holds nothing the server kept");
+        assert_eq!(snapshot::decode(&entities, None, 0).unwrap().len(), 1);
+        room.tick();
+        assert!(!snapshots.has_changed().unwrap(), "then nothing until something moves");
     }
 
     #[tokio::test]

@@ -84,7 +84,7 @@ struct Observed {
     corrections: u64,
     largest_correction: f32,
     snapshots_lost: u64,
-    /// Cell views left stale and member snapshots skipped, summed over ticks (the budget at work).
+    /// Cell views left stale and members owed a snapshot, summed over ticks (the budget at work).
     budget_held_back: u64,
 }
 
@@ -121,7 +121,7 @@ async fn run(seconds: f64, interest: Interest) -> Observed {
             next_tick_ms += TICK_MS;
             room.tick();
             observed.budget_held_back += room.cell_views.values().filter(|v| v.behind()).count() as u64
-                + room.members.values().filter(|m| m.view.skipped()).count() as u64;
+                + room.members.values().filter(|m| m.view.owed()).count() as u64;
             for peer in &mut peers {
                 while let Ok(bytes) = peer.messages.try_recv() {
                     peer.down.send(now, bytes, false);

@@ -204,6 +204,12 @@ impl RoomHandle {
         let _ = self.play.send(Play::Board { player, client_seq, op }).await;
     }
 
+    /// The member's client lost a snapshot; never dropped, since in a still world nothing else
+    /// would send it a decodable one.
+    pub async fn snapshot_lost(&self, player: u32) {
+        let _ = self.play.send(Play::SnapshotLost { player }).await;
+    }
+
     pub fn board_sync(&self, player: u32) {
         let _ = self.play.try_send(Play::BoardSync { player });
     }

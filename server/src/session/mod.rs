@@ -50,6 +50,10 @@ pub enum SessionEvent {
     Ack {
         tick: u32,
     },
+    /// The client could not decode a snapshot: its link loses them.
+    SnapshotLost {
+        newest: u32,
+    },
     Chat {
         text: String,
     },
@@ -167,6 +171,7 @@ impl Session {
                 Ok(Some(SessionEvent::Input { seq, ack, dirs }))
             }
             (Phase::Joined, ClientMsg::Ack { tick }) => Ok(Some(SessionEvent::Ack { tick })),
+            (Phase::Joined, ClientMsg::SnapshotLost { newest }) => Ok(Some(SessionEvent::SnapshotLost { newest })),
             (Phase::Joined, ClientMsg::Ping { nonce }) => Ok(Some(SessionEvent::Reply(ServerMsg::Pong { nonce }))),
             (Phase::Joined, ClientMsg::Board { client_seq, op }) => Ok(Some(SessionEvent::Board { client_seq, op })),
             (Phase::Joined, ClientMsg::BoardSync) => Ok(Some(SessionEvent::BoardSync)),
