@@ -7,7 +7,7 @@ use easel_client::core::ClientCore;
 use easel_client::headless::HeadlessClient;
 use easel_protocol::codec::is_snapshot;
 use easel_protocol::snapshot::{self, NetPlayer};
-use easel_protocol::{ClientMsg, PROTOCOL_VERSION, ServerMsg, decode_server, encode};
+use easel_protocol::{ServerMsg, decode_server};
 use easel_tests::{TestServer, WAIT, raw_connect};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -147,6 +147,15 @@ async fn rooms_open_on_demand_and_close_when_empty() {
     server.stop().await;
 }
 
+/// Ann joins room `arena` and walks along x, so the room publishes a snapshot every tick.
+async fn ann_walking(server: &TestServer) -> (HeadlessClient, u32) {
+    let ann = HeadlessClient::join(&server.ws_url(), "ann", "arena", WAIT).await.unwrap();
+    let ann_id = ann.core().view().me().unwrap();
+    let start = ann.wait_for(WAIT, "ann placed", |core| core.view().players().get(&ann_id)?.state).await.unwrap();
+    ann.hold_direction(if start.x < 1000.0 { 1 } else { -1 }, 0);
+    (ann, ann_id)
+}
+
 /// Over WebSocket a snapshot written to the socket reaches the client before anything written
 /// later, so the next one is a delta against it without waiting a round trip for the
 /// acknowledgement: a watcher that never acknowledges anything still gets deltas, each against a
@@ -154,20 +163,10 @@ async fn rooms_open_on_demand_and_close_when_empty() {
 #[tokio::test]
 async fn snapshots_are_deltas_against_the_last_one_written_without_waiting_for_acknowledgements() {
     let server = TestServer::start().await;
-    let url = server.ws_url();
-    let ann = HeadlessClient::join(&url, "ann", "arena", WAIT).await.unwrap();
+    let (_ann, ann_id) = ann_walking(&server).await;
     let mut watcher = raw_connect(&server).await;
-    let hello = ClientMsg::Hello {
-        version: PROTOCOL_VERSION,
-        name: "watcher".into(),
-        room: "arena".into(),
-        identity: None,
-        resume: None,
-    };
-    watcher.send(Message::Binary(encode(&hello).into())).await.unwrap();
-    let ann_id = ann.core().view().me().unwrap();
-    let start = ann.wait_for(WAIT, "ann placed", |core| core.view().players().get(&ann_id)?.state).await.unwrap();
-    ann.hold_direction(if start.x < 1000.0 { 1 } else { -1 }, 0);
+    let hello = ClientCore::new("watcher", "arena").hello();
+    watcher.send(Message::Binary(hello.into())).await.unwrap();
 
     let encodings_before = server.metric("easel_snapshot_encodings_total").await;
     let mut held: Vec<(u32, Vec<NetPlayer>)> = Vec::new();
@@ -206,12 +205,7 @@ async fn snapshots_are_deltas_against_the_last_one_written_without_waiting_for_a
 #[tokio::test]
 async fn a_client_that_loses_a_snapshot_says_so_and_gets_decodable_snapshots_again() {
     let server = TestServer::start().await;
-    let url = server.ws_url();
-    let ann = HeadlessClient::join(&url, "ann", "arena", WAIT).await.unwrap();
-    let ann_id = ann.core().view().me().unwrap();
-    let start = ann.wait_for(WAIT, "ann placed", |core| core.view().players().get(&ann_id)?.state).await.unwrap();
-    ann.hold_direction(if start.x < 1000.0 { 1 } else { -1 }, 0);
-
+    let (_ann, ann_id) = ann_walking(&server).await;
     let mut socket = raw_connect(&server).await;
     let mut core = ClientCore::new("lossy", "arena");
     socket.send(Message::Binary(core.hello().into())).await.unwrap();
