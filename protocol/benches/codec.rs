@@ -1,11 +1,14 @@
 //! Microbenchmarks of snapshot coding for a 256-player room: a full snapshot and a one-tick delta
-//! in which every player moved, each encoded and decoded.
+//! in which every player moved, each encoded and decoded, alone and as the wire message; and the
+//! wire message of one board chunk.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use easel_protocol::codec::BOARD_CHUNK_BYTES;
 use easel_protocol::rng::Mulberry32;
 use easel_protocol::snapshot::{self, NetPlayer, quantize};
+use easel_protocol::{ServerMsg, decode_server, encode};
 
 fn world(players: u32) -> Vec<NetPlayer> {
     let mut rng = Mulberry32::new(1);
@@ -51,6 +54,18 @@ fn codec(c: &mut Criterion) {
     group.bench_function("decode_delta", |b| {
         b.iter(|| snapshot::decode(black_box(&delta), Some(&base), 1).expect("valid"))
     });
+    let message = ServerMsg::Snapshot { tick: 2, baseline: 1, entities: delta.clone() };
+    let wire = encode(&message);
+    group.bench_function("encode_delta_message", |b| b.iter(|| encode(black_box(&message))));
+    group.bench_function("decode_delta_message", |b| b.iter(|| decode_server(black_box(&wire)).expect("valid")));
+    group.finish();
+
+    let chunk = ServerMsg::BoardChunk { index: 0, total: 1, bytes: (0..BOARD_CHUNK_BYTES).map(|i| i as u8).collect() };
+    let wire = encode(&chunk);
+    let mut group = c.benchmark_group("board_chunk_message");
+    group.throughput(Throughput::Bytes(wire.len() as u64));
+    group.bench_function("encode", |b| b.iter(|| encode(black_box(&chunk))));
+    group.bench_function("decode", |b| b.iter(|| decode_server(black_box(&wire)).expect("valid")));
     group.finish();
     println!("256 moving players: full {} bytes, one-tick delta {} bytes", full.len(), delta.len());
 }

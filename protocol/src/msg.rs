@@ -64,6 +64,7 @@ pub enum ServerMsg {
     Snapshot {
         tick: u32,
         baseline: u32,
+        #[serde(with = "crate::codec::byte_string")]
         entities: Vec<u8>,
     },
     PlayerJoined(PlayerInfo),
@@ -91,6 +92,7 @@ pub enum ServerMsg {
     BoardChunk {
         index: u32,
         total: u32,
+        #[serde(with = "crate::codec::byte_string")]
         bytes: Vec<u8>,
     },
     /// Another author's edit, relayed after it was stored.
