@@ -161,22 +161,31 @@ impl Frame {
         let distance = |p: &NetPlayer| axis(p.x, cx * side).max(axis(p.y, cy * side));
         let previous = self.previous.get(&(cx, cy));
         let in_view: Vec<u32> = if self.interest.view_distance > 0.0 {
+            // Marked by index (index order is id order), then read out in order: no sort, and
+            // the hysteresis check is a walk along the previous view rather than a search.
+            let mut near = IndexSet::new(self.players.len());
+            let mut band = IndexSet::new(self.players.len());
             let reach = leave.div_ceil(side);
             let rows = self.cells.len() as u32 / self.columns.max(1);
-            let mut indices = Vec::new();
             for y in cy.saturating_sub(reach)..=(cy + reach).min(rows.saturating_sub(1)) {
                 for x in cx.saturating_sub(reach)..=(cx + reach).min(self.columns.saturating_sub(1)) {
                     for &i in &self.cells[(y * self.columns + x) as usize] {
-                        let p = &self.players[i as usize];
-                        let d = distance(p);
-                        if d <= enter || (d <= leave && previous.is_some_and(|v| find(&v.shown, p.id).is_some())) {
-                            indices.push(i);
+                        let d = distance(&self.players[i as usize]);
+                        if d <= enter {
+                            near.insert(i);
+                        } else if d <= leave && previous.is_some() {
+                            band.insert(i);
                         }
                     }
                 }
             }
-            indices.sort_unstable();
-            indices
+            let last_shown = previous.map_or(&[][..], |v| &v.shown[..]);
+            let mut shown_at = 0;
+            near.union(&band)
+                .filter(|&i| {
+                    near.contains(i) || seek(last_shown, &mut shown_at, self.players[i as usize].id, |p| p.id).is_some()
+                })
+                .collect()
         } else {
             (0..self.players.len() as u32).collect()
         };
@@ -267,6 +276,37 @@ impl Frame {
             }
         }
         Some(CellView { shown: Arc::new(shown), priority })
+    }
+}
+
+/// A set of indices into a frame's players.
+struct IndexSet(Vec<u64>);
+
+impl IndexSet {
+    fn new(len: usize) -> Self {
+        Self(vec![0; len.div_ceil(64)])
+    }
+
+    fn insert(&mut self, i: u32) {
+        self.0[i as usize / 64] |= 1 << (i % 64);
+    }
+
+    fn contains(&self, i: u32) -> bool {
+        self.0[i as usize / 64] & (1 << (i % 64)) != 0
+    }
+
+    /// The indices in either set, ascending.
+    fn union<'a>(&'a self, other: &'a IndexSet) -> impl Iterator<Item = u32> + 'a {
+        self.0.iter().zip(&other.0).enumerate().flat_map(|(word, (a, b))| {
+            let mut bits = a | b;
+            std::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let bit = bits.trailing_zeros();
+                    bits &= bits - 1;
+                    word as u32 * 64 + bit
+                })
+            })
+        })
     }
 }
 

@@ -21,7 +21,7 @@
 //! (see `board`).
 
 mod board;
-mod interest;
+pub mod interest;
 #[cfg(test)]
 mod netsim_tests;
 mod registry;
