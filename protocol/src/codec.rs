@@ -93,7 +93,7 @@ pub fn snapshot_tick(bytes: &[u8]) -> Option<u32> {
 /// one slice, where serde would otherwise make one call per byte (a snapshot is kilobytes, a
 /// board chunk half a megabyte).
 pub(crate) mod byte_string {
-    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::de::{Error, Visitor};
     use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
@@ -118,15 +118,6 @@ pub(crate) mod byte_string {
         }
 
         fn visit_byte_buf<E: Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
-            Ok(bytes)
-        }
-
-        /// Formats without a byte string type (JSON) write a sequence.
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
-            let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-            while let Some(byte) = seq.next_element()? {
-                bytes.push(byte);
-            }
             Ok(bytes)
         }
     }
