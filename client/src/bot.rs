@@ -17,10 +17,10 @@ use easel_protocol::{ClientMsg, PROTOCOL_VERSION, ServerMsg, decode_server, enco
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::{Mutex, Semaphore, watch};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::core::SnapshotReceiver;
+use crate::core::{InputSchedule, SnapshotReceiver};
 use crate::headless::connect_socket;
 
 /// The eight directions of the workload, in its order.
@@ -352,14 +352,19 @@ impl Bot {
         drop(permit);
         self.shared.joined.fetch_add(1, Ordering::AcqRel);
 
-        let offset = Duration::from_secs_f64(rng.next_f64() * INPUT_PERIOD.as_secs_f64());
-        let mut inputs = tokio::time::interval_at(Instant::now() + offset, INPUT_PERIOD);
-        // The workload's fixed schedule: a bot that falls behind skips the slots it missed and
-        // goes on at the next one, as the browser client never catches up with a burst either
-        // (`ClientCore::poll_transmit`). Sending the missed inputs at once, after a stall of the
-        // bots' own process, ran into the server's message rate limit: that measured the load
+        // The workload's schedule starts at a random phase; then the server's `InputWait` reports
+        // move it, as they move a real client's (`InputSchedule`). A bot that falls behind skips
+        // the slots it missed and goes on at the next one, as the browser client never catches
+        // up with a burst either. Sending the missed inputs at once, after a stall of the bots'
+        // own process, ran into the server's message rate limit: that measured the load
         // generator, not the server.
-        inputs.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let origin = Instant::now();
+        let since_origin_ms = || origin.elapsed().as_secs_f64() * 1000.0;
+        let at_ms = |ms: f64| origin + Duration::from_secs_f64(ms.max(0.0) / 1000.0);
+        let offset_ms = rng.next_f64() * INPUT_PERIOD.as_secs_f64() * 1000.0;
+        let mut schedule = InputSchedule::starting_at(INPUT_PERIOD.as_secs_f64() * 1000.0, offset_ms);
+        let input_due = tokio::time::sleep_until(at_ms(schedule.next_due_ms()));
+        tokio::pin!(input_due);
         // A drawing bot has its own stream, so adding drawing never changes the arena's inputs.
         let mut draw_rng = Mulberry32::new(0xD2A0_0000 + self.index as u32);
         let draw_offset = Duration::from_secs_f64(draw_rng.next_f64() * DRAW_PERIOD.as_secs_f64());
@@ -385,7 +390,10 @@ impl Bot {
                         return Ok(());
                     }
                 }
-                _ = inputs.tick(), if self.behavior.moves() => {
+                _ = &mut input_due, if self.behavior.moves() => {
+                    // Every input of the workload is on schedule, direction changes included.
+                    schedule.sent(since_origin_ms(), true);
+                    input_due.as_mut().reset(at_ms(schedule.next_due_ms()));
                     seq += 1;
                     if rng.next_f64() < 1.0 / 30.0 {
                         dir = DIRS[(rng.next_f64() * 8.0) as usize];
@@ -407,7 +415,9 @@ impl Bot {
                     }
                 }
                 frame = stream.next() => match frame {
-                    Some(Ok(Message::Binary(bytes))) => self.received(me, &bytes, &mut pending, &mut snapshots).await,
+                    Some(Ok(Message::Binary(bytes))) => {
+                        self.received(me, &bytes, &mut pending, &mut snapshots, (&mut schedule, seq + 1)).await;
+                    }
                     Some(Ok(Message::Close(frame))) => {
                         self.lost(format!("closed by server: {frame:?}"));
                         return Ok(());
@@ -434,15 +444,24 @@ impl Bot {
         bytes: &[u8],
         pending: &mut std::collections::VecDeque<(u32, Instant)>,
         snapshots: &mut Snapshots,
+        (schedule, next_seq): (&mut InputSchedule, u32),
     ) {
         let shared = &self.shared;
         shared.messages_in.fetch_add(1, Ordering::Relaxed);
         shared.bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         shared.tcp_bytes_in.fetch_add(bytes.len() as u64 + frame_header_len(bytes.len()), Ordering::Relaxed);
-        if self.behavior.draws() && matches!(decode_server(bytes), Ok(ServerMsg::BoardAck { .. })) {
-            shared.board_acked.fetch_add(1, Ordering::Relaxed);
-        }
-        let Some(tick) = snapshot_tick(bytes) else { return };
+        let Some(tick) = snapshot_tick(bytes) else {
+            match decode_server(bytes) {
+                Ok(ServerMsg::BoardAck { .. }) => {
+                    shared.board_acked.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(ServerMsg::InputWait { from_seq, wait_us }) => {
+                    schedule.report(from_seq, f64::from(wait_us) / 1000.0, next_seq);
+                }
+                _ => {}
+            }
+            return;
+        };
         self.snapshots[self.index].fetch_add(1, Ordering::Relaxed);
         if !self.probe {
             // Acknowledged without decoding: the next ones are deltas this bot never reads.

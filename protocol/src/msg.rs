@@ -111,6 +111,14 @@ pub enum ServerMsg {
         player: u32,
         presence: Presence,
     },
+    /// How long this client's inputs waited at the server for the tick that applied them, over
+    /// about a second of ticks starting with input `from_seq`: the third shortest wait (the few
+    /// inputs sent off schedule do not move it), in microseconds. The client moves its input
+    /// schedule so inputs arrive just before the tick rather than anywhere in it.
+    InputWait {
+        from_seq: u32,
+        wait_us: u32,
+    },
 }
 
 /// A whiteboard author: the server hands one out, the tab keeps it (with its secret token) so

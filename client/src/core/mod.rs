@@ -6,6 +6,7 @@
 
 mod backoff;
 pub mod base64;
+mod input_schedule;
 mod interpolation;
 pub mod link;
 mod prediction;
@@ -21,6 +22,7 @@ use easel_protocol::text::{self, TextError};
 use easel_protocol::{ClientMsg, DecodeError, PROTOCOL_VERSION, ServerMsg, close, decode_server, encode};
 
 pub use backoff::reconnect_delay_ms;
+pub use input_schedule::InputSchedule;
 pub use interpolation::Interpolator;
 pub use prediction::Predictor;
 pub use snapshots::SnapshotReceiver;
@@ -30,9 +32,6 @@ pub use whiteboard::Whiteboard;
 
 /// How often to measure the round trip.
 const PING_INTERVAL_MS: f64 = 1000.0;
-/// An input may go out this much before its slot, so a front polling at display rate (16.7 ms)
-/// hits every 33.3 ms slot instead of missing it by a rounding error and waiting a whole frame.
-const INPUT_EARLY_MS: f64 = 2.0;
 
 /// Where the connection stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,9 +66,9 @@ struct InputState {
     held: (i8, i8),
     /// Direction of the last input sent.
     last_sent: Option<(i8, i8)>,
-    /// When the next repeat of a held direction is due: a fixed schedule, so polling jitter
-    /// does not lower the input rate.
-    next_due_ms: f64,
+    /// When repeats of a held direction are due: a fixed grid, so polling jitter does not lower
+    /// the input rate, timed by the server's reports to arrive just before its ticks.
+    schedule: InputSchedule,
     /// Increases by one per input and never restarts, not even across reconnects (a resumed
     /// player keeps the server's count).
     seq: u32,
@@ -124,7 +123,8 @@ impl ClientCore {
 
     /// Network figures for the debug overlay, over about the last second.
     pub fn debug_info(&self, now_ms: f64) -> DebugInfo {
-        self.stats.info(now_ms, self.ping.rtt_ms, self.view.interpolator(), self.predictor.corrections)
+        let info = self.stats.info(now_ms, self.ping.rtt_ms, self.view.interpolator(), self.predictor.corrections);
+        DebugInfo { input_wait_ms: self.input.schedule.last_wait_ms(), ..info }
     }
 
     pub fn whiteboard(&self) -> &Whiteboard {
@@ -160,7 +160,9 @@ impl ClientCore {
     /// live across reconnects.
     pub fn hello(&mut self) -> Vec<u8> {
         self.status = Status::Connecting;
-        self.input = InputState { held: self.input.held, seq: self.input.seq, ..InputState::default() };
+        // The schedule's grid stays: a resumed player is most likely back on the same server.
+        let schedule = std::mem::take(&mut self.input.schedule);
+        self.input = InputState { held: self.input.held, seq: self.input.seq, schedule, ..InputState::default() };
         self.ping = PingState { rtt_ms: self.ping.rtt_ms, ..PingState::default() };
         self.snapshots.reset();
         self.whiteboard.connecting();
@@ -187,6 +189,7 @@ impl ClientCore {
                 self.status = Status::Joined;
                 self.resume = Some(resume);
                 self.predictor = Predictor::new(rules, tick_rate);
+                self.input.schedule.set_interval_ms(1000.0 / f64::from(tick_rate.max(1)));
                 self.whiteboard.welcome(identity, board_chunks);
                 self.view.welcome(msg);
             }
@@ -208,6 +211,9 @@ impl ClientCore {
             ServerMsg::PlayerLeft { id } => {
                 self.whiteboard.player_left(id);
                 self.view.apply(msg);
+            }
+            ServerMsg::InputWait { from_seq, wait_us } => {
+                self.input.schedule.report(from_seq, f64::from(wait_us) / 1000.0, self.input.seq + 1);
             }
             ServerMsg::Pong { nonce } => {
                 if let Some((sent_nonce, sent_at)) = self.ping.outstanding
@@ -240,7 +246,7 @@ impl ClientCore {
         self.input.held = (dx.signum(), dy.signum());
     }
 
-    /// Messages due now: while a direction is held, one input per tick at the room's tick rate
+    /// Messages due now: while a direction is held, one input per slot of the input schedule
     /// (each is one tick of movement, predicted at once), the first at once when it changes; an
     /// acknowledgement of the newest snapshot when no input carries it; `SnapshotLost` after a
     /// snapshot whose baseline was lost; a ping once a second.
@@ -249,21 +255,14 @@ impl ClientCore {
         if self.status != Status::Joined {
             return out;
         }
-        let interval = 1000.0 / f64::from(self.view.tick_rate().max(1));
         let held = self.input.held;
         let changed = self.input.last_sent.is_none_or(|last| last != held);
-        let due = now_ms + INPUT_EARLY_MS >= self.input.next_due_ms;
+        let due = self.input.schedule.due(now_ms);
         if held == (0, 0) {
             // Standing still needs no inputs: the server moves nobody without one.
             self.input.last_sent = None;
         } else if changed || due {
-            self.input.next_due_ms = if changed || self.input.next_due_ms + interval <= now_ms {
-                // A new direction starts a new schedule; so does falling a whole slot behind
-                // (no burst of catch-up inputs).
-                now_ms + interval
-            } else {
-                self.input.next_due_ms + interval
-            };
+            self.input.schedule.sent(now_ms, !changed);
             self.input.seq += 1;
             self.input.last_sent = Some(held);
             if self.input.recent.len() == MAX_INPUTS_PER_MESSAGE {

@@ -33,6 +33,8 @@ pub struct DebugInfo {
     pub bytes_up_per_s: f64,
     pub corrections_per_s: f64,
     pub interpolation_delay_ms: f64,
+    /// How long inputs waited at the server for their tick (the server's latest report).
+    pub input_wait_ms: Option<f64>,
 }
 
 impl NetStats {

@@ -152,7 +152,8 @@ impl GameView {
             | ServerMsg::BoardOp(_)
             | ServerMsg::BoardAck { .. }
             | ServerMsg::BoardRejected { .. }
-            | ServerMsg::Presence { .. } => {}
+            | ServerMsg::Presence { .. }
+            | ServerMsg::InputWait { .. } => {}
         }
     }
 }

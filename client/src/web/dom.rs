@@ -137,7 +137,7 @@ impl Page {
         }
         let info = core.debug_info(now);
         let mut text = format!(
-            "RTT {} · jitter {:.1} ms\nsnapshots {:.1}/s · interpolation delay {:.0} ms\ndown {:.1} KB/s · up {:.1} KB/s\ncorrections {:.1}/s",
+            "RTT {} · jitter {:.1} ms\nsnapshots {:.1}/s · interpolation delay {:.0} ms\ndown {:.1} KB/s · up {:.1} KB/s\ncorrections {:.1}/s · input wait {}",
             info.rtt_ms.map_or("–".to_owned(), |r| format!("{r:.0} ms")),
             info.jitter_ms,
             info.snapshots_per_s,
@@ -145,6 +145,7 @@ impl Page {
             info.bytes_down_per_s / 1000.0,
             info.bytes_up_per_s / 1000.0,
             info.corrections_per_s,
+            info.input_wait_ms.map_or("–".to_owned(), |w| format!("{w:.1} ms")),
         );
         if let Some(c) = simulated {
             let _ = write!(
@@ -433,13 +434,14 @@ pub(super) fn debug_json(core: Option<&ClientCore>, now: f64) -> String {
     let info = core.debug_info(now);
     let _ = write!(
         out,
-        r#"],"net":{{"snapshotsPerS":{:.2},"bytesDownPerS":{:.0},"correctionsPerS":{:.2},"corrections":{},"interpolationDelayMs":{:.1},"jitterMs":{:.2}}}"#,
+        r#"],"net":{{"snapshotsPerS":{:.2},"bytesDownPerS":{:.0},"correctionsPerS":{:.2},"corrections":{},"interpolationDelayMs":{:.1},"jitterMs":{:.2},"inputWaitMs":{}}}"#,
         info.snapshots_per_s,
         info.bytes_down_per_s,
         info.corrections_per_s,
         core.predictor().corrections,
         info.interpolation_delay_ms,
         info.jitter_ms,
+        info.input_wait_ms.map_or("null".to_owned(), |w| format!("{w:.2}")),
     );
     let _ = write!(out, r#","rtt":{}}}"#, core.rtt_ms().map_or("null".to_owned(), |r| format!("{r:.1}")));
     out

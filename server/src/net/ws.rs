@@ -163,15 +163,8 @@ impl Connection {
             };
             match step {
                 Step::Close(reason) => return Err(reason),
-                Step::Send(bytes) => self.send_queued(bytes).await?,
-                Step::Snapshot(snapshot) => {
-                    self.send_queued(snapshot.bytes).await?;
-                    if let Some(m) = &self.membership
-                        && !m.loses_snapshots
-                    {
-                        m.delivered.fetch_max(snapshot.tick, Ordering::Relaxed);
-                    }
-                }
+                Step::Send(bytes) => self.send_queued(bytes, None).await?,
+                Step::Snapshot(snapshot) => self.send_queued(snapshot.bytes, Some(snapshot.tick)).await?,
                 Step::Inbound(None) => return Ok(Ending::Dropped),
                 Step::Inbound(Some(Err(e))) => return Err(read_error(e)),
                 Step::Inbound(Some(Ok(message))) => {
@@ -202,8 +195,9 @@ impl Connection {
             Some(SessionEvent::Input { seq, ack, dirs }) => {
                 if let Some(m) = &mut self.membership {
                     m.delivered.fetch_max(ack, Ordering::Relaxed);
+                    let arrived = Instant::now();
                     for input in TickInput::unpack(m.player_id, seq, &dirs, &mut m.last_input) {
-                        m.room.input(input);
+                        m.room.input(input, arrived);
                     }
                 }
             }
@@ -283,16 +277,25 @@ impl Connection {
         Ok(())
     }
 
-    /// Sends `first` and whatever else the room has queued by now, with one flush: under a burst
-    /// (a whiteboard reconnect relayed to everyone) that is one write instead of hundreds.
-    async fn send_queued(&mut self, first: Bytes) -> Result<(), CloseReason> {
+    /// Sends `first` (the snapshot of tick `first_snapshot`, or a queued message) and whatever
+    /// else the room has for this client by now, the newest snapshot included, with one flush:
+    /// under a burst (a whiteboard reconnect relayed to everyone) that is one write instead of
+    /// hundreds, and a message queued on a tick (an orb event, an input-timing report) goes out
+    /// with that tick's snapshot.
+    async fn send_queued(&mut self, first: Bytes, first_snapshot: Option<u32>) -> Result<(), CloseReason> {
         let mut batch = vec![first];
+        let mut snapshot_tick = first_snapshot;
         if let Some(membership) = &mut self.membership {
             while batch.len() < MAX_BATCH {
                 match membership.messages.try_recv() {
                     Ok(bytes) => batch.push(bytes),
                     Err(_) => break,
                 }
+            }
+            if snapshot_tick.is_none() && membership.snapshots.has_changed().unwrap_or(false) {
+                let snapshot = membership.snapshots.borrow_and_update().clone();
+                snapshot_tick = Some(snapshot.tick);
+                batch.push(snapshot.bytes);
             }
         }
         let count = batch.len() as u64;
@@ -308,6 +311,11 @@ impl Connection {
             Ok(Ok(())) => {
                 self.state.metrics.messages_out.add(count);
                 self.state.metrics.bytes_out.add(bytes);
+                if let (Some(tick), Some(m)) = (snapshot_tick, &self.membership)
+                    && !m.loses_snapshots
+                {
+                    m.delivered.fetch_max(tick, Ordering::Relaxed);
+                }
                 Ok(())
             }
             Ok(Err(_)) => Err(CloseReason::new(close::GOING_AWAY, "connection lost")),

@@ -21,6 +21,7 @@
 //! (see `board`).
 
 mod board;
+mod input_wait;
 pub mod interest;
 #[cfg(test)]
 mod netsim_tests;
@@ -44,6 +45,7 @@ use crate::session::CloseReason;
 use crate::sim::{Sim, SimEvent, TickInput};
 use crate::store::Committed;
 use board::RoomBoard;
+use input_wait::InputWaits;
 use interest::{CellView, CellViews, Encodings, Frame, MemberView};
 pub use registry::{JoinError, RoomHandle, Rooms};
 
@@ -93,12 +95,30 @@ pub(crate) enum Control {
 
 /// Gameplay and board traffic: frequent, bounded.
 pub(crate) enum Play {
-    Input(TickInput),
-    Chat { player: u32, text: String },
-    Board { player: u32, client_seq: u64, op: BoardOp },
-    BoardSync { player: u32 },
-    SnapshotLost { player: u32 },
-    Presence { player: u32, presence: Presence },
+    /// An input, and when its message was read from the connection.
+    Input {
+        input: TickInput,
+        arrived: Instant,
+    },
+    Chat {
+        player: u32,
+        text: String,
+    },
+    Board {
+        player: u32,
+        client_seq: u64,
+        op: BoardOp,
+    },
+    BoardSync {
+        player: u32,
+    },
+    SnapshotLost {
+        player: u32,
+    },
+    Presence {
+        player: u32,
+        presence: Presence,
+    },
 }
 
 struct Member {
@@ -115,6 +135,8 @@ struct Member {
     resume: [u8; 16],
     /// When its connection dropped, if it did: the player waits this long for a resume.
     detached_at: Option<Instant>,
+    /// How long its inputs wait for their tick, for its client to time them.
+    input_waits: InputWaits,
 }
 
 struct Room {
@@ -181,6 +203,7 @@ impl Room {
             connection: link.connection,
             resume: crate::store::random_token(),
             detached_at: None,
+            input_waits: InputWaits::default(),
         };
         tracing::info!(room = %self.name, player_id, name = %member.info.name, author = identity.author, "player joined");
         self.members.insert(player_id, member);
@@ -281,8 +304,12 @@ impl Room {
 
     fn play(&mut self, play: Play) {
         match play {
-            Play::Input(input) if self.members.contains_key(&input.player) => self.inputs.push(input),
-            Play::Input(_) => {}
+            Play::Input { input, arrived } => {
+                if let Some(member) = self.members.get_mut(&input.player) {
+                    member.input_waits.arrived(input.seq, arrived);
+                    self.inputs.push(input);
+                }
+            }
             Play::Chat { player, text } => {
                 if let Some(member) = self.members.get(&player) {
                     let msg = ServerMsg::Chat { from: player, name: member.info.name.clone(), text };
@@ -353,10 +380,15 @@ impl Room {
         self.broadcast_bytes(Bytes::from(encode(&ServerMsg::BoardOp(op))), Some(author));
     }
 
-    fn tick(&mut self) {
+    /// Runs the tick due at `now`: applies the inputs that arrived, then sends the snapshot and,
+    /// about once a second, each moving member how long its inputs waited.
+    fn tick(&mut self, now: Instant) {
         let started = Instant::now();
         let outbox = self.sim.step(&self.inputs);
         self.inputs.clear();
+        for member in self.members.values_mut() {
+            member.input_waits.tick(now);
+        }
         for event in outbox.events {
             match event {
                 SimEvent::OrbCollected { by, orb } => self.broadcast(&ServerMsg::OrbCollected { by, orb }),
@@ -374,8 +406,12 @@ impl Room {
         if changed || self.moving || catching_up {
             self.publish(outbox.tick, Arc::new(players));
         }
+        // Reports publish did not send with a snapshot.
+        for member in self.members.values_mut() {
+            send_input_wait(member);
+        }
         self.moving = changed;
-        self.expire_detached(started);
+        self.expire_detached(now);
         self.board.maybe_compact();
         self.metrics.ticks.inc();
         self.metrics.tick_seconds.observe(started.elapsed().as_micros() as u64);
@@ -392,6 +428,8 @@ impl Room {
         for (&id, member) in self.members.iter_mut().filter(|(_, m)| m.detached_at.is_none()) {
             let delivered = member.delivered.load(Ordering::Relaxed);
             if let Some(bytes) = member.view.next(id, delivered, &frame, &mut encodings) {
+                // Queued just before the snapshot, so the connection writes both at once.
+                send_input_wait(member);
                 member.snapshots.send_replace(EncodedSnapshot { tick, bytes });
             }
         }
@@ -457,6 +495,14 @@ impl Room {
     }
 }
 
+/// Sends the member its input-timing report, if one is ready. Advice, not state: a member whose
+/// queue is full does without it.
+fn send_input_wait(member: &mut Member) {
+    if let Some(report) = member.input_waits.take_report() {
+        let _ = member.messages.try_send(Bytes::from(encode(&report)));
+    }
+}
+
 /// Runs a room until it is empty (and no join is on its way) or the server shuts down.
 pub(crate) async fn run_room(
     name: String,
@@ -511,7 +557,7 @@ pub(crate) async fn run_room(
                     room.metrics.ticks_missed.add(late_ticks - 1);
                 }
                 last_tick = now;
-                room.tick();
+                room.tick(now);
             }
         }
         if room.members.is_empty() && !room.board.has_uncommitted() && rooms.close_if_idle(&name, room_id, &control) {
@@ -623,7 +669,7 @@ mod tests {
         let (a_delivered, b_delivered) = (Arc::clone(&a.delivered), Arc::clone(&b.delivered));
         let mut a_snapshots = room.join(1, "a".into(), identity(1), (0.0, 0.0), a).unwrap().snapshots;
         let mut b_snapshots = room.join(2, "b".into(), identity(2), (1.0, 1.0), b).unwrap().snapshots;
-        room.tick();
+        room.tick(Instant::now());
         let (sa, sb) = (a_snapshots.borrow_and_update().bytes.clone(), b_snapshots.borrow_and_update().bytes.clone());
         assert_eq!(sa.as_ptr(), sb.as_ptr(), "no acknowledgement yet: one full snapshot for both");
         let (tick, baseline, entities) = decode_snapshot(&sa);
@@ -632,8 +678,8 @@ mod tests {
         assert_eq!(first.len(), 2);
         a_delivered.store(1, Ordering::Relaxed);
         b_delivered.store(1, Ordering::Relaxed);
-        room.play(Play::Input(TickInput { player: 1, seq: 1, dx: 1, dy: 0 }));
-        room.tick();
+        room.play(Play::Input { input: TickInput { player: 1, seq: 1, dx: 1, dy: 0 }, arrived: Instant::now() });
+        room.tick(Instant::now());
         let (sa, sb) = (a_snapshots.borrow_and_update().bytes.clone(), b_snapshots.borrow_and_update().bytes.clone());
         assert_eq!(sa.as_ptr(), sb.as_ptr(), "both acknowledged tick 1: one delta for both");
         let (tick, baseline, entities) = decode_snapshot(&sa);
@@ -642,8 +688,8 @@ mod tests {
         assert!(second[0].x > first[0].x, "player 1 moved right");
         assert!(entities.len() < 8, "a delta of one moving player is a few bytes: {}", entities.len());
         a_delivered.store(2, Ordering::Relaxed);
-        room.play(Play::Input(TickInput { player: 1, seq: 2, dx: 1, dy: 0 }));
-        room.tick();
+        room.play(Play::Input { input: TickInput { player: 1, seq: 2, dx: 1, dy: 0 }, arrived: Instant::now() });
+        room.tick(Instant::now());
         let (sa, sb) = (a_snapshots.borrow_and_update().bytes.clone(), b_snapshots.borrow_and_update().bytes.clone());
         assert_ne!(sa.as_ptr(), sb.as_ptr(), "different baselines, different encodings");
         assert_eq!(decode_snapshot(&sa).1, 2);
@@ -658,7 +704,7 @@ mod tests {
         let mut near_a = room.join(1, "a".into(), identity(1), (100.0, 100.0), link(8).0).unwrap().snapshots;
         room.join(2, "b".into(), identity(2), (400.0, 300.0), link(8).0).unwrap();
         room.join(3, "c".into(), identity(3), (1900.0, 1900.0), link(8).0).unwrap();
-        room.tick();
+        room.tick(Instant::now());
         let (_, _, entities) = decode_snapshot(&near_a.borrow_and_update().bytes);
         let seen: Vec<u32> = snapshot::decode(&entities, None, 0).unwrap().iter().map(|p| p.id).collect();
         assert_eq!(seen, [1, 2], "c is 1,800 away");
@@ -667,7 +713,7 @@ mod tests {
         room.config = Arc::new(Config { interest: crate::config::Interest::FULL_VISIBILITY, ..Config::for_tests() });
         let mut a = room.join(1, "a".into(), identity(1), (100.0, 100.0), link(8).0).unwrap().snapshots;
         room.join(3, "c".into(), identity(3), (1900.0, 1900.0), link(8).0).unwrap();
-        room.tick();
+        room.tick(Instant::now());
         let (_, _, entities) = decode_snapshot(&a.borrow_and_update().bytes);
         assert_eq!(snapshot::decode(&entities, None, 0).unwrap().len(), 2);
     }
@@ -708,7 +754,7 @@ mod tests {
         room.join(1, "a".into(), identity(1), (0.0, 0.0), link(8).0).unwrap();
         room.connection_ended(1, 1, true);
         std::thread::sleep(Duration::from_millis(5));
-        room.tick();
+        room.tick(Instant::now());
         assert!(room.members.is_empty());
     }
 
@@ -718,21 +764,21 @@ mod tests {
         let (a, _a_rx, _a_kick) = link(8);
         let delivered = Arc::clone(&a.delivered);
         let mut snapshots = room.join(1, "a".into(), identity(1), (500.0, 500.0), a).unwrap().snapshots;
-        room.tick();
-        room.tick();
+        room.tick(Instant::now());
+        room.tick(Instant::now());
         let written = snapshots.borrow_and_update().tick;
         delivered.store(written, Ordering::Relaxed);
-        room.tick();
+        room.tick(Instant::now());
         assert!(!snapshots.has_changed().unwrap(), "a still world: nothing new");
         // The client never decoded anything: it reports the loss with "newest 0".
         delivered.store(0, Ordering::Relaxed);
         room.play(Play::SnapshotLost { player: 1 });
-        room.tick();
+        room.tick(Instant::now());
         assert!(snapshots.has_changed().unwrap(), "a snapshot for the member that lost one");
         let (_, baseline, entities) = decode_snapshot(&snapshots.borrow_and_update().bytes);
         assert_eq!(baseline, 0, "in full: it holds nothing the server kept");
         assert_eq!(snapshot::decode(&entities, None, 0).unwrap().len(), 1);
-        room.tick();
+        room.tick(Instant::now());
         assert!(!snapshots.has_changed().unwrap(), "then nothing until something moves");
     }
 
@@ -741,16 +787,16 @@ mod tests {
         let (mut room, _commits) = room_with(Config::for_tests()).await;
         let (a, _a_rx, _a_kick) = link(8);
         let mut snapshots = room.join(1, "a".into(), identity(1), (500.0, 500.0), a).unwrap().snapshots;
-        room.tick();
+        room.tick(Instant::now());
         assert!(snapshots.has_changed().unwrap(), "the first state is published");
         snapshots.borrow_and_update();
-        room.tick();
+        room.tick(Instant::now());
         assert!(snapshots.has_changed().unwrap(), "one unchanged snapshot shows that movement stopped");
         snapshots.borrow_and_update();
-        room.tick();
+        room.tick(Instant::now());
         assert!(!snapshots.has_changed().unwrap(), "nobody moved: nothing new to send");
-        room.play(Play::Input(TickInput { player: 1, seq: 1, dx: 1, dy: 0 }));
-        room.tick();
+        room.play(Play::Input { input: TickInput { player: 1, seq: 1, dx: 1, dy: 0 }, arrived: Instant::now() });
+        room.tick(Instant::now());
         assert!(snapshots.has_changed().unwrap(), "movement is published again");
     }
 

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use easel_client::core::ClientCore;
@@ -18,6 +19,8 @@ use crate::store::{Location, Store};
 
 /// The bad network: 150 ms round trip, 20 ms jitter, 2 % loss (of what may be lost).
 const BAD: Conditions = Conditions { latency_ms: 75.0, jitter_ms: 20.0, loss: 0.02 };
+/// A steady link: 80 ms round trip, little jitter, no loss.
+const STEADY: Conditions = Conditions { latency_ms: 40.0, jitter_ms: 2.0, loss: 0.0 };
 const TICK_MS: f64 = 1000.0 / 30.0;
 const FRAME_MS: f64 = 1000.0 / 60.0;
 const STEP: f32 = 200.0 / 30.0;
@@ -43,7 +46,7 @@ async fn room(interest: Interest) -> Room {
     Room::new("netsim".into(), board, Arc::new(config), Arc::new(Metrics::default()))
 }
 
-fn join(room: &mut Room, id: u32, seed: u32) -> Peer {
+fn join(room: &mut Room, id: u32, seed: u32, conditions: Conditions) -> Peer {
     let (messages_tx, messages) = mpsc::channel(4096);
     let (kick, kick_rx) = oneshot::channel();
     let delivered = Arc::new(AtomicU32::new(0));
@@ -58,12 +61,12 @@ fn join(room: &mut Room, id: u32, seed: u32) -> Peer {
     let joined = room.join(id, format!("p{id}"), identity, (1000.0, 1000.0), link).unwrap();
     let mut core = ClientCore::new(&format!("p{id}"), "netsim");
     core.hello();
-    let mut down = LinkConditioner::new(BAD, seed);
+    let mut down = LinkConditioner::new(conditions, seed);
     down.send(0.0, joined.welcome, false);
     Peer {
         id,
         core,
-        up: LinkConditioner::new(BAD, seed + 1),
+        up: LinkConditioner::new(conditions, seed + 1),
         down,
         messages,
         snapshots: joined.snapshots,
@@ -86,13 +89,27 @@ struct Observed {
     snapshots_lost: u64,
     /// Cell views left stale and members owed a snapshot, summed over ticks (the budget at work).
     budget_held_back: u64,
+    /// How long each input waited at the server for its tick (ms), after the first five seconds.
+    input_waits_ms: Vec<f64>,
+}
+
+/// How the clients are connected and how often they run.
+struct Setup {
+    conditions: Conditions,
+    /// How often each client polls (its frame; 1 ms for a native client's timer).
+    frame_ms: f64,
+    interest: Interest,
 }
 
 /// Runs `seconds` of play: player 1 steers a scripted course (a new direction every 0.7 s,
-/// stopping now and then), the others circle.
-async fn run(seconds: f64, interest: Interest) -> Observed {
-    let mut room = room(interest).await;
-    let mut peers: Vec<Peer> = (1..=3).map(|id| join(&mut room, id, id * 100)).collect();
+/// stopping now and then), the others circle. The room runs on the same manual clock.
+async fn run(seconds: f64, setup: Setup) -> Observed {
+    let mut room = room(setup.interest).await;
+    let mut peers: Vec<Peer> = (1..=3).map(|id| join(&mut room, id, id * 100, setup.conditions)).collect();
+    let clock = Instant::now();
+    let at = |ms: f64| clock + Duration::from_secs_f64(ms / 1000.0);
+    // Inputs given to the room since its last tick: when each arrived (ms).
+    let mut arrivals: Vec<f64> = Vec::new();
     let course = [(1, 0), (1, 1), (0, 1), (0, 0), (-1, 1), (-1, 0), (-1, -1), (0, 0), (0, -1), (1, -1)];
     let mut observed = Observed::default();
     let mut drawn: Vec<std::collections::HashMap<u32, (f32, f32)>> = vec![Default::default(); peers.len()];
@@ -107,7 +124,8 @@ async fn run(seconds: f64, interest: Interest) -> Observed {
                     ClientMsg::Input { seq, ack, dirs } => {
                         peer.delivered.fetch_max(ack, Ordering::Relaxed);
                         for input in TickInput::unpack(peer.id, seq, &dirs, &mut peer.last_input) {
-                            room.play(Play::Input(input));
+                            room.play(Play::Input { input, arrived: at(now) });
+                            arrivals.push(now);
                         }
                     }
                     ClientMsg::Ack { tick } => {
@@ -119,7 +137,11 @@ async fn run(seconds: f64, interest: Interest) -> Observed {
         }
         if now >= next_tick_ms {
             next_tick_ms += TICK_MS;
-            room.tick();
+            room.tick(at(now));
+            if now > 5000.0 {
+                observed.input_waits_ms.extend(arrivals.iter().map(|arrived| now - arrived));
+            }
+            arrivals.clear();
             observed.budget_held_back += room.cell_views.values().filter(|v| v.behind()).count() as u64
                 + room.members.values().filter(|m| m.view.owed()).count() as u64;
             for peer in &mut peers {
@@ -142,7 +164,7 @@ async fn run(seconds: f64, interest: Interest) -> Observed {
             if now < peer.next_frame_ms {
                 continue;
             }
-            peer.next_frame_ms += FRAME_MS;
+            peer.next_frame_ms += setup.frame_ms;
             let dir = if peer.id == 1 {
                 course[(now / 700.0) as usize % course.len()]
             } else {
@@ -176,7 +198,8 @@ async fn run(seconds: f64, interest: Interest) -> Observed {
 
 #[tokio::test]
 async fn at_150_ms_with_jitter_and_loss_prediction_holds_and_motion_stays_smooth() {
-    assert_smooth(run(20.0, Interest::FULL_VISIBILITY).await, crate::sim::MAX_STEPS_PER_TICK as f32);
+    let setup = Setup { conditions: BAD, frame_ms: FRAME_MS, interest: Interest::FULL_VISIBILITY };
+    assert_smooth(run(20.0, setup).await, crate::sim::MAX_STEPS_PER_TICK as f32);
 }
 
 /// The same with interest management and a budget below what three moving players cost (about
@@ -185,7 +208,8 @@ async fn at_150_ms_with_jitter_and_loss_prediction_holds_and_motion_stays_smooth
 /// may cover two steps more in one interval; it must still not snap.
 #[tokio::test]
 async fn under_interest_management_and_a_tight_budget_motion_stays_smooth() {
-    let observed = run(20.0, Interest { view_distance: 500.0, snapshot_budget: 450 }).await;
+    let interest = Interest { view_distance: 500.0, snapshot_budget: 450 };
+    let observed = run(20.0, Setup { conditions: BAD, frame_ms: FRAME_MS, interest }).await;
     assert!(observed.budget_held_back > 0, "the budget did hold something back");
     assert_smooth(observed, crate::sim::MAX_STEPS_PER_TICK as f32 + 2.0);
 }
@@ -217,4 +241,20 @@ fn assert_smooth(observed: Observed, remote_steps: f32) {
         observed.remote_frame_jump
     );
     assert!(observed.snapshots_lost > 0, "the run did lose snapshots");
+}
+
+/// Input timing feedback: clients whose inputs would wait most of a tick at the server (they
+/// start on the server's tick grid, 40 ms away) move their schedule so inputs arrive just before
+/// the tick. A client with a precise timer then gets its inputs applied within a few ms.
+#[tokio::test]
+async fn inputs_come_to_arrive_just_before_their_tick() {
+    let setup = Setup { conditions: STEADY, frame_ms: 1.0, interest: Interest::FULL_VISIBILITY };
+    let mut waits = run(15.0, setup).await.input_waits_ms;
+    assert!(waits.len() > 500, "{} inputs", waits.len());
+    waits.sort_by(f64::total_cmp);
+    let median = waits[waits.len() / 2];
+    let p90 = waits[waits.len() * 9 / 10];
+    // Aimed at 3 to 5 ms of wait, plus up to 2 ms of link jitter and the 1 ms clock step; new
+    // directions go out at once, off the schedule, and wait anything up to a tick.
+    assert!(median <= 7.0 && p90 <= 10.0, "inputs waited {median} ms (median), {p90} ms (p90)");
 }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use easel_protocol::close;
 use easel_protocol::game::Rules;
@@ -189,9 +190,10 @@ impl Rooms {
 }
 
 impl RoomHandle {
-    /// Queues an input for the next tick; dropped if the room is this far behind.
-    pub fn input(&self, input: TickInput) {
-        let _ = self.play.try_send(Play::Input(input));
+    /// Queues an input, which arrived at `arrived`, for the next tick; dropped if the room is
+    /// this far behind.
+    pub fn input(&self, input: TickInput, arrived: Instant) {
+        let _ = self.play.try_send(Play::Input { input, arrived });
     }
 
     pub fn chat(&self, player: u32, text: String) {
