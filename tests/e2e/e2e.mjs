@@ -347,7 +347,7 @@ await test('on a simulated 150 ms link the own player moves before the server co
       return Math.abs(me.x - before.x) > 100 && Math.abs(me.drawnX - me.x) < 1 ? s : null;
     });
     const overlay = await pageC.textContent('#net-debug');
-    for (const label of ['RTT', 'jitter', 'snapshots', 'down', 'up', 'corrections', 'interpolation delay']) {
+    for (const label of ['RTT', 'jitter', 'snapshots', 'down', 'up', 'corrections', 'interpolation delay', 'input wait']) {
       if (!overlay.includes(label)) throw new Error(`overlay lacks "${label}": ${overlay}`);
     }
     if (settled.net.interpolationDelayMs < 66 || settled.net.interpolationDelayMs > 101) {
@@ -361,6 +361,12 @@ await test('on a simulated 150 ms link the own player moves before the server co
     await pageC.keyboard.up(key);
     if (moving.net.snapshotsPerS < 20) {
       throw new Error(`${moving.net.snapshotsPerS} snapshots/s while moving on a 2 % loss link`);
+    }
+    // Over three seconds of held keys the server has reported how long the inputs waited for
+    // their tick (about once a second), and the page has taken it.
+    const wait = moving.net.inputWaitMs;
+    if (typeof wait !== 'number' || wait < 0 || wait > 34) {
+      throw new Error(`no input-wait report after three seconds of moving: ${wait}`);
     }
     await pageC.screenshot({ path: path.join(ARTIFACTS, 'simulated-lag-overlay.png') });
   } finally {
