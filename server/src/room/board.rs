@@ -1,7 +1,8 @@
 //! A room's whiteboard: the replica, and the ops waiting for storage in the order they arrived.
-//! An op is acknowledged to its author only when it and every op before it are committed; a
-//! failed commit is retried (its author keeps seeing it as "not synced") rather than
-//! acknowledged or dropped.
+//! The ops of a tick go to the store together (`flush`, once per tick), so one transaction and
+//! one fsync cover them (group commit per tick). An op is acknowledged to its author only when
+//! it and every op before it are committed; a failed commit is retried (its author keeps seeing
+//! it as "not synced") rather than acknowledged or dropped.
 //!
 //! An op is relayed to the others as soon as it is applied, while storage is keeping up: the
 //! relay is not a promise (the ack is), and waiting for the fsync would put the disk's latency
@@ -76,6 +77,9 @@ pub(super) struct RoomBoard {
     store: Store,
     commits: mpsc::UnboundedSender<Committed>,
     queue: VecDeque<Entry>,
+    /// Encodings of the ops applied since the last flush, from room seq `unwritten_from` on.
+    unwritten: Vec<Vec<u8>>,
+    unwritten_from: u64,
     next_seq: u64,
     ops_since_snapshot: u64,
     retry_at: Option<Instant>,
@@ -109,6 +113,8 @@ impl RoomBoard {
             store,
             commits,
             queue: VecDeque::new(),
+            unwritten: Vec::new(),
+            unwritten_from: 0,
             next_seq: stored.last_seq + 1,
             ops_since_snapshot: stored.ops.len() as u64,
             retry_at: None,
@@ -146,7 +152,10 @@ impl RoomBoard {
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 let bytes = encode(&op);
-                self.store.commit(&self.room, seq, vec![bytes.clone()], &self.commits);
+                if self.unwritten.is_empty() {
+                    self.unwritten_from = seq;
+                }
+                self.unwritten.push(bytes.clone());
                 let (relay, held) = if self.storage_failing { (None, Some(op)) } else { (Some(op), None) };
                 self.queue.push_back(Entry {
                     player,
@@ -160,18 +169,21 @@ impl RoomBoard {
         }
     }
 
+    /// Hands the ops applied since the last flush to the store, as one commit.
+    pub fn flush(&mut self) {
+        if !self.unwritten.is_empty() {
+            self.store.commit(&self.room, self.unwritten_from, std::mem::take(&mut self.unwritten), &self.commits);
+        }
+    }
+
     pub fn committed(&mut self, committed: Committed) {
-        let Some(entry) =
-            self.queue.iter_mut().find(|e| e.write.as_ref().is_some_and(|(seq, _)| *seq == committed.first_seq))
-        else {
-            return;
-        };
-        match committed.result {
-            Ok(()) => {
+        let seqs = committed.first_seq..committed.first_seq + committed.count;
+        let written = self.queue.iter_mut().filter(|e| e.write.as_ref().is_some_and(|(seq, _)| seqs.contains(seq)));
+        for entry in written {
+            if committed.result.is_ok() {
                 entry.state = State::Committed;
                 self.ops_since_snapshot += 1;
-            }
-            Err(_) => {
+            } else {
                 entry.state = State::Failed;
                 self.storage_failing = true;
                 self.retry_at.get_or_insert(Instant::now() + RETRY_AFTER);

@@ -16,7 +16,8 @@
 //! else sees a leave or a join.
 //!
 //! Board ops follow one path: readiness check → apply to the replica and relay to the others →
-//! commit (store thread) → acknowledge to the author, in the order they arrived. Nothing is
+//! commit with the rest of the tick's ops (store thread) → acknowledge to the author, in the
+//! order they arrived. Nothing is
 //! acknowledged before it is on disk; while commits fail, nothing is relayed before it either
 //! (see `board`).
 
@@ -412,6 +413,7 @@ impl Room {
         }
         self.moving = changed;
         self.expire_detached(now);
+        self.board.flush();
         self.board.maybe_compact();
         self.metrics.ticks.inc();
         self.metrics.tick_seconds.observe(started.elapsed().as_micros() as u64);
@@ -568,6 +570,7 @@ pub(crate) async fn run_room(
         room.leave(id);
     }
     // Let writes already queued finish, so an op accepted before shutdown is not half-done.
+    room.board.flush();
     let drain = tokio::time::Instant::now() + Duration::from_secs(2);
     while room.board.has_uncommitted() && tokio::time::Instant::now() < drain {
         match tokio::time::timeout_at(drain, commits.recv()).await {
@@ -820,9 +823,11 @@ mod tests {
         let (mut room, mut commits) = room_with(Config::for_tests()).await;
         let (mut author_rx, mut other_rx) = author_and_other(&mut room);
         room.play(Play::Board { player: 1, client_seq: 1, op: add_by_7(0) });
-        assert!(drain(&mut author_rx).is_empty(), "no ack before the commit");
         assert!(matches!(drain(&mut other_rx).as_slice(), [ServerMsg::BoardOp(BoardOp::Add { .. })]));
+        room.tick(Instant::now());
+        assert!(drain(&mut author_rx).is_empty(), "no ack before the commit");
         let committed = commits.recv().await.unwrap();
+        assert_eq!((committed.first_seq, committed.count), (1, 1), "written with its tick");
         room.committed(committed);
         assert_eq!(drain(&mut author_rx), vec![ServerMsg::BoardAck { client_seq: 1 }]);
         assert!(drain(&mut other_rx).is_empty(), "relayed once");
@@ -834,15 +839,19 @@ mod tests {
         let (mut author_rx, mut other_rx) = author_and_other(&mut room);
         room.play(Play::Board { player: 1, client_seq: 1, op: add_by_7(0) });
         assert_eq!(drain(&mut other_rx).len(), 1, "storage healthy: relayed at once");
+        room.tick(Instant::now());
         // The disk refuses the first commit.
         let first = commits.recv().await.unwrap();
-        room.committed(Committed { first_seq: first.first_seq, result: Err("disk full".into()) });
+        room.committed(Committed { result: Err("disk full".into()), ..first });
         room.play(Play::Board { player: 1, client_seq: 2, op: add_by_7(1) });
         room.play(Play::Board { player: 1, client_seq: 3, op: add_by_7(2) });
         assert!(drain(&mut other_rx).is_empty(), "while commits fail, nothing new is relayed");
         room.board.retry();
-        for _ in 0..3 {
+        room.tick(Instant::now());
+        // The retried op alone, then the two of the tick together.
+        for count in [1, 2] {
             let committed = commits.recv().await.unwrap();
+            assert_eq!(committed.count, count);
             room.committed(committed);
         }
         let acks = drain(&mut author_rx);
@@ -858,6 +867,21 @@ mod tests {
         assert_eq!(relayed, vec![1, 2], "the held ops follow, in order");
         room.play(Play::Board { player: 1, client_seq: 4, op: add_by_7(3) });
         assert_eq!(drain(&mut other_rx).len(), 1, "backlog stored: relays are immediate again");
+    }
+
+    #[tokio::test]
+    async fn the_ops_of_a_tick_are_written_in_one_commit() {
+        let (mut room, mut commits) = room_with(Config::for_tests()).await;
+        let (mut author_rx, _other_rx) = author_and_other(&mut room);
+        for seq in 0..5 {
+            room.play(Play::Board { player: 1, client_seq: u64::from(seq) + 1, op: add_by_7(seq) });
+        }
+        room.tick(Instant::now());
+        let committed = commits.recv().await.unwrap();
+        assert_eq!((committed.first_seq, committed.count), (1, 5));
+        room.committed(committed);
+        let expected: Vec<ServerMsg> = (1..=5).map(|client_seq| ServerMsg::BoardAck { client_seq }).collect();
+        assert_eq!(drain(&mut author_rx), expected);
     }
 
     #[tokio::test]

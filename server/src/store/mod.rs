@@ -3,7 +3,7 @@
 //!
 //! One thread owns the connection. Requests queue on a channel; each round takes everything
 //! queued and writes all the commits in one transaction, so one fsync covers every op that
-//! arrived meanwhile (group commit), while a lone op still commits at once. An op is
+//! arrived meanwhile (group commit; rooms hand over their ops once per tick). An op is
 //! acknowledged only after its transaction committed, which is what makes an acknowledged stroke
 //! survive `kill -9`.
 
@@ -49,6 +49,8 @@ pub struct StoredBoard {
 pub struct Committed {
     /// The room seq of the first op in the commit.
     pub first_seq: u64,
+    /// How many ops (seqs `first_seq..first_seq + count`) it wrote.
+    pub count: u64,
     pub result: Result<(), String>,
 }
 
@@ -115,9 +117,10 @@ impl Store {
         ops: Vec<Vec<u8>>,
         done: &tokio::sync::mpsc::UnboundedSender<Committed>,
     ) {
+        let count = ops.len() as u64;
         let request = Request::Commit(PendingCommit { room: room.to_owned(), first_seq, ops, done: done.clone() });
         if self.requests.send(request).is_err() {
-            let _ = done.send(Committed { first_seq, result: Err(StoreError::Stopped.to_string()) });
+            let _ = done.send(Committed { first_seq, count, result: Err(StoreError::Stopped.to_string()) });
         }
     }
 
@@ -192,7 +195,9 @@ fn serve(mut connection: Connection, queue: mpsc::Receiver<Request>) {
             tracing::error!("board commit failed, ops stay unacknowledged: {e}");
         }
         for commit in commits {
-            let _ = commit.done.send(Committed { first_seq: commit.first_seq, result: result.clone() });
+            let committed =
+                Committed { first_seq: commit.first_seq, count: commit.ops.len() as u64, result: result.clone() };
+            let _ = commit.done.send(committed);
         }
     }
 }
