@@ -158,6 +158,8 @@ fn install_handlers(app: &Rc<RefCell<App>>) -> Result<(), JsValue> {
         move |event: Event| {
             if let Some(event) = event.dyn_ref::<KeyboardEvent>() {
                 app.borrow_mut().keys.remove(&event.code());
+                // A new direction (or a stop) goes out now, not at the next poll.
+                poll_network(&app);
             }
         }
     };
@@ -529,6 +531,9 @@ fn key_down(app_rc: &Rc<RefCell<App>>, event: &KeyboardEvent) {
         // Arrow keys would otherwise scroll the page.
         event.prevent_default();
         app.keys.insert(code);
+        drop(app);
+        // A new direction goes out now, not at the next poll.
+        poll_network(app_rc);
     }
 }
 
