@@ -63,6 +63,9 @@ pub struct BotConfig {
     pub room: String,
     pub count: usize,
     pub behavior: Behavior,
+    /// Move each bot's input schedule by the server's `InputWait` reports, as the browser client
+    /// does. Off for the arena workload, whose schedule is fixed at a random phase.
+    pub follow_input_timing: bool,
     /// Time after all bots joined before measuring.
     pub warmup: Duration,
     /// The measured window.
@@ -156,6 +159,7 @@ pub async fn run(config: BotConfig, mut milestone: impl FnMut(Milestone)) -> Res
     for index in 0..config.count {
         let bot = Bot {
             behavior: config.behavior,
+            follow_input_timing: config.follow_input_timing,
             index,
             probe: is_probe(index, config.count),
             url: config.url.clone(),
@@ -303,6 +307,7 @@ impl Counters {
 
 struct Bot {
     behavior: Behavior,
+    follow_input_timing: bool,
     index: usize,
     probe: bool,
     url: String,
@@ -352,8 +357,9 @@ impl Bot {
         drop(permit);
         self.shared.joined.fetch_add(1, Ordering::AcqRel);
 
-        // The workload's schedule starts at a random phase; then the server's `InputWait` reports
-        // move it, as they move a real client's (`InputSchedule`). A bot that falls behind skips
+        // The workload's schedule starts at a random phase and stays there, unless the bots follow
+        // the server's `InputWait` reports as a real client does (`InputSchedule`; not part of the
+        // workload, reported as its own configuration). A bot that falls behind skips
         // the slots it missed and goes on at the next one, as the browser client never catches
         // up with a burst either. Sending the missed inputs at once, after a stall of the bots'
         // own process, ran into the server's message rate limit: that measured the load
@@ -455,7 +461,7 @@ impl Bot {
                 Ok(ServerMsg::BoardAck { .. }) => {
                     shared.board_acked.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(ServerMsg::InputWait { from_seq, wait_us }) => {
+                Ok(ServerMsg::InputWait { from_seq, wait_us }) if self.follow_input_timing => {
                     schedule.report(from_seq, f64::from(wait_us) / 1000.0, next_seq);
                 }
                 _ => {}

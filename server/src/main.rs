@@ -49,6 +49,10 @@ struct BotArgs {
     /// --room and --duration are ignored).
     #[arg(long, default_value = "arena")]
     behavior: String,
+    /// Move each bot's input schedule by the server's input-timing reports, as the browser
+    /// client does (the arena workload itself keeps a fixed schedule).
+    #[arg(long)]
+    follow_input_timing: bool,
     /// Writers of the whiteboard workload.
     #[arg(long, default_value_t = 4)]
     writers: usize,
@@ -83,6 +87,7 @@ fn bot(args: BotArgs) -> anyhow::Result<()> {
         room: args.room,
         count: args.count,
         behavior,
+        follow_input_timing: args.follow_input_timing,
         warmup: args.warmup,
         window: args.duration,
         grace: args.grace,

@@ -6,13 +6,14 @@ use std::time::Duration;
 use easel_client::bot::{self, Behavior, BotConfig};
 use easel_tests::TestServer;
 
-async fn run(behavior: Behavior) -> bot::BotSummary {
+async fn run(behavior: Behavior, follow_input_timing: bool) -> bot::BotSummary {
     let server = TestServer::start().await;
     let config = BotConfig {
         url: server.ws_url(),
         room: "bots".to_owned(),
         count: 6,
         behavior,
+        follow_input_timing,
         warmup: Duration::from_millis(300),
         window: Duration::from_millis(1500),
         grace: Duration::from_millis(200),
@@ -26,22 +27,29 @@ async fn run(behavior: Behavior) -> bot::BotSummary {
 
 #[tokio::test]
 async fn arena_bots_measure_input_latency() {
-    let summary = run(Behavior::Arena).await;
+    let summary = run(Behavior::Arena, false).await;
     assert!(summary.ok, "{:?}", summary.reason);
     assert_eq!(summary.connected, 6);
     assert!(summary.latency_ms.samples > 0 && summary.snapshots_per_s_per_client.min > 20.0);
 }
 
 #[tokio::test]
+async fn arena_bots_that_follow_input_timing_pass_their_checks() {
+    let summary = run(Behavior::Arena, true).await;
+    assert!(summary.ok, "{:?}", summary.reason);
+    assert!(summary.latency_ms.samples > 0 && summary.snapshots_per_s_per_client.min > 20.0);
+}
+
+#[tokio::test]
 async fn drawing_bots_have_their_strokes_stored() {
-    let summary = run(Behavior::Draw).await;
+    let summary = run(Behavior::Draw, false).await;
     assert!(summary.ok, "{:?}", summary.reason);
     assert!(summary.board_ops_acked > 0 && summary.board_ops_acked <= summary.board_ops_sent);
 }
 
 #[tokio::test]
 async fn mixed_bots_move_and_draw() {
-    let summary = run(Behavior::Mixed).await;
+    let summary = run(Behavior::Mixed, false).await;
     assert!(summary.ok, "{:?}", summary.reason);
     assert!(summary.latency_ms.samples > 0 && summary.board_ops_acked > 0);
 }

@@ -25,6 +25,9 @@ pub struct ArenaOptions {
     /// Append results to `bench/results/arena.jsonl` (off for smoke runs).
     pub record: bool,
     pub visibility: Visibility,
+    /// Bots follow the server's input-timing reports (`--input-timing`): a configuration of its
+    /// own, since the workload's schedule is fixed.
+    pub input_timing: bool,
 }
 
 /// What the server sends each client: the workload's baseline (every player, no budget), or the
@@ -61,6 +64,7 @@ impl ArenaOptions {
             profile: Profile::Release,
             record: true,
             visibility: Visibility::Full,
+            input_timing: false,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -82,10 +86,18 @@ impl ArenaOptions {
                         other => bail!("--visibility is full or interest, not {other:?}"),
                     }
                 }
+                "--input-timing" => options.input_timing = true,
                 other => common_option(other, &mut options.profile, &mut options.record)?,
             }
         }
         Ok(options)
+    }
+
+    /// The configuration's name in results: the visibility, and input timing when the bots
+    /// follow it.
+    fn config_name(&self) -> String {
+        let visibility = self.visibility.name();
+        if self.input_timing { format!("{visibility}+input-timing") } else { visibility.to_owned() }
     }
 }
 
@@ -106,7 +118,7 @@ pub fn arena(root: &Path, options: &ArenaOptions) -> Result<()> {
     let rows = run_series(&options.counts, results.as_deref(), |n| {
         step(&format!("arena, N = {n} (warm-up {:?}, window {:?})", options.warmup, options.window));
         run_arena(&binary, n, options, &context)
-            .unwrap_or_else(|e| failed(n, &context, &e.to_string(), options.visibility))
+            .unwrap_or_else(|e| failed(n, &context, &e.to_string(), &options.config_name()))
     })?;
     print_table(&rows);
     ensure_all_ok(&rows)
@@ -318,7 +330,7 @@ fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunConte
     let (server, address) = start_server(binary, "arena-benchmark", options.visibility)?;
     let join_budget = Duration::from_secs(60);
     let budget = join_budget + options.warmup + options.window + Duration::from_secs(30);
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         "--behavior",
         "arena",
         "--room",
@@ -338,9 +350,12 @@ fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunConte
     .iter()
     .map(|a| a.to_string())
     .collect();
+    if options.input_timing {
+        args.push("--follow-input-timing".to_owned());
+    }
     let run = match measure(binary, &args, budget, server, &address)? {
         Ok(run) => run,
-        Err(reason) => return Ok(failed(n, context, &reason, options.visibility)),
+        Err(reason) => return Ok(failed(n, context, &reason, &options.config_name())),
     };
     let Measured { start, end, summary, server_alive, rss_peak_kb } = run;
     let window = end.at.duration_since(start.at).as_secs_f64();
@@ -367,7 +382,8 @@ fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunConte
     Ok(json!({
         "impl": "easel",
         "workload": "arena",
-        "config": options.visibility.name(),
+        "config": options.config_name(),
+        "input_timing": options.input_timing,
         "view_distance": options.visibility.settings().0,
         "snapshot_budget_bytes_per_s": options.visibility.settings().1,
         "n": n,
@@ -392,9 +408,9 @@ fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunConte
     }))
 }
 
-fn failed(n: usize, context: &RunContext, reason: &str, visibility: Visibility) -> Value {
+fn failed(n: usize, context: &RunContext, reason: &str, config: &str) -> Value {
     json!({
-        "impl": "easel", "workload": "arena", "config": visibility.name(), "n": n, "ok": false, "reason": reason,
+        "impl": "easel", "workload": "arena", "config": config, "n": n, "ok": false, "reason": reason,
         "commit": context.commit, "date": context.date, "machine": context.machine,
     })
 }

@@ -18,7 +18,7 @@ commands:
   dist [--dev]        build the browser client into dist/ (wasm + glue + assets)
   test                install what is missing, then run all tests: lint, Rust, browser end-to-end
   lint                rustfmt check and clippy -D warnings (native and wasm32)
-  bench arena [--n 50,200,500,1000] [--visibility full|interest] [--warmup S] [--window S] [--dev] [--no-record]
+  bench arena [--n 50,200,500,1000] [--visibility full|interest] [--input-timing] [--warmup S] [--window S] [--dev] [--no-record]
                       the arena workload (WORKLOADS.md): JSON line + table per N,
                       appended to bench/results/arena.jsonl
   bench whiteboard [--w 4,16,64] [--dev] [--no-record]
@@ -157,6 +157,8 @@ fn test(root: &Path) -> Result<()> {
             profile: Profile::Dev,
             record: false,
             visibility,
+            // The second run also covers bots that follow the server's input timing.
+            input_timing: visibility == bench::Visibility::Interest,
         };
         bench::arena(root, &smoke).context("the arena benchmark smoke run failed")?;
     }
