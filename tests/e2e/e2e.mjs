@@ -329,12 +329,28 @@ await test('on a simulated 150 ms link the own player moves before the server co
     await pageC.keyboard.press('Backquote');
     await waitFor('the overlay to show the simulated network', async () =>
       (await pageC.textContent('#net-debug')).includes('simulated: lag 150 ms'));
-    const before = player(await state(pageC), 'carol');
-    const key = before.x < 1000 ? 'KeyD' : 'KeyA';
-    await pageC.keyboard.down(key);
-    // 60 ms: less than one way of the simulated link, so the server cannot have seen the key.
-    await new Promise((r) => setTimeout(r, 60));
-    const early = player(await state(pageC), 'carol');
+    let before, early, key;
+    for (let attempt = 1; ; attempt++) {
+      before = player(await state(pageC), 'carol');
+      key = before.x < 1000 ? 'KeyD' : 'KeyA';
+      const pressed = Date.now();
+      await pageC.keyboard.down(key);
+      // 60 ms: less than one way of the simulated link, so the server cannot have seen the key.
+      await new Promise((r) => setTimeout(r, 60));
+      early = player(await state(pageC), 'carol');
+      const elapsed = Date.now() - pressed;
+      // Judged only if the state was read well inside the simulated 150 ms round trip; a
+      // machine that stalled the test for longer gets another try once carol has stopped.
+      if (elapsed < 120) break;
+      if (attempt === 3) throw new Error(`the page answered too slowly to judge (${elapsed} ms) three times`);
+      await pageC.keyboard.up(key);
+      await waitFor('carol to stop after a slow try', async () => {
+        const a = player(await state(pageC), 'carol');
+        await new Promise((r) => setTimeout(r, 400));
+        const b = player(await state(pageC), 'carol');
+        return a.x === b.x && Math.abs(b.drawnX - b.x) < 1 ? b : null;
+      });
+    }
     await new Promise((r) => setTimeout(r, 700));
     await pageC.keyboard.up(key);
     if (Math.abs(early.drawnX - before.drawnX) < 1) {
