@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// players go first and the rest catch up later (0: no limit) [default: 0].
     #[arg(long, env = "EASEL_SNAPSHOT_BUDGET", value_name = "BYTES_PER_S")]
     pub snapshot_budget: Option<u32>,
+    /// Threads that run rooms and connections, 1 to 256 [default: one per CPU core].
+    #[arg(long, env = "EASEL_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
 }
 
 /// The same settings as read from a TOML file.
@@ -75,6 +78,7 @@ struct FileSettings {
     resume_grace: Option<String>,
     view_distance: Option<f32>,
     snapshot_budget: Option<u32>,
+    workers: Option<usize>,
 }
 
 /// The validated configuration of a server.
@@ -92,6 +96,11 @@ pub struct Config {
     pub interest: Interest,
     /// Where whiteboards and identities are stored.
     pub storage: Location,
+    /// Runtime worker threads; `None` is one per core. A room's tick and its clients' writes
+    /// spread over all of them, which a room of thousands needs, but every fan-out then wakes
+    /// a parked thread: with one worker a room costs a quarter to a third less CPU
+    /// (README, Benchmarks), for a host whose server shares its cores with other work.
+    pub workers: Option<usize>,
 }
 
 /// Bounds that keep one client from costing the server more than its share.
@@ -189,6 +198,7 @@ impl Config {
             limits: Limits::default(),
             interest: Interest::default(),
             storage: Location::Memory,
+            workers: None,
         }
     }
 
@@ -219,6 +229,8 @@ pub enum ConfigError {
     ViewDistance(f32),
     #[error("rules preset {0:?} is not one of game, arena-benchmark")]
     Rules(String),
+    #[error("workers must be between 1 and 256, got {0}")]
+    Workers(usize),
 }
 
 impl ServeArgs {
@@ -272,6 +284,12 @@ impl ServeArgs {
         if let Some(budget) = self.snapshot_budget.or(file.snapshot_budget) {
             interest.snapshot_budget = budget;
         }
+        let workers = self.workers.or(file.workers);
+        if let Some(n) = workers
+            && !(1..=256).contains(&n)
+        {
+            return Err(ConfigError::Workers(n));
+        }
         Ok(Config {
             storage: Location::Directory(data_dir),
             listen: SocketAddr::new(bind, port),
@@ -282,6 +300,7 @@ impl ServeArgs {
             rules,
             limits,
             interest,
+            workers,
         })
     }
 }
@@ -331,6 +350,7 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.tick_rate, 30);
         assert_eq!(config.rules, Rules::GAME);
+        assert_eq!(config.workers, None, "one worker per core");
     }
 
     #[test]
@@ -338,18 +358,25 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("easel-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("easel.toml");
-        std::fs::write(&file, "port = 9000\ntick_rate = 20\nrules = \"arena-benchmark\"\nview_distance = 0\n").unwrap();
+        std::fs::write(
+            &file,
+            "port = 9000\ntick_rate = 20\nrules = \"arena-benchmark\"\nview_distance = 0\nworkers = 1\n",
+        )
+        .unwrap();
         let config = ServeArgs { config: Some(file), port: Some(9100), ..args_with_assets() }.into_config().unwrap();
         assert_eq!(config.listen.port(), 9100, "the flag wins over the file");
         assert_eq!(config.tick_rate, 20, "the file wins over the default");
         assert_eq!(config.rules, Rules::ARENA_BENCHMARK);
         assert_eq!(config.interest.view_distance, 0.0, "0 from the file turns interest management off");
+        assert_eq!(config.workers, Some(1));
     }
 
     #[test]
     fn bad_settings_are_refused_with_a_clear_error() {
         let zero_tick = ServeArgs { tick_rate: Some(0), ..args_with_assets() };
         assert!(matches!(zero_tick.into_config(), Err(ConfigError::TickRate(0))));
+        let no_workers = ServeArgs { workers: Some(0), ..args_with_assets() };
+        assert!(matches!(no_workers.into_config(), Err(ConfigError::Workers(0))));
         let negative_view = ServeArgs { view_distance: Some(-5.0), ..args_with_assets() };
         assert!(matches!(negative_view.into_config(), Err(ConfigError::ViewDistance(_))));
         let bad_origin = ServeArgs { allowed_origins: vec!["example.com".into()], ..args_with_assets() };

@@ -127,7 +127,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
     let level: tracing::Level = config.log_level.parse().context("log level")?;
     tracing_subscriber::fmt().with_max_level(level).with_target(false).init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = config.workers {
+        runtime.worker_threads(workers);
+    }
+    let runtime = runtime.enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

@@ -21,9 +21,7 @@ pub struct ArenaOptions {
     pub counts: Vec<usize>,
     pub warmup: Duration,
     pub window: Duration,
-    pub profile: Profile,
-    /// Append results to `bench/results/arena.jsonl` (off for smoke runs).
-    pub record: bool,
+    pub common: CommonOptions,
     pub visibility: Visibility,
     /// Bots follow the server's input-timing reports (`--input-timing`): a configuration of its
     /// own, since the workload's schedule is fixed.
@@ -61,13 +59,15 @@ impl ArenaOptions {
             counts: vec![50, 200, 500, 1000],
             warmup: Duration::from_secs(5),
             window: Duration::from_secs(30),
-            profile: Profile::Release,
-            record: true,
+            common: CommonOptions::default(),
             visibility: Visibility::Full,
             input_timing: false,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
+            if options.common.parse(arg, &mut args)? {
+                continue;
+            }
             let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
             match arg.as_str() {
                 "--n" => {
@@ -87,34 +87,61 @@ impl ArenaOptions {
                     }
                 }
                 "--input-timing" => options.input_timing = true,
-                other => common_option(other, &mut options.profile, &mut options.record)?,
+                other => bail!("unknown bench option {other}"),
             }
         }
         Ok(options)
     }
 
-    /// The configuration's name in results: the visibility, and input timing when the bots
-    /// follow it.
+    /// The configuration's name in results: the visibility, input timing when the bots follow
+    /// it, and the server's worker count when it is not the default.
     fn config_name(&self) -> String {
-        let visibility = self.visibility.name();
-        if self.input_timing { format!("{visibility}+input-timing") } else { visibility.to_owned() }
+        let mut name = self.visibility.name().to_owned();
+        if self.input_timing {
+            name.push_str("+input-timing");
+        }
+        if let Some(workers) = self.common.server_workers {
+            name.push_str(&format!("+workers={workers}"));
+        }
+        name
     }
 }
 
-/// The flags every benchmark takes: `--dev` (debug build) and `--no-record`.
-fn common_option(arg: &str, profile: &mut Profile, record: &mut bool) -> Result<()> {
-    match arg {
-        "--dev" => *profile = Profile::Dev,
-        "--no-record" => *record = false,
-        other => bail!("unknown bench option {other}"),
+/// The flags every benchmark takes: `--dev` (debug build), `--no-record` and
+/// `--server-workers N` (the server's `--workers`; a configuration of its own in the results).
+pub struct CommonOptions {
+    pub profile: Profile,
+    /// Append results to `bench/results/*.jsonl` (off for smoke runs).
+    pub record: bool,
+    pub server_workers: Option<usize>,
+}
+
+impl Default for CommonOptions {
+    fn default() -> Self {
+        Self { profile: Profile::Release, record: true, server_workers: None }
     }
-    Ok(())
+}
+
+impl CommonOptions {
+    /// Takes `arg` (and its value from `rest`) if it is a common flag.
+    fn parse<'a>(&mut self, arg: &str, rest: &mut impl Iterator<Item = &'a String>) -> Result<bool> {
+        match arg {
+            "--dev" => self.profile = Profile::Dev,
+            "--no-record" => self.record = false,
+            "--server-workers" => {
+                let value = rest.next().context("--server-workers needs a value")?;
+                self.server_workers = Some(value.parse().context("--server-workers")?);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
 }
 
 pub fn arena(root: &Path, options: &ArenaOptions) -> Result<()> {
-    let binary = build_server(root, options.profile)?;
+    let binary = build_server(root, options.common.profile)?;
     let context = RunContext::collect(root);
-    let results = options.record.then(|| root.join("bench").join("results").join("arena.jsonl"));
+    let results = options.common.record.then(|| root.join("bench").join("results").join("arena.jsonl"));
     let rows = run_series(&options.counts, results.as_deref(), |n| {
         step(&format!("arena, N = {n} (warm-up {:?}, window {:?})", options.warmup, options.window));
         run_arena(&binary, n, options, &context)
@@ -220,7 +247,7 @@ struct Sample {
 }
 
 /// Starts a server on a free port with a fresh data directory; returns it and its address.
-fn start_server(binary: &Path, rules: &str, visibility: Visibility) -> Result<(Owned, String)> {
+fn start_server(binary: &Path, rules: &str, visibility: Visibility, workers: Option<usize>) -> Result<(Owned, String)> {
     let (view_distance, budget) = visibility.settings();
     let assets = std::env::temp_dir().join("easel-bench-assets");
     std::fs::create_dir_all(&assets)?;
@@ -230,6 +257,7 @@ fn start_server(binary: &Path, rules: &str, visibility: Visibility) -> Result<(O
         Command::new(binary)
             .args(["serve", "--bind", "127.0.0.1", "--port", "0", "--rules", rules, "--log-level", "warn"])
             .args(["--view-distance", &view_distance.to_string(), "--snapshot-budget", &budget.to_string()])
+            .args(workers.iter().flat_map(|n| ["--workers".to_owned(), n.to_string()]))
             .arg("--assets-dir")
             .arg(&assets)
             .arg("--data-dir")
@@ -327,7 +355,7 @@ fn follow_bots(
 }
 
 fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunContext) -> Result<Value> {
-    let (server, address) = start_server(binary, "arena-benchmark", options.visibility)?;
+    let (server, address) = start_server(binary, "arena-benchmark", options.visibility, options.common.server_workers)?;
     let join_budget = Duration::from_secs(60);
     let budget = join_budget + options.warmup + options.window + Duration::from_secs(30);
     let mut args: Vec<String> = [
@@ -384,6 +412,7 @@ fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunConte
         "workload": "arena",
         "config": options.config_name(),
         "input_timing": options.input_timing,
+        "server_workers": options.common.server_workers,
         "view_distance": options.visibility.settings().0,
         "snapshot_budget_bytes_per_s": options.visibility.settings().1,
         "n": n,
@@ -571,15 +600,17 @@ pub struct WhiteboardOptions {
     pub writers: Vec<usize>,
     /// Final board size: the workload's 10,000, or fewer for a smoke run (never recorded).
     pub strokes: usize,
-    pub profile: Profile,
-    pub record: bool,
+    pub common: CommonOptions,
 }
 
 impl WhiteboardOptions {
     pub fn parse(args: &[String]) -> Result<Self> {
-        let mut options = Self { writers: vec![4, 16, 64], strokes: 10_000, profile: Profile::Release, record: true };
+        let mut options = Self { writers: vec![4, 16, 64], strokes: 10_000, common: CommonOptions::default() };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
+            if options.common.parse(arg, &mut args)? {
+                continue;
+            }
             match arg.as_str() {
                 "--w" => {
                     let list = args.next().context("--w needs a value")?;
@@ -589,9 +620,9 @@ impl WhiteboardOptions {
                 "--strokes" => {
                     options.strokes = args.next().context("--strokes needs a value")?.parse().context("--strokes")?;
                     // Smaller than the workload: a smoke run, whose figures are not comparable.
-                    options.record = false;
+                    options.common.record = false;
                 }
-                other => common_option(other, &mut options.profile, &mut options.record)?,
+                other => bail!("unknown bench option {other}"),
             }
         }
         Ok(options)
@@ -600,12 +631,12 @@ impl WhiteboardOptions {
 
 /// `cargo xtask bench whiteboard`: the whiteboard workload of WORKLOADS.md per W.
 pub fn whiteboard(root: &Path, options: &WhiteboardOptions) -> Result<()> {
-    let binary = build_server(root, options.profile)?;
+    let binary = build_server(root, options.common.profile)?;
     let context = RunContext::collect(root);
-    let results = options.record.then(|| root.join("bench").join("results").join("whiteboard.jsonl"));
+    let results = options.common.record.then(|| root.join("bench").join("results").join("whiteboard.jsonl"));
     let rows = run_series(&options.writers, results.as_deref(), |w| {
         step(&format!("whiteboard, W = {w} writers + {w} readers"));
-        run_whiteboard(&binary, w, options.strokes, &context).unwrap_or_else(|e| {
+        run_whiteboard(&binary, w, options, &context).unwrap_or_else(|e| {
             json!({ "impl": "easel", "workload": "whiteboard", "w": w, "ok": false, "reason": e.to_string(),
                     "commit": context.commit, "date": context.date, "machine": context.machine })
         })
@@ -645,8 +676,10 @@ pub fn whiteboard(root: &Path, options: &WhiteboardOptions) -> Result<()> {
     ensure_all_ok(&rows)
 }
 
-fn run_whiteboard(binary: &Path, w: usize, strokes: usize, context: &RunContext) -> Result<Value> {
-    let (server, address) = start_server(binary, "game", Visibility::Full)?;
+fn run_whiteboard(binary: &Path, w: usize, options: &WhiteboardOptions, context: &RunContext) -> Result<Value> {
+    let strokes = options.strokes;
+    let workers = options.common.server_workers;
+    let (server, address) = start_server(binary, "game", Visibility::Full, workers)?;
     // Each phase may take this long; the run as a whole is bounded by the watchdog below.
     let phase = Duration::from_secs(180);
     let args: Vec<String> = ["--behavior", "whiteboard", "--json", "--url", &format!("ws://{address}/ws")]
@@ -669,6 +702,9 @@ fn run_whiteboard(binary: &Path, w: usize, strokes: usize, context: &RunContext)
     Ok(json!({
         "impl": "easel",
         "workload": "whiteboard",
+        // Rows without a configuration are the server's defaults (report.rs names them so).
+        "config": workers.map(|n| format!("workers={n}")),
+        "server_workers": workers,
         "w": w,
         "ok": reasons.is_empty(),
         "reason": if reasons.is_empty() { Value::Null } else { Value::from(reasons.join("; ")) },

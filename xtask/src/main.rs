@@ -18,10 +18,11 @@ commands:
   dist [--dev]        build the browser client into dist/ (wasm + glue + assets)
   test                install what is missing, then run all tests: lint, Rust, browser end-to-end
   lint                rustfmt check and clippy -D warnings (native and wasm32)
-  bench arena [--n 50,200,500,1000] [--visibility full|interest] [--input-timing] [--warmup S] [--window S] [--dev] [--no-record]
+  bench arena [--n 50,200,500,1000] [--visibility full|interest] [--input-timing] [--warmup S] [--window S]
+              [--server-workers N] [--dev] [--no-record]
                       the arena workload (WORKLOADS.md): JSON line + table per N,
                       appended to bench/results/arena.jsonl
-  bench whiteboard [--w 4,16,64] [--dev] [--no-record]
+  bench whiteboard [--w 4,16,64] [--server-workers N] [--dev] [--no-record]
                       the whiteboard workload: JSON line + table per W,
                       appended to bench/results/whiteboard.jsonl
   bench report        SVG plots of the recorded results into docs/bench/";
@@ -154,8 +155,7 @@ fn test(root: &Path) -> Result<()> {
             counts: vec![10],
             warmup: std::time::Duration::from_secs(1),
             window: std::time::Duration::from_secs(3),
-            profile: Profile::Dev,
-            record: false,
+            common: bench::CommonOptions { profile: Profile::Dev, record: false, server_workers: None },
             visibility,
             // The second run also covers bots that follow the server's input timing.
             input_timing: visibility == bench::Visibility::Interest,
@@ -163,7 +163,12 @@ fn test(root: &Path) -> Result<()> {
         bench::arena(root, &smoke).context("the arena benchmark smoke run failed")?;
     }
     step("benchmark smoke run (whiteboard, W = 2, 200 strokes, not recorded)");
-    let smoke = bench::WhiteboardOptions { writers: vec![2], strokes: 200, profile: Profile::Dev, record: false };
+    // On one worker thread: the server's `--workers` is exercised end to end.
+    let smoke = bench::WhiteboardOptions {
+        writers: vec![2],
+        strokes: 200,
+        common: bench::CommonOptions { profile: Profile::Dev, record: false, server_workers: Some(1) },
+    };
     bench::whiteboard(root, &smoke).context("the whiteboard benchmark smoke run failed")?;
     println!("\ntotal: {} passed, {} failed", rust.passed + browser.passed, rust.failed + browser.failed);
     Ok(())
