@@ -104,7 +104,15 @@ fn plot(path: &Path, chart: &Chart, rows: &BTreeMap<(String, u64), Value>, x_lab
         .build_cartesian_2d(0.0..x_max, 0.0..y_max)
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     plot.configure_mesh().x_desc(x_label).y_desc(chart.y_label).draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let colors = [RGBColor(0x3b, 0x6e, 0xd8), RGBColor(0xe0, 0x6c, 0x1f), RGBColor(0x2a, 0x9d, 0x5c)];
+    // Enough distinct colours that no two configurations share one.
+    let colors = [
+        RGBColor(0x3b, 0x6e, 0xd8),
+        RGBColor(0xe0, 0x6c, 0x1f),
+        RGBColor(0x2a, 0x9d, 0x5c),
+        RGBColor(0x9b, 0x3b, 0xb5),
+        RGBColor(0xc8, 0x2a, 0x3c),
+        RGBColor(0x6b, 0x6b, 0x6b),
+    ];
     for ((config, points), color) in series.iter().zip(colors.iter().cycle()) {
         let color = *color;
         plot.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
