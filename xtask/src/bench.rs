@@ -243,6 +243,9 @@ struct Sample {
     bots_ticks: u64,
     machine_busy: u64,
     machine_total: u64,
+    /// Jiffies the hypervisor gave this VM's CPUs to someone else, so runs on a stretch when it
+    /// took some can be told apart.
+    machine_steal: u64,
     metrics: String,
 }
 
@@ -390,9 +393,8 @@ fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunConte
     let ticks_to_seconds = |t: u64| t as f64 / context.clock_ticks;
     let server_cores = ticks_to_seconds(end.server_ticks - start.server_ticks) / window;
     let load_cores = ticks_to_seconds(end.bots_ticks - start.bots_ticks) / window;
-    let machine_cores = (end.machine_busy - start.machine_busy) as f64
-        / (end.machine_total - start.machine_total).max(1) as f64
-        * std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
+    let machine_cores = cores_of(&start, &end, |s| s.machine_busy);
+    let steal_cores = cores_of(&start, &end, |s| s.machine_steal);
     let ticks = metric(&end.metrics, "easel_ticks_total") - metric(&start.metrics, "easel_ticks_total");
     let missed = metric(&end.metrics, "easel_ticks_missed_total") - metric(&start.metrics, "easel_ticks_missed_total");
     let tick_ms = tick_percentiles(&start.metrics, &end.metrics);
@@ -423,6 +425,7 @@ fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunConte
         "server_cpu_ms_per_client_s": round(server_cores * 1000.0 / n as f64, 4),
         "load_cpu_cores": round(load_cores, 3),
         "machine_cpu_cores": round(machine_cores, 3),
+        "machine_steal_cores": round(steal_cores, 3),
         "server_rss_peak_mb": round(rss_peak_kb as f64 / 1024.0, 1),
         "rx_payload_bytes_per_client_s": round(summary["rx_payload_bytes_per_client_s"].as_f64().unwrap_or(0.0), 1),
         "rx_tcp_bytes_per_client_s": round(summary["rx_tcp_bytes_per_client_s"].as_f64().unwrap_or(0.0), 1),
@@ -445,7 +448,7 @@ fn failed(n: usize, context: &RunContext, reason: &str, config: &str) -> Value {
 }
 
 fn sample(server_pid: u32, bots_pid: u32, address: &str) -> Result<Sample> {
-    let (machine_busy, machine_total) = machine_ticks()?;
+    let (machine_busy, machine_total, machine_steal) = machine_ticks()?;
     Ok(Sample {
         at: Instant::now(),
         server_ticks: process_ticks(server_pid)?,
@@ -453,6 +456,7 @@ fn sample(server_pid: u32, bots_pid: u32, address: &str) -> Result<Sample> {
         bots_ticks: process_ticks(bots_pid)?,
         machine_busy,
         machine_total,
+        machine_steal,
         metrics: http_get(address, "/metrics")?,
     })
 }
@@ -469,15 +473,22 @@ fn process_ticks(pid: u32) -> Result<u64> {
     Ok(utime + stime)
 }
 
-/// (busy, total) jiffies of the whole machine from `/proc/stat`.
-fn machine_ticks() -> Result<(u64, u64)> {
+/// (busy, total, steal) jiffies of the whole machine from `/proc/stat`.
+fn machine_ticks() -> Result<(u64, u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat")?;
     let cpu = stat.lines().next().context("empty /proc/stat")?;
     let values: Vec<u64> = cpu.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
     let total: u64 = values.iter().sum();
     // idle + iowait
     let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
-    Ok((total - idle, total))
+    let steal = values.get(7).copied().unwrap_or(0);
+    Ok((total - idle, total, steal))
+}
+
+/// Cores' worth of one `/proc/stat` counter between two samples.
+fn cores_of(start: &Sample, end: &Sample, counter: impl Fn(&Sample) -> u64) -> f64 {
+    (counter(end) - counter(start)) as f64 / (end.machine_total - start.machine_total).max(1) as f64
+        * std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
 }
 
 fn read_status_kb(pid: u32, field: &str) -> Option<u64> {
@@ -555,7 +566,7 @@ fn print_table(rows: &[Value]) {
         println!("\n{config}");
     }
     println!(
-        "{:>6} {:>4} {:>9} {:>11} {:>8} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>7}",
+        "{:>6} {:>4} {:>9} {:>11} {:>8} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>7} {:>6}",
         "N",
         "ok",
         "CPU cores",
@@ -567,7 +578,8 @@ fn print_table(rows: &[Value]) {
         "lat max",
         "snaps min",
         "tick p99ms",
-        "missed"
+        "missed",
+        "steal"
     );
     for row in rows {
         let f = |path: &[&str]| {
@@ -578,7 +590,7 @@ fn print_table(rows: &[Value]) {
             value.as_f64().map_or("-".to_owned(), |v| format!("{v:.2}"))
         };
         println!(
-            "{:>6} {:>4} {:>9} {:>11} {:>8} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>7}",
+            "{:>6} {:>4} {:>9} {:>11} {:>8} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>7} {:>6}",
             row["n"].to_string(),
             if row["ok"].as_bool().unwrap_or(false) { "yes" } else { "NO" },
             f(&["server_cpu_cores"]),
@@ -591,6 +603,7 @@ fn print_table(rows: &[Value]) {
             f(&["snapshots_per_s_per_client", "min"]),
             f(&["tick_ms", "p99"]),
             f(&["missed_ticks"]),
+            f(&["machine_steal_cores"]),
         );
     }
 }
@@ -642,7 +655,7 @@ pub fn whiteboard(root: &Path, options: &WhiteboardOptions) -> Result<()> {
         })
     })?;
     println!(
-        "\n{:>4} {:>4} {:>12} {:>22} {:>14} {:>12} {:>8} {:>10} {:>10} {:>9} {:>11}",
+        "\n{:>4} {:>4} {:>12} {:>22} {:>14} {:>12} {:>8} {:>10} {:>10} {:>9} {:>11} {:>6}",
         "W",
         "ok",
         "converge ms",
@@ -653,13 +666,14 @@ pub fn whiteboard(root: &Path, options: &WhiteboardOptions) -> Result<()> {
         "late ms",
         "stored KB",
         "load ms",
-        "offline ms"
+        "offline ms",
+        "steal"
     );
     for row in &rows {
         let f = |v: &Value, scale: f64| v.as_f64().map_or("-".to_owned(), |x| format!("{:.1}", x * scale));
         let latency = &row["latency_add_all_ms"];
         println!(
-            "{:>4} {:>4} {:>12} {:>22} {:>14} {:>12} {:>8} {:>10} {:>10} {:>9} {:>11}",
+            "{:>4} {:>4} {:>12} {:>22} {:>14} {:>12} {:>8} {:>10} {:>10} {:>9} {:>11} {:>6}",
             row["w"].to_string(),
             if row["ok"].as_bool().unwrap_or(false) { "yes" } else { "NO" },
             f(&row["convergence_ms"], 1.0),
@@ -671,6 +685,7 @@ pub fn whiteboard(root: &Path, options: &WhiteboardOptions) -> Result<()> {
             f(&row["stored_board_bytes"], 1e-3),
             f(&row["load_ms"], 1.0),
             f(&row["offline"]["converge_ms"], 1.0),
+            row["machine_steal_cores"].as_f64().map_or("-".to_owned(), |x| format!("{x:.2}")),
         );
     }
     ensure_all_ok(&rows)
@@ -691,6 +706,7 @@ fn run_whiteboard(binary: &Path, w: usize, options: &WhiteboardOptions, context:
     let Measured { start, end, summary, server_alive, rss_peak_kb } =
         measure(binary, &args, phase * 4, server, &address)?.map_err(anyhow::Error::msg)?;
     let cpu_s = (end.server_ticks - start.server_ticks) as f64 / context.clock_ticks;
+    let steal_cores = cores_of(&start, &end, |s| s.machine_steal);
     let bytes_sent = metric(&end.metrics, "easel_bytes_out_total") - metric(&start.metrics, "easel_bytes_out_total");
     let mut reasons = Vec::new();
     if !summary["ok"].as_bool().unwrap_or(false) {
@@ -717,6 +733,7 @@ fn run_whiteboard(binary: &Path, w: usize, options: &WhiteboardOptions, context:
         "server_bytes_sent_per_client": round(bytes_sent / (2 * w) as f64, 0),
         "server_cpu_s": round(cpu_s, 3),
         "server_rss_peak_mb": round(rss_peak_kb as f64 / 1024.0, 1),
+        "machine_steal_cores": round(steal_cores, 3),
         "late_join": summary["late_join"],
         "stored_board_bytes": summary["stored_board_bytes"],
         "load_ms": summary["load_ms"],
