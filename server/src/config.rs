@@ -97,9 +97,9 @@ pub struct Config {
     /// Where whiteboards and identities are stored.
     pub storage: Location,
     /// Runtime worker threads; `None` is one per core. A room's tick and its clients' writes
-    /// spread over all of them, which a room of thousands needs, but every fan-out then wakes
-    /// a parked thread: with one worker a room costs a quarter to a third less CPU
-    /// (README, Benchmarks), for a host whose server shares its cores with other work.
+    /// spread over all of them, which a room of thousands needs, but idle workers park and are
+    /// woken again around every burst of work: with one worker a room costs a quarter to a half
+    /// less CPU (README, Benchmarks), for a host whose server shares its cores with other work.
     pub workers: Option<usize>,
 }
 
