@@ -83,11 +83,14 @@ async function joinAs(page, baseUrl, name, room) {
   await page.click('#join-button');
   return waitFor(`${name} to join`, async () => {
     const s = await state(page);
-    return s.status === 'joined' && s.me !== null ? s : null;
+    return s.status === 'joined' && s.players.some((p) => p.id === s.me && p.x !== null) ? s : null;
   });
 }
 
-const player = (s, name) => s.players.find((p) => p.name === name);
+// A player by name, once a decoded snapshot has placed it (until then its position is null: a
+// joiner's first snapshot is the world from before its join, and the next may be lost on a
+// simulated link).
+const player = (s, name) => s.players.find((p) => p.name === name && p.x !== null);
 
 const results = [];
 async function test(name, body) {

@@ -397,17 +397,22 @@ pub(super) fn debug_json(core: Option<&ClientCore>, now: f64) -> String {
         view.tick()
     );
     let drawn = core.render_positions(now);
+    // A player announced but not yet in a decoded snapshot (a joiner's first snapshot is the
+    // world from before its join) has no position: null, so tests wait for a real one.
+    let number = |v: Option<f32>| v.map_or("null".to_owned(), |v| v.to_string());
     for (i, (id, player)) in view.players().iter().enumerate() {
         let state = player.state;
-        let (x, y) = state.map_or((0.0, 0.0), |s| (s.x, s.y));
-        let drawn_at = drawn.iter().find(|(d, _, _)| d == id).map_or((x, y), |(_, dx, dy)| (*dx, *dy));
+        let at = state.map(|s| (s.x, s.y));
+        let drawn_at = drawn.iter().find(|(d, _, _)| d == id).map(|(_, dx, dy)| (*dx, *dy)).or(at);
         let _ = write!(
             out,
-            r#"{}{{"id":{id},"name":{},"x":{x},"y":{y},"drawnX":{},"drawnY":{},"score":{}}}"#,
+            r#"{}{{"id":{id},"name":{},"x":{},"y":{},"drawnX":{},"drawnY":{},"score":{}}}"#,
             if i > 0 { "," } else { "" },
             json_string(&player.info.name),
-            drawn_at.0,
-            drawn_at.1,
+            number(at.map(|a| a.0)),
+            number(at.map(|a| a.1)),
+            number(drawn_at.map(|d| d.0)),
+            number(drawn_at.map(|d| d.1)),
             state.map_or(0, |s| s.score),
         );
     }
