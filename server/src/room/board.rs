@@ -55,6 +55,9 @@ pub(super) struct Ready {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
+    /// Applied, not yet handed to the store (that happens once per tick, in `flush`).
+    Unwritten,
+    /// Handed to the store, waiting for its commit.
     Waiting,
     Failed,
     Committed,
@@ -77,9 +80,6 @@ pub(super) struct RoomBoard {
     store: Store,
     commits: mpsc::UnboundedSender<Committed>,
     queue: VecDeque<Entry>,
-    /// Encodings of the ops applied since the last flush, from room seq `unwritten_from` on.
-    unwritten: Vec<Vec<u8>>,
-    unwritten_from: u64,
     next_seq: u64,
     ops_since_snapshot: u64,
     retry_at: Option<Instant>,
@@ -113,8 +113,6 @@ impl RoomBoard {
             store,
             commits,
             queue: VecDeque::new(),
-            unwritten: Vec::new(),
-            unwritten_from: 0,
             next_seq: stored.last_seq + 1,
             ops_since_snapshot: stored.ops.len() as u64,
             retry_at: None,
@@ -152,17 +150,13 @@ impl RoomBoard {
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 let bytes = encode(&op);
-                if self.unwritten.is_empty() {
-                    self.unwritten_from = seq;
-                }
-                self.unwritten.push(bytes.clone());
                 let (relay, held) = if self.storage_failing { (None, Some(op)) } else { (Some(op), None) };
                 self.queue.push_back(Entry {
                     player,
                     client_seq,
                     relay: held,
                     write: Some((seq, bytes)),
-                    state: State::Waiting,
+                    state: State::Unwritten,
                 });
                 Ok(relay)
             }
@@ -171,8 +165,17 @@ impl RoomBoard {
 
     /// Hands the ops applied since the last flush to the store, as one commit.
     pub fn flush(&mut self) {
-        if !self.unwritten.is_empty() {
-            self.store.commit(&self.room, self.unwritten_from, std::mem::take(&mut self.unwritten), &self.commits);
+        let mut first_seq = None;
+        let mut ops = Vec::new();
+        for entry in self.queue.iter_mut().filter(|e| e.state == State::Unwritten) {
+            if let Some((seq, bytes)) = &entry.write {
+                first_seq.get_or_insert(*seq);
+                ops.push(bytes.clone());
+            }
+            entry.state = State::Waiting;
+        }
+        if let Some(first_seq) = first_seq {
+            self.store.commit(&self.room, first_seq, ops, &self.commits);
         }
     }
 
