@@ -48,13 +48,6 @@ use crate::store::Committed;
 use board::RoomBoard;
 use input_wait::InputWaits;
 use interest::{CellView, CellViews, Encodings, Frame, MemberView};
-
-/// Snapshots handed to connections before the room yields to let them write. A yielding task
-/// is resumed after its worker has run up to 61 others (tokio's event interval), so at 32 per
-/// slice the worker's run queue (256) never overflows and the wakes keep their order
-/// (`Room::send_snapshots`).
-const SNAPSHOTS_PER_SLICE: usize = 32;
-
 pub use registry::{JoinError, RoomHandle, Rooms};
 
 /// How the room reaches one member's connection.
@@ -160,9 +153,6 @@ struct Room {
     /// Whether the last tick changed the world: one unchanged snapshot follows movement, so
     /// clients see that it stopped, then nothing until something moves again.
     moving: bool,
-    /// This tick's snapshots not yet handed to their connections, the member whose input waited
-    /// longest first (`Room::send_snapshots`).
-    outgoing: Vec<(u32, EncodedSnapshot)>,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
 }
@@ -179,7 +169,6 @@ impl Room {
             latest: None,
             cell_views: CellViews::new(),
             moving: false,
-            outgoing: Vec::new(),
             config,
             metrics,
         }
@@ -392,24 +381,14 @@ impl Room {
         self.broadcast_bytes(Bytes::from(encode(&ServerMsg::BoardOp(op))), Some(author));
     }
 
-    /// Runs the tick due at `now` and hands every snapshot to its connection at once; the room
-    /// task hands them over in slices instead (`run_room`).
-    #[cfg(test)]
+    /// Runs the tick due at `now`: applies the inputs that arrived, then sends the snapshot and,
+    /// about once a second, each moving member how long its inputs waited.
     fn tick(&mut self, now: Instant) {
-        self.start_tick(now);
-        while self.send_snapshots(usize::MAX) {}
-    }
-
-    /// Starts the tick due at `now`: applies the inputs that arrived and encodes the snapshots,
-    /// in the order `send_snapshots` hands them over.
-    fn start_tick(&mut self, now: Instant) {
         let started = Instant::now();
         let outbox = self.sim.step(&self.inputs);
         self.inputs.clear();
-        let mut order: Vec<(Duration, u32)> = Vec::with_capacity(self.members.len());
-        for (&id, member) in &mut self.members {
-            let wait = member.input_waits.tick(now).unwrap_or_default();
-            order.push((wait, id));
+        for member in self.members.values_mut() {
+            member.input_waits.tick(now);
         }
         for event in outbox.events {
             match event {
@@ -426,14 +405,11 @@ impl Room {
         let catching_up = self.cell_views.values().any(CellView::behind)
             || self.members.values().any(|m| m.detached_at.is_none() && m.view.owed());
         if changed || self.moving || catching_up {
-            // Earliest deadline first: the member whose oldest input waited longest for this
-            // tick is the closest to its latency bound, so its snapshot goes out first. Writing
-            // a tick's snapshots takes milliseconds (7 ms at N = 500 on one worker), and in id
-            // order the worst 2 % of the arena benchmark's latency samples (traced) had theirs
-            // written 7.6 ms after the tick started on average; in this order the median of
-            // the worst 1 % was 1.1 ms.
-            order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-            self.publish(outbox.tick, Arc::new(players), order.into_iter().map(|(_, id)| id));
+            self.publish(outbox.tick, Arc::new(players));
+        }
+        // Reports publish did not send with a snapshot.
+        for member in self.members.values_mut() {
+            send_input_wait(member);
         }
         self.moving = changed;
         self.expire_detached(now);
@@ -443,48 +419,22 @@ impl Room {
         self.metrics.tick_seconds.observe(started.elapsed().as_micros() as u64);
     }
 
-    /// Hands up to `count` of this tick's snapshots to their connections, each with the
-    /// member's input-timing report if one is due (so both go out in one write). Returns whether
-    /// some are left. Once all are handed over, sends the reports of members that got none.
-    ///
-    /// In slices, because each hand-over wakes a connection task: waking hundreds at once
-    /// overflows the worker's run queue (256 tasks in tokio), which moves the oldest wakes to
-    /// the global queue, behind the newest, and undoes the order.
-    fn send_snapshots(&mut self, count: usize) -> bool {
-        let rest = self.outgoing.len().saturating_sub(count);
-        // Kept in reverse send order, so a slice comes off the end.
-        for (id, snapshot) in self.outgoing.drain(rest..).rev() {
-            if let Some(member) = self.members.get_mut(&id) {
-                send_input_wait(member);
-                member.snapshots.send_replace(snapshot);
-            }
-        }
-        if rest > 0 {
-            return true;
-        }
-        for member in self.members.values_mut() {
-            send_input_wait(member);
-        }
-        false
-    }
-
-    /// Encodes the snapshot of `tick` for every attached member, in the order `order` gives:
-    /// its view, within its budget, as a delta against the newest snapshot it is sure to hold.
-    /// Each distinct (set, baseline) pair is encoded once.
-    fn publish(&mut self, tick: u32, players: Arc<Vec<NetPlayer>>, order: impl Iterator<Item = u32>) {
+    /// Sends every attached member the snapshot of `tick`: its view, within its budget, as a
+    /// delta against the newest snapshot it is sure to hold. Each distinct (set, baseline) pair is
+    /// encoded once.
+    fn publish(&mut self, tick: u32, players: Arc<Vec<NetPlayer>>) {
         let previous = std::mem::take(&mut self.cell_views);
         let frame = Frame::new(tick, Arc::clone(&players), &self.config.interest, self.config.tick_rate, previous);
         self.latest = Some((tick, players));
         let mut encodings = Encodings::default();
-        self.outgoing.clear();
-        for id in order {
-            let Some(member) = self.members.get_mut(&id).filter(|m| m.detached_at.is_none()) else { continue };
+        for (&id, member) in self.members.iter_mut().filter(|(_, m)| m.detached_at.is_none()) {
             let delivered = member.delivered.load(Ordering::Relaxed);
             if let Some(bytes) = member.view.next(id, delivered, &frame, &mut encodings) {
-                self.outgoing.push((id, EncodedSnapshot { tick, bytes }));
+                // Queued just before the snapshot, so the connection writes both at once.
+                send_input_wait(member);
+                member.snapshots.send_replace(EncodedSnapshot { tick, bytes });
             }
         }
-        self.outgoing.reverse();
         self.metrics.snapshot_encodings.add(encodings.count);
         self.cell_views = frame.into_views();
     }
@@ -609,10 +559,7 @@ pub(crate) async fn run_room(
                     room.metrics.ticks_missed.add(late_ticks - 1);
                 }
                 last_tick = now;
-                room.start_tick(now);
-                while room.send_snapshots(SNAPSHOTS_PER_SLICE) {
-                    tokio::task::yield_now().await;
-                }
+                room.tick(now);
             }
         }
         if room.members.is_empty() && !room.board.has_uncommitted() && rooms.close_if_idle(&name, room_id, &control) {
@@ -708,31 +655,6 @@ mod tests {
         assert!(!room.members.contains_key(&1), "and removed from the room");
         let received = drain(&mut fast_rx);
         assert_eq!(received.len(), 5, "the other member got all four lines and the leave: {received:?}");
-    }
-
-    #[tokio::test]
-    async fn the_member_whose_input_waited_longest_is_handed_its_snapshot_first() {
-        let (mut room, _commits) = room_with(Config::for_tests()).await;
-        let mut snapshots = Vec::new();
-        for id in 1..=3 {
-            let (member, _rx, _kick) = link(8);
-            snapshots.push(room.join(id, format!("p{id}"), identity(id), (id as f32, 0.0), member).unwrap().snapshots);
-        }
-        let now = Instant::now();
-        // Player 3's input waited 20 ms, player 1's 5 ms; player 2 sent none.
-        for (player, waited) in [(1, 5), (3, 20)] {
-            let input = TickInput { player, seq: 1, dx: 1, dy: 0 };
-            room.play(Play::Input { input, arrived: now - Duration::from_millis(waited) });
-        }
-        room.start_tick(now);
-        let mut handed = |room: &mut Room| {
-            assert!(room.send_snapshots(1), "more to hand over");
-            snapshots.iter_mut().map(|s| s.has_changed().unwrap()).collect::<Vec<_>>()
-        };
-        assert_eq!(handed(&mut room), [false, false, true], "player 3 first");
-        assert_eq!(handed(&mut room), [true, false, true], "then player 1");
-        assert!(!room.send_snapshots(1), "player 2 last, and that is all");
-        assert!(snapshots[1].has_changed().unwrap());
     }
 
     fn decode_snapshot(bytes: &Bytes) -> (u32, u32, Vec<u8>) {
