@@ -126,41 +126,6 @@ pub struct BotSummary {
 pub enum BotError {
     #[error("bot count must be at least 1")]
     NoBots,
-    #[error("cannot start the probes' thread: {0}")]
-    ProbeThread(std::io::Error),
-}
-
-/// The probes' own scheduler: a current-thread runtime on a thread of its own. Probes measure
-/// the server, and on the load bots' runtime each probe's read queued behind hundreds of load
-/// bots' reads: traced at N = 500, the worst 1 % of latency samples spent a median 3.8 ms
-/// between the server's write and the probe's read, which measured the load generator.
-struct ProbeThread {
-    handle: tokio::runtime::Handle,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ProbeThread {
-    fn start() -> std::io::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let handle = runtime.handle().clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new().name("probes".to_owned()).spawn(move || {
-            runtime.block_on(async {
-                let _ = stopped.await;
-            });
-        })?;
-        Ok(Self { handle, stop: Some(stop), thread: Some(thread) })
-    }
-}
-
-impl Drop for ProbeThread {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 /// Counters every bot adds to.
@@ -190,7 +155,6 @@ pub async fn run(config: BotConfig, mut milestone: impl FnMut(Milestone)) -> Res
     let snapshots: Arc<Vec<AtomicU64>> = Arc::new((0..config.count).map(|_| AtomicU64::new(0)).collect());
     let (stop_tx, stop) = watch::channel(false);
     let gate = Arc::new(Semaphore::new(JOIN_CONCURRENCY));
-    let probes = ProbeThread::start().map_err(BotError::ProbeThread)?;
     let mut tasks = Vec::with_capacity(config.count);
     for index in 0..config.count {
         let bot = Bot {
@@ -205,7 +169,7 @@ pub async fn run(config: BotConfig, mut milestone: impl FnMut(Milestone)) -> Res
             stop: stop.clone(),
             gate: gate.clone(),
         };
-        tasks.push(if bot.probe { probes.handle.spawn(bot.run()) } else { tokio::spawn(bot.run()) });
+        tasks.push(tokio::spawn(bot.run()));
     }
 
     let join_deadline = Instant::now() + config.join_timeout;
