@@ -81,6 +81,8 @@ pub struct Metrics {
     pub ticks_missed: Counter,
     /// Time spent inside each room tick.
     pub tick_seconds: Histogram,
+    /// From a tick's start until its last snapshot was written to a socket (`room::fanout`).
+    pub snapshot_fanout_seconds: Histogram,
     pub messages_in: Counter,
     pub messages_out: Counter,
     pub bytes_out: Counter,
@@ -122,6 +124,11 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", counter.value());
         }
         self.tick_seconds.render(&mut out, "easel_tick_seconds", "Duration of one room tick");
+        self.snapshot_fanout_seconds.render(
+            &mut out,
+            "easel_snapshot_fanout_seconds",
+            "From a room tick's start until its last snapshot was written to a socket",
+        );
         out
     }
 }

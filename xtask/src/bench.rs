@@ -397,7 +397,8 @@ fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunConte
     let steal_cores = cores_of(&start, &end, |s| s.machine_steal);
     let ticks = metric(&end.metrics, "easel_ticks_total") - metric(&start.metrics, "easel_ticks_total");
     let missed = metric(&end.metrics, "easel_ticks_missed_total") - metric(&start.metrics, "easel_ticks_missed_total");
-    let tick_ms = tick_percentiles(&start.metrics, &end.metrics);
+    let tick_ms = histogram_percentiles("easel_tick_seconds", &start.metrics, &end.metrics);
+    let fanout_ms = histogram_percentiles("easel_snapshot_fanout_seconds", &start.metrics, &end.metrics);
 
     let mut reasons = Vec::new();
     if !summary["ok"].as_bool().unwrap_or(false) {
@@ -432,6 +433,7 @@ fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunConte
         "latency_ms": summary["latency_ms"],
         "snapshots_per_s_per_client": summary["snapshots_per_s_per_client"],
         "tick_ms": tick_ms,
+        "fanout_ms": fanout_ms,
         "ticks_per_s": round(ticks / window, 2),
         "missed_ticks": missed,
         "commit": context.commit,
@@ -524,13 +526,15 @@ fn metric(text: &str, name: &str) -> f64 {
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
 }
 
-/// Tick duration p50 / p99 / max over the window, from the difference of two histogram
-/// readings; each figure is the upper bound of its bucket (≤ 50% above the true value).
-fn tick_percentiles(start: &str, end: &str) -> Value {
+/// p50 / p99 / max in ms over the window of the server's histogram `name` (seconds), from the
+/// difference of two readings; each figure is the upper bound of its bucket (≤ 50% above the
+/// true value).
+fn histogram_percentiles(name: &str, start: &str, end: &str) -> Value {
+    let prefix = format!("{name}_bucket{{le=\"");
     let buckets = |text: &str| -> Vec<(f64, f64)> {
         text.lines()
             .filter_map(|l| {
-                let rest = l.strip_prefix("easel_tick_seconds_bucket{le=\"")?;
+                let rest = l.strip_prefix(prefix.as_str())?;
                 let (bound, count) = rest.split_once("\"} ")?;
                 let bound = if bound == "+Inf" { f64::INFINITY } else { bound.parse().ok()? };
                 Some((bound, count.trim().parse().ok()?))
@@ -566,7 +570,7 @@ fn print_table(rows: &[Value]) {
         println!("\n{config}");
     }
     println!(
-        "{:>6} {:>4} {:>9} {:>11} {:>8} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>7} {:>6}",
+        "{:>6} {:>4} {:>9} {:>11} {:>8} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>10} {:>7} {:>6}",
         "N",
         "ok",
         "CPU cores",
@@ -578,6 +582,7 @@ fn print_table(rows: &[Value]) {
         "lat max",
         "snaps min",
         "tick p99ms",
+        "fanout p99",
         "missed",
         "steal"
     );
@@ -590,7 +595,7 @@ fn print_table(rows: &[Value]) {
             value.as_f64().map_or("-".to_owned(), |v| format!("{v:.2}"))
         };
         println!(
-            "{:>6} {:>4} {:>9} {:>11} {:>8} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>7} {:>6}",
+            "{:>6} {:>4} {:>9} {:>11} {:>8} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>10} {:>7} {:>6}",
             row["n"].to_string(),
             if row["ok"].as_bool().unwrap_or(false) { "yes" } else { "NO" },
             f(&["server_cpu_cores"]),
@@ -602,6 +607,7 @@ fn print_table(rows: &[Value]) {
             f(&["latency_ms", "max"]),
             f(&["snapshots_per_s_per_client", "min"]),
             f(&["tick_ms", "p99"]),
+            f(&["fanout_ms", "p99"]),
             f(&["missed_ticks"]),
             f(&["machine_steal_cores"]),
         );
@@ -749,10 +755,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tick_percentiles_come_from_bucket_differences() {
+    fn histogram_percentiles_come_from_bucket_differences() {
         let start = "easel_tick_seconds_bucket{le=\"0.001\"} 10\neasel_tick_seconds_bucket{le=\"0.002\"} 10\neasel_tick_seconds_bucket{le=\"+Inf\"} 10\n";
         let end = "easel_tick_seconds_bucket{le=\"0.001\"} 108\neasel_tick_seconds_bucket{le=\"0.002\"} 110\neasel_tick_seconds_bucket{le=\"+Inf\"} 110\n";
-        let p = tick_percentiles(start, end);
+        let p = histogram_percentiles("easel_tick_seconds", start, end);
         assert_eq!(p["p50"], json!(1.0));
         assert_eq!(p["p99"], json!(2.0));
         assert_eq!(p["max"], json!(2.0));

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite;
 
 use super::AppState;
+use crate::room::fanout::Fanout;
 use crate::room::{EncodedSnapshot, Joined, MemberLink, RoomHandle};
 
 use crate::session::{CloseReason, Session, SessionEvent};
@@ -89,6 +90,7 @@ struct Membership {
     messages: mpsc::Receiver<Bytes>,
     snapshots: watch::Receiver<EncodedSnapshot>,
     kick: oneshot::Receiver<CloseReason>,
+    fanout: Arc<Fanout>,
 }
 
 struct Connection {
@@ -273,6 +275,7 @@ impl Connection {
             messages,
             snapshots: joined.snapshots,
             kick,
+            fanout: joined.fanout,
         });
         Ok(())
     }
@@ -311,10 +314,11 @@ impl Connection {
             Ok(Ok(())) => {
                 self.state.metrics.messages_out.add(count);
                 self.state.metrics.bytes_out.add(bytes);
-                if let (Some(tick), Some(m)) = (snapshot_tick, &self.membership)
-                    && !m.loses_snapshots
-                {
-                    m.delivered.fetch_max(tick, Ordering::Relaxed);
+                if let (Some(tick), Some(m)) = (snapshot_tick, &self.membership) {
+                    m.fanout.written(tick);
+                    if !m.loses_snapshots {
+                        m.delivered.fetch_max(tick, Ordering::Relaxed);
+                    }
                 }
                 Ok(())
             }

@@ -22,6 +22,7 @@
 //! (see `board`).
 
 mod board;
+pub(crate) mod fanout;
 mod input_wait;
 pub mod interest;
 #[cfg(test)]
@@ -46,6 +47,7 @@ use crate::session::CloseReason;
 use crate::sim::{Sim, SimEvent, TickInput};
 use crate::store::Committed;
 use board::RoomBoard;
+use fanout::Fanout;
 use input_wait::InputWaits;
 use interest::{CellView, CellViews, Encodings, Frame, MemberView};
 pub use registry::{JoinError, RoomHandle, Rooms};
@@ -78,6 +80,8 @@ pub struct Joined {
     pub snapshots: watch::Receiver<EncodedSnapshot>,
     /// Whether this is a resumed player rather than a new one.
     pub resumed: bool,
+    /// Where the connection marks each snapshot it writes, to time the room's fan-out.
+    pub fanout: Arc<Fanout>,
 }
 
 /// One member's snapshot of a tick, encoded.
@@ -153,6 +157,7 @@ struct Room {
     /// Whether the last tick changed the world: one unchanged snapshot follows movement, so
     /// clients see that it stopped, then nothing until something moves again.
     moving: bool,
+    fanout: Arc<Fanout>,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
 }
@@ -169,6 +174,7 @@ impl Room {
             latest: None,
             cell_views: CellViews::new(),
             moving: false,
+            fanout: Arc::default(),
             config,
             metrics,
         }
@@ -261,7 +267,13 @@ impl Room {
         if resumed {
             tracing::info!(room = %self.name, player_id, "player resumed");
         }
-        Joined { player_id, welcome: Bytes::from(encode(&welcome)), snapshots, resumed }
+        Joined {
+            player_id,
+            welcome: Bytes::from(encode(&welcome)),
+            snapshots,
+            resumed,
+            fanout: Arc::clone(&self.fanout),
+        }
     }
 
     fn leave(&mut self, player_id: u32) {
@@ -404,7 +416,11 @@ impl Room {
         // and a member whose client lost one needs one it can decode.
         let catching_up = self.cell_views.values().any(CellView::behind)
             || self.members.values().any(|m| m.detached_at.is_none() && m.view.owed());
-        if changed || self.moving || catching_up {
+        let published = changed || self.moving || catching_up;
+        if let Some(span) = self.fanout.start(published.then_some(outbox.tick), started) {
+            self.metrics.snapshot_fanout_seconds.observe(span.as_micros() as u64);
+        }
+        if published {
             self.publish(outbox.tick, Arc::new(players));
         }
         // Reports publish did not send with a snapshot.
