@@ -18,6 +18,8 @@ pub(super) const SAMPLES_PER_REPORT: u32 = 30;
 pub(super) struct InputWaits {
     /// When the latest input since the last tick arrived.
     latest_arrival: Option<Instant>,
+    /// When the earliest input since the last tick arrived: the one that has waited longest.
+    earliest_arrival: Option<Instant>,
     /// The seq of the first input of this window.
     from_seq: Option<u32>,
     samples: u32,
@@ -29,7 +31,14 @@ pub(super) struct InputWaits {
 
 impl Default for InputWaits {
     fn default() -> Self {
-        Self { latest_arrival: None, from_seq: None, samples: 0, shortest: [Duration::MAX; 3], report: None }
+        Self {
+            latest_arrival: None,
+            earliest_arrival: None,
+            from_seq: None,
+            samples: 0,
+            shortest: [Duration::MAX; 3],
+            report: None,
+        }
     }
 }
 
@@ -37,12 +46,15 @@ impl InputWaits {
     /// Input `seq` arrived (was read from the connection) at `at`.
     pub fn arrived(&mut self, seq: u32, at: Instant) {
         self.latest_arrival = Some(self.latest_arrival.map_or(at, |latest| latest.max(at)));
+        self.earliest_arrival = Some(self.earliest_arrival.map_or(at, |earliest| earliest.min(at)));
         self.from_seq.get_or_insert(seq);
     }
 
     /// A tick starts at `now` and applies what has arrived; a full window makes a report.
-    pub fn tick(&mut self, now: Instant) {
-        let Some(arrival) = self.latest_arrival.take() else { return };
+    /// Returns how long the earliest input to arrive waited for this tick, if one arrived.
+    pub fn tick(&mut self, now: Instant) -> Option<Duration> {
+        let longest = now.saturating_duration_since(self.earliest_arrival.take()?);
+        let arrival = self.latest_arrival.take()?;
         let wait = now.saturating_duration_since(arrival);
         if let Some(place) = self.shortest.iter().position(|shortest| wait < *shortest) {
             self.shortest[place..].rotate_right(1);
@@ -50,13 +62,14 @@ impl InputWaits {
         }
         self.samples += 1;
         if self.samples < SAMPLES_PER_REPORT {
-            return;
+            return Some(longest);
         }
         let report = ServerMsg::InputWait {
             from_seq: self.from_seq.unwrap_or_default(),
             wait_us: u32::try_from(self.shortest[2].as_micros()).unwrap_or(u32::MAX),
         };
         *self = Self { report: Some(report), ..Self::default() };
+        Some(longest)
     }
 
     /// The report to send, if a window is full.
