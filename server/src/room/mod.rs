@@ -458,8 +458,7 @@ impl Room {
             let delivered = member.delivered.load(Ordering::Relaxed);
             if let Some(bytes) = member.view.next(id, delivered, &frame, &mut encodings) {
                 // Queued just before the snapshot, so the connection writes both at once.
-                let report =
-                    member.input_waits.take_report().map(|r| (member.messages.clone(), Bytes::from(encode(&r))));
+                let report = input_wait_report(member).map(|report| (member.messages.clone(), report));
                 batch.push(handoff::Handoff {
                     snapshots: Arc::clone(&member.snapshots),
                     snapshot: EncodedSnapshot { tick, bytes },
@@ -545,9 +544,14 @@ impl Room {
 /// Sends the member its input-timing report, if one is ready. Advice, not state: a member whose
 /// queue is full does without it.
 fn send_input_wait(member: &mut Member) {
-    if let Some(report) = member.input_waits.take_report() {
-        let _ = member.messages.try_send(Bytes::from(encode(&report)));
+    if let Some(report) = input_wait_report(member) {
+        let _ = member.messages.try_send(report);
     }
+}
+
+/// The member's input-timing report, encoded, if one is ready.
+fn input_wait_report(member: &mut Member) -> Option<Bytes> {
+    member.input_waits.take_report().map(|report| Bytes::from(encode(&report)))
 }
 
 /// Runs a room until it is empty (and no join is on its way) or the server shuts down.
