@@ -2,6 +2,7 @@
 //! WebSocket upgrade on one port.
 
 mod http;
+mod socket;
 mod ws;
 
 use std::future::Future;

@@ -1,23 +1,30 @@
-//! One WebSocket connection: origin check and upgrade limits, then a loop that feeds frames to
-//! the connection's `Session` and writes what the room sends, each write bounded in time.
+//! One WebSocket connection: origin check, the upgrade handshake and its limits, then a loop
+//! that feeds frames to the connection's `Session` and writes what the room sends, each write
+//! bounded in time. The room writes most snapshots to the socket itself (`socket`).
 
 use std::future::pending;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use easel_protocol::codec::MAX_CLIENT_MESSAGE_BYTES;
 use easel_protocol::{Identity, close};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::AppState;
+use super::socket::{SocketIo, SocketWriter};
 use crate::room::fanout::Fanout;
 use crate::room::{EncodedSnapshot, Joined, MemberLink, RoomHandle};
 
@@ -36,23 +43,75 @@ const MAX_BATCH: usize = 256;
 /// memory at 1,000 players.
 const READ_BUFFER: usize = 1024;
 
-pub(super) async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
-    if let Err(reason) = check_origin(&headers, &state.config.allowed_origins) {
+/// `GET /ws`: checks the origin and the handshake (RFC 6455, 4.2.1), answers 101 and runs the
+/// connection on the upgraded socket. The upgrade is done here rather than by axum's
+/// `WebSocketUpgrade` because the room needs the TCP socket itself (`socket`).
+pub(super) async fn upgrade(State(state): State<AppState>, mut request: Request) -> Response {
+    if let Err(reason) = check_origin(request.headers(), &state.config.allowed_origins) {
         tracing::info!("refused WebSocket: {reason}");
         return (StatusCode::FORBIDDEN, reason).into_response();
     }
+    let accept = match accept_key(request.headers()) {
+        Ok(accept) => accept,
+        Err(reason) => return (StatusCode::BAD_REQUEST, reason).into_response(),
+    };
+    let upgrading = hyper::upgrade::on(&mut request);
     let guard = state.sessions.enter();
-    ws.max_message_size(MAX_CLIENT_MESSAGE_BYTES)
-        .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
-        .max_write_buffer_size(MAX_WRITE_BUFFER)
-        .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| async move {
-            state.metrics.connections.inc();
-            state.metrics.connections_total.inc();
-            Connection::new(socket, state.clone()).run().await;
-            state.metrics.connections.dec();
-            drop(guard);
-        })
+    tokio::spawn(async move {
+        let upgraded = match upgrading.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!("WebSocket upgrade failed: {e}");
+                return;
+            }
+        };
+        // `net::serve` runs every connection on a `TokioIo<TcpStream>`.
+        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+            tracing::error!("WebSocket upgrade on a connection that is not a TCP stream");
+            return;
+        };
+        let (io, writer) = SocketWriter::split(parts.io.into_inner(), state.metrics.clone());
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_CLIENT_MESSAGE_BYTES))
+            .max_frame_size(Some(MAX_CLIENT_MESSAGE_BYTES))
+            .max_write_buffer_size(MAX_WRITE_BUFFER)
+            .read_buffer_size(READ_BUFFER);
+        // The client may have sent its first frames with the handshake.
+        let socket =
+            WebSocketStream::from_partially_read(io, parts.read_buf.to_vec(), Role::Server, Some(config)).await;
+        state.metrics.connections.inc();
+        state.metrics.connections_total.inc();
+        Connection::new(socket, writer, state.clone()).run().await;
+        state.metrics.connections.dec();
+        drop(guard);
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The `Sec-WebSocket-Accept` answering a valid WebSocket handshake, or why it is not one.
+fn accept_key(headers: &HeaderMap) -> Result<String, &'static str> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return Err("this is the WebSocket endpoint: send a WebSocket upgrade");
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v != "13") {
+        return Err("unsupported WebSocket version: Easel speaks version 13");
+    }
+    let key = headers.get(header::SEC_WEBSOCKET_KEY).ok_or("Sec-WebSocket-Key is missing")?;
+    Ok(tungstenite::handshake::derive_accept_key(key.as_bytes()))
 }
 
 /// Browsers always send `Origin` on a WebSocket upgrade, so checking it stops other sites'
@@ -79,12 +138,6 @@ struct Membership {
     room: RoomHandle,
     player_id: u32,
     connection: u64,
-    /// The newest snapshot tick written to the socket (or acknowledged), shared with the room:
-    /// TCP delivers it before anything written later, so the room may encode against it.
-    delivered: Arc<AtomicU32>,
-    /// Whether the client said it loses snapshots (`SnapshotLost`): then only its
-    /// acknowledgements move `delivered`.
-    loses_snapshots: bool,
     /// The newest input seq forwarded to the room: repeats in later messages are not sent again.
     last_input: u32,
     messages: mpsc::Receiver<Bytes>,
@@ -94,7 +147,9 @@ struct Membership {
 }
 
 struct Connection {
-    socket: WebSocket,
+    socket: WebSocketStream<SocketIo>,
+    /// The socket's write side, shared with the room's snapshot hand-over.
+    writer: Arc<SocketWriter>,
     session: Session,
     state: AppState,
     membership: Option<Membership>,
@@ -110,16 +165,18 @@ enum Ending {
 
 /// What the connection does next.
 enum Step {
-    Inbound(Option<Result<Message, axum::Error>>),
+    Inbound(Option<Result<Message, tungstenite::Error>>),
+    /// The room left part of a snapshot for the connection to write.
+    FinishWrite,
     Send(Bytes),
     Snapshot(EncodedSnapshot),
     Close(CloseReason),
 }
 
 impl Connection {
-    fn new(socket: WebSocket, state: AppState) -> Self {
+    fn new(socket: WebSocketStream<SocketIo>, writer: Arc<SocketWriter>, state: AppState) -> Self {
         let session = Session::new(Instant::now(), &state.config.limits);
-        Self { socket, session, state, membership: None }
+        Self { socket, writer, session, state, membership: None }
     }
 
     async fn run(mut self) {
@@ -155,8 +212,9 @@ impl Connection {
                     biased;
                     reason = kicked(kick) => Step::Close(reason),
                     Some(bytes) = next_message(messages) => Step::Send(bytes),
+                    () = self.writer.finish_write.notified() => Step::FinishWrite,
                     snapshot = next_snapshot(snapshots) => Step::Snapshot(snapshot),
-                    frame = self.socket.recv() => Step::Inbound(frame),
+                    frame = self.socket.next() => Step::Inbound(frame),
                     _ = sleep_until(deadline) => {
                         self.session.handle_timeout(Instant::now())?;
                         continue;
@@ -165,6 +223,7 @@ impl Connection {
             };
             match step {
                 Step::Close(reason) => return Err(reason),
+                Step::FinishWrite => self.flush().await?,
                 Step::Send(bytes) => self.send_queued(bytes, None).await?,
                 Step::Snapshot(snapshot) => self.send_queued(snapshot.bytes, Some(snapshot.tick)).await?,
                 Step::Inbound(None) => return Ok(Ending::Dropped),
@@ -185,7 +244,7 @@ impl Connection {
             Message::Binary(bytes) => self.session.handle_binary(Instant::now(), &bytes)?,
             Message::Text(_) => return Err(self.session.handle_text()),
             // tungstenite answers pings itself.
-            Message::Ping(_) | Message::Pong(_) => None,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
             Message::Close(_) => return Ok(false),
         };
         match event {
@@ -196,24 +255,20 @@ impl Connection {
             Some(SessionEvent::Reply(msg)) => self.send(Message::Binary(easel_protocol::encode(&msg).into())).await?,
             Some(SessionEvent::Input { seq, ack, dirs }) => {
                 if let Some(m) = &mut self.membership {
-                    m.delivered.fetch_max(ack, Ordering::Relaxed);
+                    self.writer.acknowledged(ack);
                     let arrived = Instant::now();
                     for input in TickInput::unpack(m.player_id, seq, &dirs, &mut m.last_input) {
                         m.room.input(input, arrived);
                     }
                 }
             }
-            Some(SessionEvent::Ack { tick }) => {
-                if let Some(m) = &self.membership {
-                    m.delivered.fetch_max(tick, Ordering::Relaxed);
-                }
-            }
+            // Only a joined session yields acknowledgements.
+            Some(SessionEvent::Ack { tick }) => self.writer.acknowledged(tick),
             Some(SessionEvent::SnapshotLost { newest }) => {
                 // Back to the newest tick it decoded: the room encodes against it, or in full if
                 // it no longer has that one.
                 if let Some(m) = &mut self.membership {
-                    m.loses_snapshots = true;
-                    m.delivered.store(newest, Ordering::Relaxed);
+                    self.writer.snapshots_lost(newest);
                     m.room.snapshot_lost(m.player_id).await;
                 }
             }
@@ -255,9 +310,14 @@ impl Connection {
         let (messages_tx, messages) = mpsc::channel(self.state.config.limits.outbound_queue);
         let (kick_tx, kick) = oneshot::channel();
         let connection = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
-        let delivered = Arc::new(AtomicU32::new(0));
-        let link =
-            MemberLink { messages: messages_tx, kick: kick_tx, connection, delivered: Arc::clone(&delivered), resume };
+        let link = MemberLink {
+            messages: messages_tx,
+            kick: kick_tx,
+            connection,
+            delivered: Arc::clone(&self.writer.delivered),
+            resume,
+            socket: Some(self.writer.clone()),
+        };
         let (handle, answer) = self.state.rooms.join(room, name, identity, link)?;
         let joined: Joined = match tokio::time::timeout(self.state.config.limits.hello_timeout, answer).await {
             Ok(Ok(result)) => result?,
@@ -269,8 +329,6 @@ impl Connection {
             room: handle,
             player_id: joined.player_id,
             connection,
-            delivered,
-            loses_snapshots: false,
             last_input: 0,
             messages,
             snapshots: joined.snapshots,
@@ -316,10 +374,9 @@ impl Connection {
                 self.state.metrics.bytes_out.add(bytes);
                 if let (Some(tick), Some(m)) = (snapshot_tick, &self.membership) {
                     m.fanout.written(tick);
-                    if !m.loses_snapshots {
-                        m.delivered.fetch_max(tick, Ordering::Relaxed);
-                    }
+                    self.writer.snapshot_written(tick);
                 }
+                self.settle();
                 Ok(())
             }
             Ok(Err(_)) => Err(CloseReason::new(close::GOING_AWAY, "connection lost")),
@@ -336,6 +393,7 @@ impl Connection {
             Ok(Ok(())) => {
                 self.state.metrics.messages_out.inc();
                 self.state.metrics.bytes_out.add(len);
+                self.settle();
                 Ok(())
             }
             Ok(Err(_)) => Err(CloseReason::new(close::GOING_AWAY, "connection lost")),
@@ -343,17 +401,39 @@ impl Connection {
         }
     }
 
+    /// Writes what the room left in the socket (and anything tungstenite holds).
+    async fn flush(&mut self) -> Result<(), CloseReason> {
+        match tokio::time::timeout(self.state.config.limits.write_timeout, self.socket.flush()).await {
+            Ok(Ok(())) => {
+                self.settle();
+                Ok(())
+            }
+            Ok(Err(_)) => Err(CloseReason::new(close::GOING_AWAY, "connection lost")),
+            Err(_) => Err(CloseReason::new(close::TRY_AGAIN_LATER, "client is not reading")),
+        }
+    }
+
+    /// After a flush that wrote everything: the room may write snapshots to the socket itself
+    /// again, unless something for this connection is already queued. Never called elsewhere:
+    /// tungstenite may hold part of a frame between flushes.
+    fn settle(&mut self) {
+        if let Some(m) = &self.membership {
+            let (messages, snapshots) = (&m.messages, &m.snapshots);
+            self.writer.idle_if(|| messages.is_empty() && !snapshots.has_changed().unwrap_or(false));
+        }
+    }
+
     /// Sends a close frame (best effort, bounded in time) and lets the client finish the
     /// closing handshake.
     async fn close(mut self, reason: CloseReason) {
-        let frame = CloseFrame { code: reason.code, reason: reason.reason.into() };
+        let frame = CloseFrame { code: reason.code.into(), reason: reason.reason.into() };
         let timeout = self.state.config.limits.write_timeout.min(std::time::Duration::from_secs(2));
         let _ = tokio::time::timeout(timeout, async {
             self.socket.send(Message::Close(Some(frame))).await?;
             // Drain until the client's close reply (or the end), so the close is not cut short
             // by a TCP reset.
-            while let Some(Ok(_)) = self.socket.recv().await {}
-            Ok::<(), axum::Error>(())
+            while let Some(Ok(_)) = self.socket.next().await {}
+            Ok::<(), tungstenite::Error>(())
         })
         .await;
     }
@@ -361,13 +441,12 @@ impl Connection {
 
 /// Maps a read error to the close the client should get: an oversize message gets 1009, a
 /// broken frame 1002.
-fn read_error(error: axum::Error) -> CloseReason {
-    match error.into_inner().downcast::<tungstenite::Error>().map(|e| *e) {
-        Ok(tungstenite::Error::Capacity(e)) => CloseReason::new(close::MESSAGE_TOO_BIG, e.to_string()),
-        Ok(tungstenite::Error::Protocol(e)) => CloseReason::new(close::PROTOCOL_ERROR, e.to_string()),
-        Ok(tungstenite::Error::Utf8(_)) => CloseReason::new(close::PROTOCOL_ERROR, "invalid UTF-8"),
-        Ok(other) => CloseReason::new(close::GOING_AWAY, other.to_string()),
-        Err(other) => CloseReason::new(close::GOING_AWAY, other.to_string()),
+fn read_error(error: tungstenite::Error) -> CloseReason {
+    match error {
+        tungstenite::Error::Capacity(e) => CloseReason::new(close::MESSAGE_TOO_BIG, e.to_string()),
+        tungstenite::Error::Protocol(e) => CloseReason::new(close::PROTOCOL_ERROR, e.to_string()),
+        tungstenite::Error::Utf8(_) => CloseReason::new(close::PROTOCOL_ERROR, "invalid UTF-8"),
+        other => CloseReason::new(close::GOING_AWAY, other.to_string()),
     }
 }
 
@@ -427,6 +506,20 @@ mod tests {
         let allowed = vec!["https://play.example.com".to_owned()];
         assert!(check_origin(&headers("https://play.example.com", "10.0.0.1:8080"), &allowed).is_ok());
         assert!(check_origin(&headers("http://127.0.0.1:8080", "127.0.0.1:8080"), &allowed).is_err());
+    }
+
+    #[test]
+    fn the_handshake_is_answered_with_rfc_6455s_accept_key() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, Upgrade".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        h.insert(header::SEC_WEBSOCKET_VERSION, "13".parse().unwrap());
+        h.insert(header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap());
+        assert_eq!(accept_key(&h).unwrap(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        h.insert(header::SEC_WEBSOCKET_VERSION, "8".parse().unwrap());
+        assert!(accept_key(&h).unwrap_err().contains("version"));
+        h.remove(header::UPGRADE);
+        assert!(accept_key(&h).unwrap_err().contains("upgrade"));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! How long a tick's snapshots take to reach the sockets: the room marks when each tick starts,
-//! the connections mark each snapshot write they finish, and the next tick observes the span
+//! the hand-over (or, for a snapshot it queued, the connection) marks each snapshot write, and the next tick observes the span
 //! from the start to the last write (`easel_snapshot_fanout_seconds`). Tick duration alone hides
 //! this: at N = 500 on one worker a tick took about 1 ms, and its last snapshot was written 7 ms
 //! after it began.

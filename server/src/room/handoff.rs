@@ -1,5 +1,8 @@
 //! Hands a tick's snapshots to the connections in the room's order (the member whose input
-//! waited longest first), from one thread outside the runtime. Tokio queues wakes from outside
+//! waited longest first), from one thread outside the runtime: written straight to each socket
+//! that is idle (`DirectWrite`), else queued in the member's `watch` slot for its connection
+//! task, which wakes the task. Writing directly saves a task wake, a poll and a flush per member
+//! and keeps the order exactly (README, Benchmarks). Tokio queues wakes from outside
 //! its workers in one FIFO queue; a worker's own wakes go to its local queue of 256, which, when
 //! a room wakes hundreds of connections at once, overflows by moving its oldest wakes behind the
 //! newest and undoes the order. (Yielding every few wakes to keep that queue short kept the order
@@ -12,46 +15,75 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
 use super::EncodedSnapshot;
+use super::fanout::Fanout;
+
+/// A connection's socket, which the hand-over writes a snapshot to at once when nothing else is
+/// on its way to it.
+pub trait DirectWrite: Send + Sync {
+    /// Writes `report` (a message that goes just before the snapshot) and `snapshot` into the
+    /// socket's byte stream now and returns true; or, if the connection is writing or has
+    /// something queued, calls `queue` (while holding the socket, so that nothing is written in
+    /// between) and returns false.
+    fn write_now_or(&self, report: Option<&Bytes>, snapshot: &EncodedSnapshot, queue: &mut dyn FnMut()) -> bool;
+}
 
 /// One member's snapshot of a tick, on its way to the member's connection.
 pub(super) struct Handoff {
     pub snapshots: Arc<watch::Sender<EncodedSnapshot>>,
     pub snapshot: EncodedSnapshot,
-    /// A message that goes just before the snapshot (an input-timing report), so the
-    /// connection writes both at once.
+    /// A message that goes just before the snapshot (an input-timing report), so both are
+    /// written at once.
     pub report: Option<(mpsc::Sender<Bytes>, Bytes)>,
+    pub socket: Option<Arc<dyn DirectWrite>>,
 }
 
 impl Handoff {
-    fn deliver(self) {
-        if let Some((messages, report)) = self.report {
-            // Advice, not state: a member whose queue is full does without it.
-            let _ = messages.try_send(report);
+    fn deliver(self, fanout: &Fanout) {
+        let Handoff { snapshots, snapshot, report, socket } = self;
+        let mut queue = || {
+            if let Some((messages, report)) = &report {
+                // Advice, not state: a member whose queue is full does without it.
+                let _ = messages.try_send(report.clone());
+            }
+            snapshots.send_replace(snapshot.clone());
+        };
+        let written = match &socket {
+            Some(socket) => socket.write_now_or(report.as_ref().map(|(_, report)| report), &snapshot, &mut queue),
+            None => {
+                queue();
+                false
+            }
+        };
+        if written {
+            fanout.written(snapshot.tick);
         }
-        self.snapshots.send_replace(self.snapshot);
     }
 }
+
+/// A tick's hand-overs, in order, and the room's fan-out timer.
+type Batch = (Vec<Handoff>, Arc<Fanout>);
 
 /// Hands `batch` over in its order: on the hand-over thread when `threaded` (the room task),
 /// else at once (tests, and if the thread cannot be started).
-pub(super) fn hand_over(batch: Vec<Handoff>, threaded: bool) {
-    static THREAD: OnceLock<Option<std_mpsc::Sender<Vec<Handoff>>>> = OnceLock::new();
+pub(super) fn hand_over(batch: Vec<Handoff>, fanout: &Arc<Fanout>, threaded: bool) {
+    static THREAD: OnceLock<Option<std_mpsc::Sender<Batch>>> = OnceLock::new();
     let thread = threaded.then(|| THREAD.get_or_init(start).as_ref()).flatten();
+    let deliver_all = |(batch, fanout): Batch| batch.into_iter().for_each(|handoff| handoff.deliver(&fanout));
     match thread {
         Some(thread) => {
-            if let Err(std_mpsc::SendError(batch)) = thread.send(batch) {
-                batch.into_iter().for_each(Handoff::deliver);
+            if let Err(std_mpsc::SendError(batch)) = thread.send((batch, Arc::clone(fanout))) {
+                deliver_all(batch);
             }
         }
-        None => batch.into_iter().for_each(Handoff::deliver),
+        None => deliver_all((batch, Arc::clone(fanout))),
     }
 }
 
-fn start() -> Option<std_mpsc::Sender<Vec<Handoff>>> {
-    let (sender, batches) = std_mpsc::channel::<Vec<Handoff>>();
+fn start() -> Option<std_mpsc::Sender<Batch>> {
+    let (sender, batches) = std_mpsc::channel::<Batch>();
     let spawned = std::thread::Builder::new().name("snapshot hand-over".to_owned()).spawn(move || {
-        for batch in batches {
-            batch.into_iter().for_each(Handoff::deliver);
+        for (batch, fanout) in batches {
+            batch.into_iter().for_each(|handoff| handoff.deliver(&fanout));
         }
     });
     match spawned {

@@ -3,8 +3,9 @@
 //! by name and closed when the last member leaves (`registry`); the board stays in the store.
 //!
 //! A room never waits on a client: every message to a member is a `try_send` into that member's
-//! bounded queue, and snapshots go through a per-member `watch` slot that newer snapshots
-//! overwrite. One slow client therefore costs one queue at most and cannot stall the tick.
+//! bounded queue, and a snapshot is written to the member's socket without blocking when the
+//! socket is idle, else put in a per-member `watch` slot that newer snapshots overwrite
+//! (`handoff`). One slow client therefore costs one queue at most and cannot stall the tick.
 //!
 //! Snapshots are deltas against the newest snapshot each member is sure to hold (`snapshot`;
 //! `MemberLink::delivered`), of the players in its view and within its byte budget (`interest`).
@@ -49,6 +50,7 @@ use crate::sim::{Sim, SimEvent, TickInput};
 use crate::store::Committed;
 use board::RoomBoard;
 use fanout::Fanout;
+pub use handoff::DirectWrite;
 use input_wait::InputWaits;
 use interest::{CellView, CellViews, Encodings, Frame, MemberView};
 pub use registry::{JoinError, RoomHandle, Rooms};
@@ -70,6 +72,9 @@ pub struct MemberLink {
     pub delivered: Arc<AtomicU32>,
     /// The resume token the client presented, if any.
     pub resume: Option<[u8; 16]>,
+    /// The connection's socket, for snapshots written the moment they are handed over (None:
+    /// always through `Joined::snapshots`).
+    pub socket: Option<Arc<dyn DirectWrite>>,
 }
 
 /// The room's answer to a join.
@@ -134,6 +139,7 @@ struct Member {
     messages: mpsc::Sender<Bytes>,
     kick: Option<oneshot::Sender<CloseReason>>,
     snapshots: Arc<watch::Sender<EncodedSnapshot>>,
+    socket: Option<Arc<dyn DirectWrite>>,
     delivered: Arc<AtomicU32>,
     /// How long its oldest input of this tick waited for the tick: the order of the hand-over.
     waited: Duration,
@@ -212,6 +218,7 @@ impl Room {
             messages: link.messages.clone(),
             kick: None,
             snapshots,
+            socket: None,
             delivered: Arc::clone(&link.delivered),
             waited: Duration::ZERO,
             view: MemberView::default(),
@@ -265,6 +272,7 @@ impl Room {
         member.messages = link.messages;
         member.kick = Some(link.kick);
         member.snapshots = Arc::new(snapshots_tx);
+        member.socket = link.socket;
         member.delivered = link.delivered;
         member.connection = link.connection;
         member.detached_at = None;
@@ -303,6 +311,8 @@ impl Room {
         if dropped && !self.config.limits.resume_grace.is_zero() {
             member.detached_at = Some(Instant::now());
             member.kick = None;
+            // Nothing is written to a detached member, and the socket closes once nobody holds it.
+            member.socket = None;
             tracing::info!(room = %self.name, player_id, "connection dropped; waiting for a resume");
         } else {
             self.leave(player_id);
@@ -463,10 +473,11 @@ impl Room {
                     snapshots: Arc::clone(&member.snapshots),
                     snapshot: EncodedSnapshot { tick, bytes },
                     report,
+                    socket: member.socket.clone(),
                 });
             }
         }
-        handoff::hand_over(batch, self.handoff);
+        handoff::hand_over(batch, &self.fanout, self.handoff);
         self.metrics.snapshot_encodings.add(encodings.count);
         self.cell_views = frame.into_views();
     }
@@ -660,7 +671,14 @@ mod tests {
     fn link(capacity: usize) -> (MemberLink, mpsc::Receiver<Bytes>, oneshot::Receiver<CloseReason>) {
         let (messages, messages_rx) = mpsc::channel(capacity);
         let (kick, kick_rx) = oneshot::channel();
-        let link = MemberLink { messages, kick, connection: 1, delivered: Arc::new(AtomicU32::new(0)), resume: None };
+        let link = MemberLink {
+            messages,
+            kick,
+            connection: 1,
+            delivered: Arc::new(AtomicU32::new(0)),
+            resume: None,
+            socket: None,
+        };
         (link, messages_rx, kick_rx)
     }
 

@@ -56,6 +56,7 @@ fn join(room: &mut Room, id: u32, seed: u32, conditions: Conditions) -> Peer {
         connection: u64::from(id),
         delivered: Arc::clone(&delivered),
         resume: None,
+        socket: None,
     };
     let identity = Identity { author: id, token: [0; 16] };
     let joined = room.join(id, format!("p{id}"), identity, (1000.0, 1000.0), link).unwrap();

@@ -1,0 +1,319 @@
+//! A WebSocket connection's TCP socket, shared by its connection task (reads, replies, control
+//! frames, and snapshots a busy socket queued) and the room's snapshot hand-over, which writes
+//! a tick's snapshot straight to every idle socket in deadline order instead of waking one task
+//! per member.
+//!
+//! One rule keeps the byte stream whole: the hand-over writes only while the socket is idle,
+//! and only the connection task, after a flush that left nothing buffered and nothing queued,
+//! declares it idle. Every write of the connection's (tungstenite's frames included) marks the
+//! socket busy under the same lock, so a frame is never split by another.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Notify;
+
+use crate::metrics::Metrics;
+use crate::room::{DirectWrite, EncodedSnapshot};
+
+/// The write side of one connection's socket.
+pub(super) struct SocketWriter {
+    socket: OwnedWriteHalf,
+    state: Mutex<WriterState>,
+    /// A direct write left part of its frames to be written: the connection task finishes it.
+    pub finish_write: Notify,
+    /// The newest snapshot tick the client is sure to hold before anything written later (the
+    /// room's baseline for this member): a tick written to the socket, or acknowledged.
+    pub delivered: Arc<AtomicU32>,
+    /// Whether the client said it loses snapshots: then only its acknowledgements move
+    /// `delivered`.
+    loses_snapshots: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+struct WriterState {
+    /// Something of the connection's is on its way to the socket (or may be): the hand-over
+    /// must queue instead of writing. Starts set: the welcome goes first.
+    busy: bool,
+    /// The rest of a direct write the socket did not take at once; it goes before anything else.
+    leftover: BytesMut,
+}
+
+impl SocketWriter {
+    /// Splits `stream` into the reader tungstenite reads from and the shared writer.
+    pub fn split(stream: TcpStream, metrics: Arc<Metrics>) -> (SocketIo, Arc<Self>) {
+        let (read, write) = stream.into_split();
+        let writer = Arc::new(Self {
+            socket: write,
+            state: Mutex::new(WriterState { busy: true, leftover: BytesMut::new() }),
+            finish_write: Notify::new(),
+            delivered: Arc::new(AtomicU32::new(0)),
+            loses_snapshots: AtomicBool::new(false),
+            metrics,
+        });
+        (SocketIo { read, writer: Arc::clone(&writer) }, writer)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, WriterState> {
+        // The state stays consistent at every point a panic could leave it.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The connection has written and flushed everything it had: the hand-over may write
+    /// again, unless `nothing_queued` says the room queued something for it meanwhile.
+    pub fn idle_if(&self, nothing_queued: impl FnOnce() -> bool) {
+        let mut state = self.lock();
+        if state.leftover.is_empty() && nothing_queued() {
+            state.busy = false;
+        }
+    }
+
+    /// The snapshot of `tick` is in the socket's byte stream, ahead of anything written later.
+    pub fn snapshot_written(&self, tick: u32) {
+        if !self.loses_snapshots.load(Ordering::Relaxed) {
+            self.delivered.fetch_max(tick, Ordering::Relaxed);
+        }
+    }
+
+    /// The client decoded the snapshot of `tick`.
+    pub fn acknowledged(&self, tick: u32) {
+        self.delivered.fetch_max(tick, Ordering::Relaxed);
+    }
+
+    /// The client could not decode a snapshot; `newest` is the newest it did. From now on only
+    /// its acknowledgements count.
+    pub fn snapshots_lost(&self, newest: u32) {
+        self.loses_snapshots.store(true, Ordering::Relaxed);
+        self.delivered.store(newest, Ordering::Relaxed);
+    }
+
+    fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let mut state = self.lock();
+        state.busy = true;
+        ready!(self.poll_write_leftover(&mut state, cx))?;
+        self.poll_write_with(cx, |socket| socket.try_write(buf))
+    }
+
+    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut state = self.lock();
+        self.poll_write_leftover(&mut state, cx)
+    }
+
+    fn poll_write_leftover(&self, state: &mut WriterState, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !state.leftover.is_empty() {
+            let written = ready!(self.poll_write_with(cx, |socket| socket.try_write(&state.leftover)))?;
+            state.leftover.advance(written);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Runs `write` until the socket takes some bytes, waiting for it to be writable.
+    fn poll_write_with(
+        &self,
+        cx: &mut Context<'_>,
+        mut write: impl FnMut(&OwnedWriteHalf) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            match write(&self.socket) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(written) => return Poll::Ready(Ok(written)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(self.socket.as_ref().poll_write_ready(cx))?;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl DirectWrite for SocketWriter {
+    fn write_now_or(&self, report: Option<&Bytes>, snapshot: &EncodedSnapshot, queue: &mut dyn FnMut()) -> bool {
+        let mut state = self.lock();
+        if !state.busy {
+            let report_header = report.map(|report| binary_frame_header(report.len()));
+            let snapshot_header = binary_frame_header(snapshot.bytes.len());
+            let mut parts: Vec<&[u8]> = Vec::with_capacity(4);
+            if let (Some(header), Some(report)) = (&report_header, report) {
+                parts.extend([header.as_slice(), report.as_ref()]);
+            }
+            parts.extend([snapshot_header.as_slice(), snapshot.bytes.as_ref()]);
+            let slices: Vec<IoSlice<'_>> = parts.iter().map(|part| IoSlice::new(part)).collect();
+            // Zero bytes taken (the socket is full, or broken): the connection task finds out.
+            if let Ok(written @ 1..) = self.socket.try_write_vectored(&slices) {
+                let total: usize = parts.iter().map(|part| part.len()).sum();
+                if written < total {
+                    let mut skip = written;
+                    for part in parts {
+                        let taken = skip.min(part.len());
+                        state.leftover.extend_from_slice(&part[taken..]);
+                        skip -= taken;
+                    }
+                    state.busy = true;
+                    self.finish_write.notify_one();
+                }
+                let payload = report.map_or(0, Bytes::len) + snapshot.bytes.len();
+                self.metrics.messages_out.add(1 + u64::from(report.is_some()));
+                self.metrics.bytes_out.add(payload as u64);
+                self.snapshot_written(snapshot.tick);
+                return true;
+            }
+        }
+        state.busy = true;
+        queue();
+        false
+    }
+}
+
+/// What tungstenite reads from and writes through: the socket's read half, and the shared
+/// writer, whose rule keeps tungstenite's frames (replies, pongs, the close) whole.
+pub(super) struct SocketIo {
+    read: OwnedReadHalf,
+    writer: Arc<SocketWriter>,
+}
+
+impl AsyncRead for SocketIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SocketIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.writer.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.writer.poll_flush(cx)
+    }
+
+    /// The socket itself is shut down when both halves are dropped, at the connection's end.
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.writer.poll_flush(cx)
+    }
+}
+
+/// The header of an unmasked, final binary frame of `len` bytes (RFC 6455, 5.2): what a server
+/// puts before each message it sends.
+pub(super) fn binary_frame_header(len: usize) -> BinaryFrameHeader {
+    const FIN_BINARY: u8 = 0x82;
+    let mut bytes = [0u8; 10];
+    bytes[0] = FIN_BINARY;
+    let used = if len < 126 {
+        bytes[1] = len as u8;
+        2
+    } else if let Ok(len) = u16::try_from(len) {
+        bytes[1] = 126;
+        bytes[2..4].copy_from_slice(&len.to_be_bytes());
+        4
+    } else {
+        bytes[1] = 127;
+        bytes[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    BinaryFrameHeader { bytes, used }
+}
+
+pub(super) struct BinaryFrameHeader {
+    bytes: [u8; 10],
+    used: usize,
+}
+
+impl BinaryFrameHeader {
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.used]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    use super::*;
+
+    #[test]
+    fn frame_headers_match_tungstenites_frames() {
+        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 200_000] {
+            let payload = vec![7u8; len];
+            let mut expected = Vec::new();
+            Frame::message(payload.clone(), OpCode::Data(Data::Binary), true).format(&mut expected).unwrap();
+            let mut ours = binary_frame_header(len).as_slice().to_vec();
+            ours.extend_from_slice(&payload);
+            assert_eq!(ours, expected, "a frame of {len} bytes");
+        }
+    }
+
+    /// A server-side writer and the client's end of a loopback connection.
+    async fn pair() -> (SocketIo, Arc<SocketWriter>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (io, writer) = SocketWriter::split(server, Arc::default());
+        (io, writer, client)
+    }
+
+    fn snapshot(tick: u32, len: usize) -> EncodedSnapshot {
+        EncodedSnapshot { tick, bytes: Bytes::from(vec![tick as u8; len]) }
+    }
+
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let mut bytes = binary_frame_header(payload.len()).as_slice().to_vec();
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    async fn read_exactly(client: &mut TcpStream, len: usize) -> Vec<u8> {
+        let mut bytes = vec![0; len];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut bytes)).await.unwrap().unwrap();
+        bytes
+    }
+
+    #[tokio::test]
+    async fn snapshots_are_queued_until_the_connection_has_flushed_and_then_written_directly() {
+        let (_io, writer, mut client) = pair().await;
+        let mut queued = 0;
+        assert!(!writer.write_now_or(None, &snapshot(1, 40), &mut || queued += 1), "busy until the welcome is out");
+        assert_eq!(queued, 1);
+        writer.idle_if(|| false);
+        assert!(!writer.write_now_or(None, &snapshot(2, 40), &mut || queued += 1), "something was queued");
+        writer.idle_if(|| true);
+        let report = Bytes::from_static(b"report");
+        assert!(writer.write_now_or(Some(&report), &snapshot(3, 40), &mut || queued += 1));
+        assert_eq!(queued, 2);
+        let mut expected = framed(b"report");
+        expected.extend(framed(&[3; 40]));
+        assert_eq!(read_exactly(&mut client, expected.len()).await, expected);
+        assert_eq!(writer.delivered.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn a_direct_write_the_socket_cannot_take_at_once_is_finished_before_anything_else() {
+        let (mut io, writer, mut client) = pair().await;
+        writer.idle_if(|| true);
+        // Far more than loopback's socket buffers take while the client does not read.
+        let big = snapshot(9, 32 * 1024 * 1024);
+        assert!(writer.write_now_or(None, &big, &mut || unreachable!("the socket was idle")));
+        assert!(!writer.write_now_or(None, &snapshot(10, 40), &mut || {}), "the rest is still to be written");
+        let reader = tokio::spawn(async move {
+            let mut expected = framed(&big.bytes);
+            expected.extend_from_slice(b"after");
+            let received = read_exactly(&mut client, expected.len()).await;
+            assert!(received == expected, "the direct write came out whole and first");
+        });
+        // The connection's next write finishes the leftover first.
+        tokio::time::timeout(Duration::from_secs(10), io.write_all(b"after")).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), io.flush()).await.unwrap().unwrap();
+        reader.await.unwrap();
+    }
+}
