@@ -6,6 +6,7 @@
 pub mod board;
 pub mod close;
 pub mod codec;
+pub mod frame;
 pub mod game;
 pub mod msg;
 pub mod rng;

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
+use easel_protocol::frame::server_frame_header;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -137,14 +138,16 @@ impl DirectWrite for SocketWriter {
     fn write_now_or(&self, report: Option<&Bytes>, snapshot: &EncodedSnapshot, queue: &mut dyn FnMut()) -> bool {
         let mut state = self.lock();
         if !state.busy {
-            let report_header = report.map(|report| binary_frame_header(report.len()));
-            let snapshot_header = binary_frame_header(snapshot.bytes.len());
-            let mut parts: Vec<&[u8]> = Vec::with_capacity(4);
-            if let (Some(header), Some(report)) = (&report_header, report) {
-                parts.extend([header.as_slice(), report.as_ref()]);
-            }
-            parts.extend([snapshot_header.as_slice(), snapshot.bytes.as_ref()]);
-            let slices: Vec<IoSlice<'_>> = parts.iter().map(|part| IoSlice::new(part)).collect();
+            let report_header = report.map(|report| server_frame_header(report.len()));
+            let snapshot_header = server_frame_header(snapshot.bytes.len());
+            // Without a report its two parts are empty: `writev` skips them.
+            let parts: [&[u8]; 4] = [
+                report_header.as_ref().map_or(&[], |header| header.as_slice()),
+                report.map_or(&[], |report| report.as_ref()),
+                snapshot_header.as_slice(),
+                snapshot.bytes.as_ref(),
+            ];
+            let slices = parts.map(IoSlice::new);
             // Zero bytes taken (the socket is full, or broken): the connection task finds out.
             if let Ok(written @ 1..) = self.socket.try_write_vectored(&slices) {
                 let total: usize = parts.iter().map(|part| part.len()).sum();
@@ -199,38 +202,6 @@ impl AsyncWrite for SocketIo {
     }
 }
 
-/// The header of an unmasked, final binary frame of `len` bytes (RFC 6455, 5.2): what a server
-/// puts before each message it sends.
-pub(super) fn binary_frame_header(len: usize) -> BinaryFrameHeader {
-    const FIN_BINARY: u8 = 0x82;
-    let mut bytes = [0u8; 10];
-    bytes[0] = FIN_BINARY;
-    let used = if len < 126 {
-        bytes[1] = len as u8;
-        2
-    } else if let Ok(len) = u16::try_from(len) {
-        bytes[1] = 126;
-        bytes[2..4].copy_from_slice(&len.to_be_bytes());
-        4
-    } else {
-        bytes[1] = 127;
-        bytes[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        10
-    };
-    BinaryFrameHeader { bytes, used }
-}
-
-pub(super) struct BinaryFrameHeader {
-    bytes: [u8; 10],
-    used: usize,
-}
-
-impl BinaryFrameHeader {
-    pub fn as_slice(&self) -> &[u8] {
-        &self.bytes[..self.used]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -248,7 +219,7 @@ mod tests {
             let payload = vec![7u8; len];
             let mut expected = Vec::new();
             Frame::message(payload.clone(), OpCode::Data(Data::Binary), true).format(&mut expected).unwrap();
-            let mut ours = binary_frame_header(len).as_slice().to_vec();
+            let mut ours = server_frame_header(len).as_slice().to_vec();
             ours.extend_from_slice(&payload);
             assert_eq!(ours, expected, "a frame of {len} bytes");
         }
@@ -268,7 +239,7 @@ mod tests {
     }
 
     fn framed(payload: &[u8]) -> Vec<u8> {
-        let mut bytes = binary_frame_header(payload.len()).as_slice().to_vec();
+        let mut bytes = server_frame_header(payload.len()).as_slice().to_vec();
         bytes.extend_from_slice(payload);
         bytes
     }

@@ -368,20 +368,15 @@ impl Connection {
             }
             socket.flush().await
         };
-        match tokio::time::timeout(self.state.config.limits.write_timeout, write).await {
-            Ok(Ok(())) => {
-                self.state.metrics.messages_out.add(count);
-                self.state.metrics.bytes_out.add(bytes);
-                if let (Some(tick), Some(m)) = (snapshot_tick, &self.membership) {
-                    m.fanout.written(tick);
-                    self.writer.snapshot_written(tick);
-                }
-                self.settle();
-                Ok(())
-            }
-            Ok(Err(_)) => Err(CloseReason::new(close::GOING_AWAY, "connection lost")),
-            Err(_) => Err(CloseReason::new(close::TRY_AGAIN_LATER, "client is not reading")),
+        within_write_timeout(&self.state, write).await?;
+        self.state.metrics.messages_out.add(count);
+        self.state.metrics.bytes_out.add(bytes);
+        if let (Some(tick), Some(m)) = (snapshot_tick, &self.membership) {
+            m.fanout.written(tick);
+            self.writer.snapshot_written(tick);
         }
+        self.settle();
+        Ok(())
     }
 
     async fn send(&mut self, message: Message) -> Result<(), CloseReason> {
@@ -389,28 +384,18 @@ impl Connection {
             Message::Binary(bytes) => bytes.len() as u64,
             _ => 0,
         };
-        match tokio::time::timeout(self.state.config.limits.write_timeout, self.socket.send(message)).await {
-            Ok(Ok(())) => {
-                self.state.metrics.messages_out.inc();
-                self.state.metrics.bytes_out.add(len);
-                self.settle();
-                Ok(())
-            }
-            Ok(Err(_)) => Err(CloseReason::new(close::GOING_AWAY, "connection lost")),
-            Err(_) => Err(CloseReason::new(close::TRY_AGAIN_LATER, "client is not reading")),
-        }
+        within_write_timeout(&self.state, self.socket.send(message)).await?;
+        self.state.metrics.messages_out.inc();
+        self.state.metrics.bytes_out.add(len);
+        self.settle();
+        Ok(())
     }
 
     /// Writes what the room left in the socket (and anything tungstenite holds).
     async fn flush(&mut self) -> Result<(), CloseReason> {
-        match tokio::time::timeout(self.state.config.limits.write_timeout, self.socket.flush()).await {
-            Ok(Ok(())) => {
-                self.settle();
-                Ok(())
-            }
-            Ok(Err(_)) => Err(CloseReason::new(close::GOING_AWAY, "connection lost")),
-            Err(_) => Err(CloseReason::new(close::TRY_AGAIN_LATER, "client is not reading")),
-        }
+        within_write_timeout(&self.state, self.socket.flush()).await?;
+        self.settle();
+        Ok(())
     }
 
     /// After a flush that wrote everything: the room may write snapshots to the socket itself
@@ -436,6 +421,19 @@ impl Connection {
             Ok::<(), tungstenite::Error>(())
         })
         .await;
+    }
+}
+
+/// Runs `write` within the write timeout; a client that does not take its bytes in time is
+/// closed with 1013, a write that fails means the connection is gone.
+async fn within_write_timeout(
+    state: &AppState,
+    write: impl Future<Output = Result<(), tungstenite::Error>>,
+) -> Result<(), CloseReason> {
+    match tokio::time::timeout(state.config.limits.write_timeout, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(CloseReason::new(close::GOING_AWAY, "connection lost")),
+        Err(_) => Err(CloseReason::new(close::TRY_AGAIN_LATER, "client is not reading")),
     }
 }
 
