@@ -7,6 +7,10 @@
 //! and only the connection task, after a flush that left nothing buffered and nothing queued,
 //! declares it idle. Every write of the connection's (tungstenite's frames included) marks the
 //! socket busy under the same lock, so a frame is never split by another.
+//!
+//! The kernel holds at most `NOT_SENT_LOW_WATER` bytes not yet sent for a socket, so the
+//! snapshots a client cannot take pile up nowhere: the socket reports itself full, and newer
+//! snapshots supersede older ones in the connection's slot instead of queueing behind them.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -23,6 +27,14 @@ use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 use crate::room::{DirectWrite, EncodedSnapshot};
+
+/// Bytes the kernel may hold for a socket before they go out (`TCP_NOTSENT_LOWAT`). Without a
+/// bound, Linux grows a socket's send buffer to `tcp_wmem`'s 4 MB: a loopback socket whose
+/// client read nothing took 3.5 MB of snapshots before it reported itself full (44 KB with the
+/// bound; the test below), and at N = 3,000, where the bots could not keep up, they read their
+/// snapshots 16 s late, in order, out of that buffer (README, Benchmarks). 16 KB is several
+/// times a tick's snapshot for a thousand players, so a client that keeps up never waits for it.
+const NOT_SENT_LOW_WATER: u32 = 16 * 1024;
 
 /// The write side of one connection's socket.
 pub(super) struct SocketWriter {
@@ -50,6 +62,10 @@ struct WriterState {
 impl SocketWriter {
     /// Splits `stream` into the reader tungstenite reads from and the shared writer.
     pub fn split(stream: TcpStream, metrics: Arc<Metrics>) -> (SocketIo, Arc<Self>) {
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(NOT_SENT_LOW_WATER) {
+            // Still correct, only laggier for a slow client: its old snapshots wait in the kernel.
+            tracing::debug!("cannot bound the socket's unsent bytes: {e}");
+        }
         let (read, write) = stream.into_split();
         let writer = Arc::new(Self {
             socket: write,
@@ -286,5 +302,27 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), io.write_all(b"after")).await.unwrap().unwrap();
         tokio::time::timeout(Duration::from_secs(10), io.flush()).await.unwrap().unwrap();
         reader.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_client_that_does_not_read_has_little_waiting_in_the_kernel_and_the_rest_is_superseded() {
+        // A small receive window, as behind a slow link: what the client cannot take waits in
+        // the server's socket.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpSocket::new_v4().unwrap();
+        client.set_recv_buffer_size(16 * 1024).unwrap();
+        let _client = client.connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (_io, writer) = SocketWriter::split(server, Arc::default());
+        writer.idle_if(|| true);
+        let (mut written, mut queued) = (0, 0);
+        for tick in 1..=20_000 {
+            let mut queue = || queued += 1;
+            if writer.write_now_or(None, &snapshot(tick, 1000), &mut queue) {
+                written += 1;
+            }
+        }
+        assert!(written * 1000 <= 128 * 1024, "{written} snapshots of 1 KB went into the kernel");
+        assert_eq!(written + queued, 20_000, "every other snapshot went to the connection's slot");
     }
 }
