@@ -31,10 +31,22 @@ use crate::room::{DirectWrite, EncodedSnapshot};
 /// Bytes the kernel may hold for a socket before they go out (`TCP_NOTSENT_LOWAT`). Without a
 /// bound, Linux grows a socket's send buffer to `tcp_wmem`'s 4 MB: a loopback socket whose
 /// client read nothing took 3.5 MB of snapshots before it reported itself full (44 KB with the
-/// bound; the test below), and at N = 3,000, where the bots could not keep up, they read their
-/// snapshots 16 s late, in order, out of that buffer (README, Benchmarks). 16 KB is several
-/// times a tick's snapshot for a thousand players, so a client that keeps up never waits for it.
+/// bound; the test below), and at N = 3,000, where the bots could not keep up, their median
+/// latency was 8–16 s (under one in three runs of four with the bound: README, Benchmarks).
+/// 16 KB is several times a tick's snapshot for a thousand players, so a client that keeps up
+/// never waits for it.
 const NOT_SENT_LOW_WATER: u32 = 16 * 1024;
+
+/// Sets `NOT_SENT_LOW_WATER` where the platform has it. Without it the server is still correct,
+/// only laggier for a slow client, whose old snapshots then wait in the kernel.
+fn bound_unsent_bytes(stream: &TcpStream) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_notsent_lowat(NOT_SENT_LOW_WATER) {
+        tracing::debug!("cannot bound the socket's unsent bytes: {e}");
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (stream, NOT_SENT_LOW_WATER);
+}
 
 /// The write side of one connection's socket.
 pub(super) struct SocketWriter {
@@ -62,10 +74,7 @@ struct WriterState {
 impl SocketWriter {
     /// Splits `stream` into the reader tungstenite reads from and the shared writer.
     pub fn split(stream: TcpStream, metrics: Arc<Metrics>) -> (SocketIo, Arc<Self>) {
-        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(NOT_SENT_LOW_WATER) {
-            // Still correct, only laggier for a slow client: its old snapshots wait in the kernel.
-            tracing::debug!("cannot bound the socket's unsent bytes: {e}");
-        }
+        bound_unsent_bytes(&stream);
         let (read, write) = stream.into_split();
         let writer = Arc::new(Self {
             socket: write,
@@ -304,6 +313,7 @@ mod tests {
         reader.await.unwrap();
     }
 
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     #[tokio::test]
     async fn a_client_that_does_not_read_has_little_waiting_in_the_kernel_and_the_rest_is_superseded() {
         // A small receive window, as behind a slow link: what the client cannot take waits in
