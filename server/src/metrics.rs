@@ -81,7 +81,8 @@ pub struct Metrics {
     pub ticks_missed: Counter,
     /// Time spent inside each room tick.
     pub tick_seconds: Histogram,
-    /// From a tick's start until its last snapshot was written to a socket (`room::fanout`).
+    /// From a tick's start until its last snapshot was written to a socket, counting writes within
+    /// eight ticks (`room::fanout`).
     pub snapshot_fanout_seconds: Histogram,
     pub messages_in: Counter,
     pub messages_out: Counter,

@@ -14,7 +14,7 @@ async fn health_and_metrics_answer() {
     let _client = HeadlessClient::join(&server.ws_url(), "m", "metrics", WAIT).await.unwrap();
     assert_eq!(server.metric("easel_players").await, 1);
     assert_eq!(server.metric("easel_connections").await, 1);
-    // The join changed the world, so a snapshot went out, and the tick after it times the write.
+    // The join changed the world, so a snapshot went out, and a few ticks later its write is timed.
     let deadline = tokio::time::Instant::now() + WAIT;
     while server.metric("easel_snapshot_fanout_seconds_count").await == 0 {
         assert!(tokio::time::Instant::now() < deadline, "no snapshot fan-out was timed");

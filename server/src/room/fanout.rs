@@ -1,20 +1,33 @@
 //! How long a tick's snapshots take to reach the sockets: the room marks when each tick starts,
-//! the hand-over (or, for a snapshot it queued, the connection) marks each snapshot write, and the next tick observes the span
-//! from the start to the last write (`easel_snapshot_fanout_seconds`). Tick duration alone hides
-//! this: at N = 500 on one worker a tick took about 1 ms, and its last snapshot was written 7 ms
-//! after it began.
+//! the hand-over (or, for a snapshot it queued, the connection) marks each snapshot write, and
+//! the span from the start to the last write is observed `SLOTS` ticks later
+//! (`easel_snapshot_fanout_seconds`). Tick duration alone hides this: at N = 500 on one worker a
+//! tick took about 1 ms, and its last snapshot was written 7 ms after it began. A tick's writes
+//! count until its slot is reused, not only until the next tick starts: a fan-out longer than a
+//! tick is the one that matters most, and at N = 3,000 it had made the metric go silent.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// The tick of a room that published nothing.
+/// The tick of a slot that times nothing.
 const NO_TICK: u32 = u32::MAX;
+
+/// Ticks timed at once: writes of a tick count for `SLOTS` ticks (267 ms at 30 Hz); a snapshot
+/// still unwritten by then was superseded or is a slow client's.
+const SLOTS: usize = 8;
 
 /// Shared by a room and its members' connections.
 #[derive(Debug)]
 pub struct Fanout {
     epoch: Instant,
-    /// The tick whose writes are being timed, or `NO_TICK`.
+    slots: [Slot; SLOTS],
+    /// Ticks started so far: the next one takes slot `started % SLOTS`.
+    started: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Slot {
+    /// The tick whose writes this slot times, or `NO_TICK`.
     tick: AtomicU32,
     /// When that tick started, in µs since `epoch`.
     started_us: AtomicU64,
@@ -24,33 +37,30 @@ pub struct Fanout {
 
 impl Default for Fanout {
     fn default() -> Self {
-        Self {
-            epoch: Instant::now(),
-            tick: AtomicU32::new(NO_TICK),
-            started_us: AtomicU64::new(0),
-            last_write_us: AtomicU64::new(0),
-        }
+        let slot =
+            || Slot { tick: AtomicU32::new(NO_TICK), started_us: AtomicU64::new(0), last_write_us: AtomicU64::new(0) };
+        Self { epoch: Instant::now(), slots: std::array::from_fn(|_| slot()), started: AtomicUsize::new(0) }
     }
 }
 
 impl Fanout {
     /// A tick began at `started` and published the snapshots of `tick` (`None`: it published
-    /// none). Returns the span of the previous timed tick: its start to its last write, if it
-    /// had one. A write that finishes just as the next tick starts may count for that one;
-    /// the next tick's own later writes outweigh it.
+    /// none). Returns the span of the tick timed `SLOTS` starts ago, whose slot this one takes:
+    /// its start to its last write, if it published and had one. A write that finishes just as
+    /// its slot is taken may count for the new tick; that tick's own later writes outweigh it.
     pub fn start(&self, tick: Option<u32>, started: Instant) -> Option<Duration> {
-        let previous_start = self.started_us.load(Ordering::Relaxed);
-        let previous_last = self.last_write_us.swap(0, Ordering::Relaxed);
-        let timed = self.tick.load(Ordering::Relaxed) != NO_TICK;
-        self.tick.store(tick.unwrap_or(NO_TICK), Ordering::Relaxed);
-        self.started_us.store(self.micros(started), Ordering::Relaxed);
+        let slot = &self.slots[self.started.fetch_add(1, Ordering::Relaxed) % SLOTS];
+        let timed = slot.tick.swap(NO_TICK, Ordering::Relaxed) != NO_TICK;
+        let previous_start = slot.started_us.swap(self.micros(started), Ordering::Relaxed);
+        let previous_last = slot.last_write_us.swap(0, Ordering::Relaxed);
+        slot.tick.store(tick.unwrap_or(NO_TICK), Ordering::Relaxed);
         (timed && previous_last > previous_start).then(|| Duration::from_micros(previous_last - previous_start))
     }
 
-    /// A connection finished writing the snapshot of `tick`.
+    /// A snapshot of `tick` was written to a member's socket.
     pub fn written(&self, tick: u32) {
-        if self.tick.load(Ordering::Relaxed) == tick {
-            self.last_write_us.fetch_max(self.micros(Instant::now()), Ordering::Relaxed);
+        if let Some(slot) = self.slots.iter().find(|slot| slot.tick.load(Ordering::Relaxed) == tick) {
+            slot.last_write_us.fetch_max(self.micros(Instant::now()), Ordering::Relaxed);
         }
     }
 
@@ -64,6 +74,11 @@ impl Fanout {
 mod tests {
     use super::*;
 
+    /// Starts `count` ticks that publish nothing, collecting the spans they return.
+    fn idle_ticks(fanout: &Fanout, count: usize) -> Vec<Duration> {
+        (0..count).filter_map(|_| fanout.start(None, Instant::now())).collect()
+    }
+
     #[test]
     fn a_span_runs_from_the_ticks_start_to_its_last_write_and_ignores_other_ticks() {
         let fanout = Fanout::default();
@@ -72,10 +87,29 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         fanout.written(1);
         fanout.written(7);
-        let span = fanout.start(None, Instant::now()).expect("tick 1 had writes");
-        assert!(span >= Duration::from_millis(2) && span < Duration::from_secs(1), "{span:?}");
+        let spans = idle_ticks(&fanout, SLOTS);
+        assert_eq!(spans.len(), 1, "tick 1 is observed once, when its slot is taken");
+        assert!(spans[0] >= Duration::from_millis(2) && spans[0] < Duration::from_secs(1), "{spans:?}");
         fanout.written(1);
-        assert_eq!(fanout.start(Some(3), Instant::now()), None, "a tick that published nothing is not timed");
-        assert_eq!(fanout.start(Some(4), Instant::now()), None, "tick 3 had no write");
+        assert_eq!(fanout.start(Some(3), Instant::now()), None);
+        assert!(
+            idle_ticks(&fanout, SLOTS).is_empty(),
+            "tick 3 had no write, and ticks that published nothing are not timed"
+        );
+    }
+
+    #[test]
+    fn writes_after_the_next_ticks_start_still_count_for_their_own_tick() {
+        let fanout = Fanout::default();
+        fanout.start(Some(1), Instant::now());
+        fanout.start(Some(2), Instant::now());
+        fanout.written(2);
+        std::thread::sleep(Duration::from_millis(5));
+        // The hand-over is still writing tick 1 after tick 2 began: a fan-out longer than a tick.
+        fanout.written(1);
+        let spans = idle_ticks(&fanout, SLOTS);
+        assert_eq!(spans.len(), 2, "{spans:?}");
+        assert!(spans[0] >= Duration::from_millis(5), "tick 1's span reaches its late write: {spans:?}");
+        assert!(spans[1] < spans[0], "tick 2's span ends at its own write: {spans:?}");
     }
 }
