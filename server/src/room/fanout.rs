@@ -54,7 +54,7 @@ impl Fanout {
         let previous_start = slot.started_us.swap(self.micros(started), Ordering::Relaxed);
         let previous_last = slot.last_write_us.swap(0, Ordering::Relaxed);
         slot.tick.store(tick.unwrap_or(NO_TICK), Ordering::Relaxed);
-        (timed && previous_last > previous_start).then(|| Duration::from_micros(previous_last - previous_start))
+        (timed && previous_last != 0).then(|| Duration::from_micros(previous_last.saturating_sub(previous_start)))
     }
 
     /// A snapshot of `tick` was written to a member's socket.
