@@ -84,6 +84,19 @@ impl HeadlessClient {
     pub async fn disconnect(mut self) -> ClientCore {
         let _ = self.commands.send(Command::Close);
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+        self.take_core()
+    }
+
+    /// Loses the connection without a close frame, as a network drop does, and hands back the
+    /// core, whose next `hello` carries the resume token that gets the same player back.
+    pub async fn lose_connection(mut self) -> ClientCore {
+        self.task.abort();
+        // Dropping the aborted task drops the socket: the server reads an end without a close.
+        let _ = (&mut self.task).await;
+        self.take_core()
+    }
+
+    fn take_core(&mut self) -> ClientCore {
         std::mem::replace(&mut *lock(&self.core), ClientCore::new("", ""))
     }
 

@@ -6,6 +6,7 @@
 import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -390,6 +391,66 @@ await test('on a simulated 150 ms link the own player moves before the server co
     await pageC.screenshot({ path: path.join(ARTIFACTS, 'simulated-lag-overlay.png') });
   } finally {
     await contextC.close();
+  }
+});
+
+// A TCP proxy in front of the server whose connections the test can cut, as a network does:
+// no WebSocket close on either side, just the TCP connection gone.
+function startCuttableProxy(targetPort) {
+  const pairs = new Set();
+  const proxy = net.createServer((client) => {
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    const pair = [client, upstream];
+    pairs.add(pair);
+    const end = () => { client.destroy(); upstream.destroy(); pairs.delete(pair); };
+    for (const socket of pair) { socket.on('error', end); socket.on('close', end); }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  return new Promise((resolve) => proxy.listen(0, '127.0.0.1', () => resolve({
+    url: `http://127.0.0.1:${proxy.address().port}`,
+    cutAll: () => { for (const [a, b] of pairs) { a.destroy(); b.destroy(); } },
+    close: () => proxy.close(),
+  })));
+}
+
+await test('a connection cut by the network gets the same player back, and the others see no leave', async () => {
+  const proxy = await startCuttableProxy(server.port);
+  const contextD = await browser.newContext({ viewport: { width: 800, height: 600 } });
+  try {
+    const pageD = await contextD.newPage();
+    pageD.on('console', (m) => { if (m.type() === 'error' && !/WebSocket|net::/.test(m.text())) consoleErrors.push(m.text()); });
+    const joined = await joinAs(pageD, proxy.url, 'dave', room);
+    const before = await waitFor('dave as page B sees him', async () => player(await state(pageB), 'dave'));
+    if (before.id !== joined.me) throw new Error(`page B has dave as ${before.id}, his page as ${joined.me}`);
+    // Page B's view of dave while the connection is down: he must stay, under the same id.
+    const seenByB = [];
+    let watching = true;
+    const watch = (async () => {
+      while (watching) {
+        seenByB.push((await state(pageB)).players.filter((p) => p.name === 'dave').map((p) => p.id).join(','));
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    proxy.cutAll();
+    await waitFor('dave\'s page to notice the cut', async () => (await state(pageD)).status !== 'joined');
+    const back = await waitFor('dave\'s page to rejoin', async () => {
+      const s = await state(pageD);
+      return s.status === 'joined' && player(s, 'dave') ? s : null;
+    }, 30_000);
+    await new Promise((r) => setTimeout(r, 300));
+    watching = false;
+    await watch;
+    const after = player(back, 'dave');
+    if (back.me !== joined.me) throw new Error(`dave came back as player ${back.me}, was ${joined.me}`);
+    for (const field of ['x', 'y', 'score', 'color']) {
+      if (after[field] !== before[field]) throw new Error(`dave's ${field} was ${before[field]}, is ${after[field]}`);
+    }
+    const changed = seenByB.filter((ids) => ids !== String(before.id));
+    if (changed.length) throw new Error(`page B saw dave as [${[...new Set(changed)]}] during the cut`);
+  } finally {
+    proxy.close();
+    await contextD.close();
   }
 });
 

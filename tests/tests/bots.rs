@@ -44,7 +44,9 @@ async fn arena_bots_that_follow_input_timing_pass_their_checks() {
 async fn drawing_bots_have_their_strokes_stored() {
     let summary = run(Behavior::Draw, false).await;
     assert!(summary.ok, "{:?}", summary.reason);
-    assert!(summary.board_ops_acked > 0 && summary.board_ops_acked <= summary.board_ops_sent);
+    // Both counts are of the window alone, so an op sent just before it may be acked in it: acks
+    // can exceed sends by the ops in flight at its start, and only `> 0` is an invariant.
+    assert!(summary.board_ops_sent > 0 && summary.board_ops_acked > 0);
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
 //! Playing together: headless clients on the real server see each other join, move, collect
-//! orbs and leave.
+//! orbs and leave, and a dropped connection gets its player back.
 
 use std::time::Duration;
 
@@ -7,9 +7,11 @@ use easel_client::core::ClientCore;
 use easel_client::headless::HeadlessClient;
 use easel_protocol::codec::is_snapshot;
 use easel_protocol::snapshot::{self, NetPlayer};
-use easel_protocol::{ServerMsg, decode_server};
-use easel_tests::{TestServer, WAIT, raw_connect};
+use easel_protocol::{PlayerState, ServerMsg, decode_server};
+use easel_tests::{RawSocket, TestServer, WAIT, raw_connect};
 use futures_util::{SinkExt, StreamExt};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 async fn position_of(observer: &HeadlessClient, player: u32) -> Option<(f32, f32)> {
@@ -68,21 +70,14 @@ async fn three_players_see_each_other_join_move_and_leave() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn collecting_an_orb_scores_for_everyone_to_see() {
-    let server = TestServer::start().await;
-    let url = server.ws_url();
-    let hunter = HeadlessClient::join(&url, "hunter", "orbs", WAIT).await.unwrap();
-    let watcher = HeadlessClient::join(&url, "watcher", "orbs", WAIT).await.unwrap();
-    let hunter_id = hunter.core().view().me().unwrap();
-
-    // Steer toward the nearest orb until the score changes; bounded by the deadline.
+/// Steers `client`'s player toward the nearest orb until its score rises; bounded by 30 s.
+async fn score_an_orb(client: &HeadlessClient, id: u32) -> u32 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (score, steer) = {
-            let core = hunter.core();
+            let core = client.core();
             let view = core.view();
-            let me = view.players().get(&hunter_id).and_then(|p| p.state);
+            let me = view.players().get(&id).and_then(|p| p.state);
             let steer = me.and_then(|me| {
                 let nearest = view.orbs().min_by(|a, b| {
                     let da = (a.x - me.x).powi(2) + (a.y - me.y).powi(2);
@@ -103,14 +98,24 @@ async fn collecting_an_orb_scores_for_everyone_to_see() {
             (me.map_or(0, |m| m.score), steer)
         };
         if score > 0 {
-            break;
+            return score;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the hunter should reach an orb within 30 s");
+        assert!(tokio::time::Instant::now() < deadline, "the player should reach an orb within 30 s");
         if let Some((dx, dy)) = steer {
-            hunter.hold_direction(dx, dy);
+            client.hold_direction(dx, dy);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn collecting_an_orb_scores_for_everyone_to_see() {
+    let server = TestServer::start().await;
+    let url = server.ws_url();
+    let hunter = HeadlessClient::join(&url, "hunter", "orbs", WAIT).await.unwrap();
+    let watcher = HeadlessClient::join(&url, "watcher", "orbs", WAIT).await.unwrap();
+    let hunter_id = hunter.core().view().me().unwrap();
+    score_an_orb(&hunter, hunter_id).await;
     let seen = watcher
         .wait_for(WAIT, "the hunter's score", |core| {
             let score = core.view().players().get(&hunter_id)?.state?.score;
@@ -121,6 +126,89 @@ async fn collecting_an_orb_scores_for_everyone_to_see() {
     assert!(seen >= 1, "the watcher sees the hunter's score rise");
     let board = watcher.core().view().scoreboard().first().map(|(info, score)| (info.name.clone(), *score));
     assert_eq!(board.map(|b| b.0), Some("hunter".to_owned()), "the scoreboard ranks the scorer first");
+    server.stop().await;
+}
+
+/// Stops `client`'s player and returns its state once the server has applied the stop (movement
+/// has no inertia, so the player stays there).
+async fn brought_to_rest(client: &HeadlessClient, id: u32) -> PlayerState {
+    client.hold_direction(0, 0);
+    // Several poll intervals: the stop has gone out as an input of its own.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stop_seq = client.core().last_input_seq();
+    client
+        .wait_for(WAIT, "the server to apply the stop", |core| {
+            let state = core.view().players().get(&id)?.state?;
+            (state.last_input_seq >= stop_seq).then_some(state)
+        })
+        .await
+        .unwrap()
+}
+
+/// Reads everything the server sends `socket` until `stop` fires, and returns the membership
+/// changes it was told of ("joined 3", "left 3").
+fn membership_changes(mut socket: RawSocket, stop: oneshot::Receiver<()>) -> JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let mut changes = Vec::new();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return changes,
+                message = socket.next() => match message {
+                    Some(Ok(Message::Binary(bytes))) => match decode_server(&bytes) {
+                        Ok(ServerMsg::PlayerJoined(info)) => changes.push(format!("joined {}", info.id)),
+                        Ok(ServerMsg::PlayerLeft { id }) => changes.push(format!("left {id}")),
+                        _ => {}
+                    },
+                    Some(Ok(_)) => {}
+                    _ => return changes,
+                },
+            }
+        }
+    })
+}
+
+/// A connection lost without a close (the network, not the player) keeps its player for the
+/// resume grace period: the client reconnecting with its token gets the same player back, where
+/// it was, with its score and colour, and nobody else is told of a leave or a join.
+#[tokio::test]
+async fn a_dropped_connection_resumes_the_same_player_and_the_others_see_no_leave_or_join() {
+    let server = TestServer::start().await;
+    let url = server.ws_url();
+    let ann = HeadlessClient::join(&url, "ann", "resume", WAIT).await.unwrap();
+    let ann_id = ann.core().view().me().unwrap();
+    let mut watcher = raw_connect(&server).await;
+    watcher.send(Message::Binary(ClientCore::new("watcher", "resume").hello().into())).await.unwrap();
+    let (stop_watching, stop) = oneshot::channel();
+    let changes = membership_changes(watcher, stop);
+
+    score_an_orb(&ann, ann_id).await;
+    let before = brought_to_rest(&ann, ann_id).await;
+    let color = ann.core().view().players()[&ann_id].info.color;
+    let players_before = server.metric("easel_players").await;
+
+    let core = ann.lose_connection().await;
+    // Until the grace period ends the dropped player stays in the room.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.metric("easel_players").await, players_before, "a dropped player is kept for its resume");
+    let ann = HeadlessClient::connect_with(&url, core).await.unwrap();
+    assert_eq!(ann.joined(WAIT).await.unwrap(), ann_id, "the same player back");
+    let after = ann
+        .wait_for(WAIT, "ann's state after the resume", |core| core.view().players().get(&ann_id)?.state)
+        .await
+        .unwrap();
+    assert_eq!((after.x, after.y), (before.x, before.y), "where the player was");
+    assert_eq!(after.score, before.score, "with its score");
+    assert!(after.score > 0);
+    assert_eq!(ann.core().view().players()[&ann_id].info.color, color, "in its colour");
+
+    // A snapshot after the resume has reached the watcher too, then stop reading.
+    ann.hold_direction(1, 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop_watching.send(());
+    let changes = changes.await.unwrap();
+    let about_ann: Vec<_> = changes.iter().filter(|c| c.ends_with(&format!(" {ann_id}"))).collect();
+    assert!(about_ann.is_empty(), "the others were told {about_ann:?} about ann");
     server.stop().await;
 }
 

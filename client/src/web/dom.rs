@@ -406,9 +406,10 @@ pub(super) fn debug_json(core: Option<&ClientCore>, now: f64) -> String {
         let drawn_at = drawn.iter().find(|(d, _, _)| d == id).map(|(_, dx, dy)| (*dx, *dy)).or(at);
         let _ = write!(
             out,
-            r#"{}{{"id":{id},"name":{},"x":{},"y":{},"drawnX":{},"drawnY":{},"score":{}}}"#,
+            r#"{}{{"id":{id},"name":{},"color":{},"x":{},"y":{},"drawnX":{},"drawnY":{},"score":{}}}"#,
             if i > 0 { "," } else { "" },
             json_string(&player.info.name),
+            player.info.color,
             number(at.map(|a| a.0)),
             number(at.map(|a| a.1)),
             number(drawn_at.map(|d| d.0)),

@@ -19,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -226,7 +227,13 @@ impl Connection {
                 Step::FinishWrite => self.flush().await?,
                 Step::Send(bytes) => self.send_queued(bytes, None).await?,
                 Step::Snapshot(snapshot) => self.send_queued(snapshot.bytes, Some(snapshot.tick)).await?,
-                Step::Inbound(None) => return Ok(Ending::Dropped),
+                // A TCP end without the WebSocket close is the network (or a crashed client),
+                // not a player leaving: the player waits for a resume.
+                Step::Inbound(None)
+                | Step::Inbound(Some(Err(tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)))) =>
+                {
+                    return Ok(Ending::Dropped);
+                }
                 Step::Inbound(Some(Err(e))) => return Err(read_error(e)),
                 Step::Inbound(Some(Ok(message))) => {
                     if !self.inbound(message).await? {
