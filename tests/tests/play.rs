@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
+use easel::Config;
 use easel_client::core::ClientCore;
 use easel_client::headless::HeadlessClient;
 use easel_protocol::codec::is_snapshot;
 use easel_protocol::snapshot::{self, NetPlayer};
 use easel_protocol::{PlayerState, ServerMsg, decode_server};
-use easel_tests::{RawSocket, TestServer, WAIT, raw_connect};
+use easel_tests::{TestServer, WAIT, raw_connect};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -145,27 +146,55 @@ async fn brought_to_rest(client: &HeadlessClient, id: u32) -> PlayerState {
         .unwrap()
 }
 
-/// Reads everything the server sends `socket` until `stop` fires, and returns the membership
-/// changes it was told of ("joined 3", "left 3").
-fn membership_changes(mut socket: RawSocket, stop: oneshot::Receiver<()>) -> JoinHandle<Vec<String>> {
-    tokio::spawn(async move {
-        let mut changes = Vec::new();
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                _ = &mut stop => return changes,
-                message = socket.next() => match message {
-                    Some(Ok(Message::Binary(bytes))) => match decode_server(&bytes) {
-                        Ok(ServerMsg::PlayerJoined(info)) => changes.push(format!("joined {}", info.id)),
-                        Ok(ServerMsg::PlayerLeft { id }) => changes.push(format!("left {id}")),
-                        _ => {}
-                    },
-                    Some(Ok(_)) => {}
-                    _ => return changes,
-                },
+/// Membership changes ("joined 3", "left 3") as a player in `room` is told of them, from its
+/// welcome until `stop` fires.
+struct MembershipWatch {
+    stop: oneshot::Sender<()>,
+    changes: JoinHandle<Vec<String>>,
+}
+
+impl MembershipWatch {
+    /// Joins `room` as a watcher and, once welcomed, records every change it is told of.
+    async fn join(server: &TestServer, room: &str) -> Self {
+        let mut socket = raw_connect(server).await;
+        socket.send(Message::Binary(ClientCore::new("watcher", room).hello().into())).await.unwrap();
+        let welcomed = async {
+            loop {
+                if let Some(Ok(Message::Binary(bytes))) = socket.next().await
+                    && let Ok(ServerMsg::Welcome { .. }) = decode_server(&bytes)
+                {
+                    break;
+                }
             }
-        }
-    })
+        };
+        tokio::time::timeout(WAIT, welcomed).await.expect("the watcher welcomed in time");
+        let (stop, mut stopped) = oneshot::channel();
+        let changes = tokio::spawn(async move {
+            let mut changes = Vec::new();
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return changes,
+                    message = socket.next() => match message {
+                        Some(Ok(Message::Binary(bytes))) => match decode_server(&bytes) {
+                            Ok(ServerMsg::PlayerJoined(info)) => changes.push(format!("joined {}", info.id)),
+                            Ok(ServerMsg::PlayerLeft { id }) => changes.push(format!("left {id}")),
+                            _ => {}
+                        },
+                        Some(Ok(_)) => {}
+                        _ => return changes,
+                    },
+                }
+            }
+        });
+        Self { stop, changes }
+    }
+
+    /// The changes it was told of about `player`.
+    async fn about(self, player: u32) -> Vec<String> {
+        let _ = self.stop.send(());
+        let changes = self.changes.await.unwrap();
+        changes.into_iter().filter(|c| c.ends_with(&format!(" {player}"))).collect()
+    }
 }
 
 /// A connection lost without a close (the network, not the player) keeps its player for the
@@ -177,10 +206,7 @@ async fn a_dropped_connection_resumes_the_same_player_and_the_others_see_no_leav
     let url = server.ws_url();
     let ann = HeadlessClient::join(&url, "ann", "resume", WAIT).await.unwrap();
     let ann_id = ann.core().view().me().unwrap();
-    let mut watcher = raw_connect(&server).await;
-    watcher.send(Message::Binary(ClientCore::new("watcher", "resume").hello().into())).await.unwrap();
-    let (stop_watching, stop) = oneshot::channel();
-    let changes = membership_changes(watcher, stop);
+    let watch = MembershipWatch::join(&server, "resume").await;
 
     score_an_orb(&ann, ann_id).await;
     let before = brought_to_rest(&ann, ann_id).await;
@@ -205,10 +231,58 @@ async fn a_dropped_connection_resumes_the_same_player_and_the_others_see_no_leav
     // A snapshot after the resume has reached the watcher too, then stop reading.
     ann.hold_direction(1, 0);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _ = stop_watching.send(());
-    let changes = changes.await.unwrap();
-    let about_ann: Vec<_> = changes.iter().filter(|c| c.ends_with(&format!(" {ann_id}"))).collect();
+    let about_ann = watch.about(ann_id).await;
     assert!(about_ann.is_empty(), "the others were told {about_ann:?} about ann");
+    server.stop().await;
+}
+
+/// A client whose link stalls (here: it stops reading) is closed once a write to it times out,
+/// rather than buffered for, and its player waits for a resume as a dropped one's does: coming
+/// back with its token gets it back, and nobody else is told of a leave or a join.
+#[tokio::test]
+async fn a_client_closed_for_being_too_slow_gets_its_player_back_on_resuming() {
+    use easel_protocol::board::{MAX_POINTS_PER_STROKE, Point};
+    let mut config = Config::for_tests();
+    config.limits.write_timeout = Duration::from_millis(500);
+    let server = TestServer::start_with(config).await;
+    let url = server.ws_url();
+    let ann = HeadlessClient::join(&url, "ann", "stall", WAIT).await.unwrap();
+
+    // Joins, takes its welcome (and so its resume token), then reads nothing more.
+    let mut stalled = raw_connect(&server).await;
+    let mut core = ClientCore::new("stalled", "stall");
+    stalled.send(Message::Binary(core.hello().into())).await.unwrap();
+    let welcomed = async {
+        while !matches!(core.status(), easel_client::core::Status::Joined) {
+            if let Some(Ok(Message::Binary(bytes))) = stalled.next().await {
+                core.handle_message(0.0, &bytes).unwrap();
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, welcomed).await.expect("welcome in time");
+    let stalled_id = core.view().me().unwrap();
+    let watch = MembershipWatch::join(&server, "stall").await;
+    let players = server.metric("easel_players").await;
+
+    // Strokes of several KiB each, relayed to everyone, until the server gives up on the stalled
+    // client: more than its socket buffers hold.
+    let zigzag: Vec<Point> = (0..MAX_POINTS_PER_STROKE as i16)
+        .map(|i| Point { x: if i % 2 == 0 { -3000 } else { 3000 }, y: (i % 7) * 900 - 3000 })
+        .collect();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.metric("easel_closed_for_cause_total").await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the stalled client should be closed within {WAIT:?}");
+        ann.core().whiteboard_mut().draw(0x00aa00, 2, &zigzag).unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.metric("easel_players").await, players, "its player waits for a resume");
+    drop(stalled);
+
+    let back = HeadlessClient::connect_with(&url, core).await.unwrap();
+    assert_eq!(back.joined(WAIT).await.unwrap(), stalled_id, "the same player back");
+    back.board_synced(WAIT).await.unwrap();
+    let about_stalled = watch.about(stalled_id).await;
+    assert!(about_stalled.is_empty(), "the others were told {about_stalled:?} about the stalled player");
     server.stop().await;
 }
 

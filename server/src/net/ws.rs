@@ -186,8 +186,9 @@ impl Connection {
             let dropped = match &outcome {
                 Ok(Ending::Dropped) => true,
                 Ok(Ending::Closed) => false,
-                // Lost mid-write or mid-read; every rule broken is another code.
-                Err(reason) => reason.code == close::GOING_AWAY,
+                // Lost mid-write or mid-read (1001), or too slow to keep up (1013): the codes
+                // that tell a client to come back. Every rule broken is another code.
+                Err(reason) => matches!(reason.code, close::GOING_AWAY | close::TRY_AGAIN_LATER),
             };
             m.room.leave(m.player_id, m.connection, dropped);
         }

@@ -12,9 +12,9 @@
 //! Members sent the same set share one encoding per distinct baseline: with full visibility,
 //! every client that keeps up is on the previous tick's snapshot and shares one encoding.
 //!
-//! A member whose connection drops (without a close) stays in the world for the resume grace
-//! period; a new connection presenting its resume token gets the same player back, and nobody
-//! else sees a leave or a join.
+//! A member whose connection drops (without a close), or is closed for being too slow to keep
+//! up, stays in the world for the resume grace period; a new connection presenting its resume
+//! token gets the same player back, and nobody else sees a leave or a join.
 //!
 //! Board ops follow one path: readiness check → apply to the replica and relay to the others →
 //! commit with the rest of the tick's ops (store thread) → acknowledge to the author, in the
@@ -308,15 +308,37 @@ impl Room {
         if member.connection != connection {
             return;
         }
-        if dropped && !self.config.limits.resume_grace.is_zero() {
-            member.detached_at = Some(Instant::now());
-            member.kick = None;
-            // Nothing is written to a detached member, and the socket closes once nobody holds it.
-            member.socket = None;
-            tracing::info!(room = %self.name, player_id, "connection dropped; waiting for a resume");
+        if dropped {
+            self.detach(player_id);
         } else {
             self.leave(player_id);
         }
+    }
+
+    /// Keeps `player_id` in the world without a connection for the resume grace period (or
+    /// removes it at once when resuming is off). The grace runs from the first detach.
+    fn detach(&mut self, player_id: u32) {
+        if self.config.limits.resume_grace.is_zero() {
+            self.leave(player_id);
+            return;
+        }
+        let Some(member) = self.members.get_mut(&player_id) else { return };
+        if member.detached_at.is_some() {
+            return;
+        }
+        member.detached_at = Some(Instant::now());
+        member.kick = None;
+        // Nothing is written to a detached member, and the socket closes once nobody holds it.
+        member.socket = None;
+        tracing::info!(room = %self.name, player_id, "connection dropped; waiting for a resume");
+    }
+
+    /// A member whose queue is full is not buffered for: its connection is closed with 1013,
+    /// and its player waits for a resume like a dropped one's, since a client behind a link
+    /// that stalled for a while is the usual reason.
+    fn disconnect_too_slow(&mut self, player_id: u32) {
+        self.kick(player_id, CloseReason::new(close::TRY_AGAIN_LATER, "connection too slow to keep up"));
+        self.detach(player_id);
     }
 
     /// Players whose grace period ran out leave for good.
@@ -511,8 +533,7 @@ impl Room {
             }
         }
         for id in too_slow {
-            self.kick(id, CloseReason::new(close::TRY_AGAIN_LATER, "connection too slow to keep up"));
-            self.leave(id);
+            self.disconnect_too_slow(id);
         }
     }
 
@@ -535,8 +556,7 @@ impl Room {
             None => false,
         };
         if full {
-            self.kick(player, CloseReason::new(close::TRY_AGAIN_LATER, "connection too slow to keep up"));
-            self.leave(player);
+            self.disconnect_too_slow(player);
         }
     }
 
@@ -708,7 +728,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_member_whose_queue_is_full_is_disconnected_not_buffered_for() {
+    async fn a_member_whose_queue_is_full_is_disconnected_not_buffered_for_and_may_resume() {
         let (mut room, _commits) = room_with(Config::for_tests()).await;
         let (slow, _never_read, mut slow_kick) = link(3);
         room.join(1, "slow".into(), identity(1), (0.0, 0.0), slow).unwrap();
@@ -720,9 +740,12 @@ mod tests {
         }
         let reason = slow_kick.try_recv().expect("the slow member is told to go");
         assert_eq!(reason.code, close::TRY_AGAIN_LATER);
-        assert!(!room.members.contains_key(&1), "and removed from the room");
+        assert!(room.members[&1].detached_at.is_some(), "its player waits for a resume");
         let received = drain(&mut fast_rx);
-        assert_eq!(received.len(), 5, "the other member got all four lines and the leave: {received:?}");
+        assert_eq!(received.len(), 4, "the other member got all four lines and no leave: {received:?}");
+        let detached_at = room.members[&1].detached_at;
+        room.play(Play::Chat { player: 2, text: "one more".into() });
+        assert_eq!(room.members[&1].detached_at, detached_at, "more traffic does not extend its grace");
     }
 
     #[tokio::test]
