@@ -207,12 +207,12 @@ async fn drive(
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
-                    lock(&core).handle_close(1006, &e.to_string());
+                    lock(&core).handle_close(easel_protocol::close::ABNORMAL, &e.to_string());
                     bump(&changed);
                     break;
                 }
                 None => {
-                    lock(&core).handle_close(1006, "connection ended");
+                    lock(&core).handle_close(easel_protocol::close::ABNORMAL, "connection ended");
                     bump(&changed);
                     break;
                 }
@@ -241,6 +241,10 @@ async fn drive(
                 }
             },
             _ = poll.tick() => {
+                if lock(&core).close_if_silent(now_ms()) {
+                    bump(&changed);
+                    break;
+                }
                 let outgoing = lock(&core).poll_transmit(now_ms());
                 for bytes in outgoing {
                     if sink.send(Message::Binary(bytes.into())).await.is_err() {

@@ -4,6 +4,8 @@
 pub const NORMAL: u16 = 1000;
 /// The server is shutting down (or the page is going away).
 pub const GOING_AWAY: u16 = 1001;
+/// The connection ended without a close frame (never sent; an endpoint reports it to itself).
+pub const ABNORMAL: u16 = 1006;
 /// Malformed frame, wrong protocol version, or a message out of order.
 pub const PROTOCOL_ERROR: u16 = 1002;
 /// A data type the endpoint does not accept: Easel speaks binary frames only.

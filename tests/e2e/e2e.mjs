@@ -394,9 +394,10 @@ await test('on a simulated 150 ms link the own player moves before the server co
   }
 });
 
-// A TCP proxy in front of the server whose connections the test can cut, as a network does:
-// no WebSocket close on either side, just the TCP connection gone.
-function startCuttableProxy(targetPort) {
+// A TCP proxy in front of the server whose connections the test can break as a network does:
+// cut (the TCP connections end, no WebSocket close on either side) or freeze (nothing more gets
+// through, and nothing says so).
+function startBreakableProxy(targetPort) {
   const pairs = new Set();
   const proxy = net.createServer((client) => {
     const upstream = net.connect(targetPort, '127.0.0.1');
@@ -407,51 +408,77 @@ function startCuttableProxy(targetPort) {
     client.pipe(upstream);
     upstream.pipe(client);
   });
+  const frozen = [];
   return new Promise((resolve) => proxy.listen(0, '127.0.0.1', () => resolve({
     url: `http://127.0.0.1:${proxy.address().port}`,
     cutAll: () => { for (const [a, b] of pairs) { a.destroy(); b.destroy(); } },
-    close: () => proxy.close(),
+    freezeAll: () => {
+      for (const pair of pairs) {
+        const [a, b] = pair;
+        a.unpipe(b); b.unpipe(a); a.pause(); b.pause();
+        pairs.delete(pair);
+        frozen.push(pair);
+      }
+    },
+    close: () => { for (const [a, b] of frozen) { a.destroy(); b.destroy(); } proxy.close(); },
   })));
 }
 
-await test('a connection cut by the network gets the same player back, and the others see no leave', async () => {
-  const proxy = await startCuttableProxy(server.port);
-  const contextD = await browser.newContext({ viewport: { width: 800, height: 600 } });
+// Dave joins through a breakable proxy, `breakLink` breaks it, and his page must come back as the
+// same player without page B ever seeing him leave. Returns what dave's page showed while down.
+async function resumeThroughBrokenLink(name, breakLink) {
+  const proxy = await startBreakableProxy(server.port);
+  const context = await browser.newContext({ viewport: { width: 800, height: 600 } });
   try {
-    const pageD = await contextD.newPage();
-    pageD.on('console', (m) => { if (m.type() === 'error' && !/WebSocket|net::/.test(m.text())) consoleErrors.push(m.text()); });
-    const joined = await joinAs(pageD, proxy.url, 'dave', room);
-    const before = await waitFor('dave as page B sees him', async () => player(await state(pageB), 'dave'));
-    if (before.id !== joined.me) throw new Error(`page B has dave as ${before.id}, his page as ${joined.me}`);
-    // Page B's view of dave while the connection is down: he must stay, under the same id.
+    const page = await context.newPage();
+    page.on('console', (m) => { if (m.type() === 'error' && !/WebSocket|net::/.test(m.text())) consoleErrors.push(m.text()); });
+    const joined = await joinAs(page, proxy.url, name, room);
+    const before = await waitFor(`${name} as page B sees him`, async () => player(await state(pageB), name));
+    if (before.id !== joined.me) throw new Error(`page B has ${name} as ${before.id}, his page as ${joined.me}`);
+    // Page B's view of him while his link is down: he must stay, under the same id.
     const seenByB = [];
     let watching = true;
     const watch = (async () => {
       while (watching) {
-        seenByB.push((await state(pageB)).players.filter((p) => p.name === 'dave').map((p) => p.id).join(','));
+        seenByB.push((await state(pageB)).players.filter((p) => p.name === name).map((p) => p.id).join(','));
         await new Promise((r) => setTimeout(r, 20));
       }
     })();
-    proxy.cutAll();
-    await waitFor('dave\'s page to notice the cut', async () => (await state(pageD)).status !== 'joined');
-    const back = await waitFor('dave\'s page to rejoin', async () => {
-      const s = await state(pageD);
-      return s.status === 'joined' && player(s, 'dave') ? s : null;
+    breakLink(proxy);
+    await waitFor(`${name}'s page to show the drop`, async () =>
+      (await page.evaluate(() => document.body.dataset.status)) === 'reconnecting', 15_000);
+    const shownWhileDown = await page.textContent('#status');
+    const back = await waitFor(`${name}'s page to rejoin`, async () => {
+      const s = await state(page);
+      return s.status === 'joined' && player(s, name) ? s : null;
     }, 30_000);
     await new Promise((r) => setTimeout(r, 300));
     watching = false;
     await watch;
-    const after = player(back, 'dave');
-    if (back.me !== joined.me) throw new Error(`dave came back as player ${back.me}, was ${joined.me}`);
+    const after = player(back, name);
+    if (back.me !== joined.me) throw new Error(`${name} came back as player ${back.me}, was ${joined.me}`);
     for (const field of ['x', 'y', 'score', 'color']) {
-      if (after[field] !== before[field]) throw new Error(`dave's ${field} was ${before[field]}, is ${after[field]}`);
+      if (after[field] !== before[field]) throw new Error(`${name}'s ${field} was ${before[field]}, is ${after[field]}`);
     }
     const changed = seenByB.filter((ids) => ids !== String(before.id));
-    if (changed.length) throw new Error(`page B saw dave as [${[...new Set(changed)]}] during the cut`);
+    if (changed.length) throw new Error(`page B saw ${name} as [${[...new Set(changed)]}] while his link was down`);
+    return shownWhileDown;
   } finally {
     proxy.close();
-    await contextD.close();
+    await context.close();
   }
+}
+
+await test('a connection cut by the network gets the same player back, and the others see no leave', async () => {
+  await resumeThroughBrokenLink('dave', (proxy) => proxy.cutAll());
+});
+
+await test('a link that goes silent is noticed within seconds and resumed the same way', async () => {
+  const started = Date.now();
+  const shown = await resumeThroughBrokenLink('erin', (proxy) => proxy.freezeAll());
+  if (!shown.includes('no reply from the server')) throw new Error(`status while down: "${shown}"`);
+  // Five silent seconds to notice, then at most a second of backoff: well inside the grace.
+  if (Date.now() - started > 20_000) throw new Error(`took ${Date.now() - started} ms`);
 });
 
 await test('a dropped connection is shown and the client reconnects', async () => {

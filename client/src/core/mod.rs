@@ -33,6 +33,12 @@ pub use whiteboard::Whiteboard;
 /// How often to measure the round trip.
 const PING_INTERVAL_MS: f64 = 1000.0;
 
+/// A connection that has answered nothing for this long since a ping is taken for lost. A
+/// network can die without closing anything (a NAT that forgot the flow, Wi-Fi without a route),
+/// and the socket would not say so for many minutes; five unanswered pings is far beyond any
+/// round trip a game can be played at.
+pub const SILENCE_LIMIT_MS: f64 = 5000.0;
+
 /// Where the connection stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
@@ -85,6 +91,8 @@ struct PingState {
     outstanding: Option<(u32, f64)>,
     nonce: u32,
     rtt_ms: Option<f64>,
+    /// When the oldest ping not followed by any message from the server went out.
+    unanswered_since: Option<f64>,
 }
 
 impl ClientCore {
@@ -184,6 +192,8 @@ impl ClientCore {
 
     /// Handles an already decoded message (for fronts that look at it first, like the bots).
     pub fn handle(&mut self, now_ms: f64, msg: ServerMsg) -> Result<(), DecodeError> {
+        // Anything from the server shows the connection is alive, not only the pong.
+        self.ping.unanswered_since = None;
         match msg {
             ServerMsg::Welcome { identity, board_chunks, resume, rules, tick_rate, .. } => {
                 self.status = Status::Joined;
@@ -241,6 +251,21 @@ impl ClientCore {
         self.status = Status::Closed { code, reason, retry };
     }
 
+    /// Whether the server has answered nothing for `SILENCE_LIMIT_MS` since a ping: then the
+    /// connection is closed as lost (to be retried, with the resume token) and the front should
+    /// drop its socket and reconnect.
+    pub fn close_if_silent(&mut self, now_ms: f64) -> bool {
+        let silent = self.status == Status::Joined
+            && self.ping.unanswered_since.is_some_and(|since| now_ms - since >= SILENCE_LIMIT_MS);
+        if silent {
+            self.handle_close(
+                close::ABNORMAL,
+                &format!("no reply from the server for {} s", SILENCE_LIMIT_MS / 1000.0),
+            );
+        }
+        silent
+    }
+
     /// Sets the direction the player holds (from keys or the touch joystick); only signs count.
     pub fn hold_direction(&mut self, dx: i8, dy: i8) {
         self.input.held = (dx.signum(), dy.signum());
@@ -287,6 +312,7 @@ impl ClientCore {
         if now_ms >= self.ping.next_at_ms {
             self.ping.nonce = self.ping.nonce.wrapping_add(1);
             self.ping.outstanding = Some((self.ping.nonce, now_ms));
+            self.ping.unanswered_since.get_or_insert(now_ms);
             self.ping.next_at_ms = now_ms + PING_INTERVAL_MS;
             out.push(encode(&ClientMsg::Ping { nonce: self.ping.nonce }));
         }
@@ -389,6 +415,47 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_that_answers_nothing_for_five_seconds_after_a_ping_is_lost() {
+        let mut core = welcomed();
+        // Pings go out once a second; a pong to each keeps the connection alive indefinitely.
+        for second in 0..10 {
+            let now = f64::from(second) * 1000.0;
+            let nonce = core.poll_transmit(now).iter().find_map(|m| match decode_client(m) {
+                Ok(ClientMsg::Ping { nonce }) => Some(nonce),
+                _ => None,
+            });
+            core.handle(now + 50.0, ServerMsg::Pong { nonce: nonce.unwrap() }).unwrap();
+            assert!(!core.close_if_silent(now + 999.0));
+        }
+        // Then nothing comes back: still joined just before the limit, lost at it.
+        for now in [10_000.0, 11_000.0, 12_000.0, 13_000.0, 14_000.0, 14_999.0] {
+            core.poll_transmit(now);
+            assert!(!core.close_if_silent(now), "not yet at {now} ms");
+        }
+        assert!(core.close_if_silent(15_000.0));
+        assert!(matches!(core.status(), Status::Closed { retry: true, .. }), "{:?}", core.status());
+        let ClientMsg::Hello { resume, .. } = decode_client(&core.hello()).unwrap() else { panic!() };
+        assert_eq!(resume, Some([7; 16]), "the reconnect asks for the same player");
+    }
+
+    #[test]
+    fn any_message_from_the_server_shows_it_is_alive_and_no_ping_means_no_verdict() {
+        let mut core = welcomed();
+        core.poll_transmit(0.0);
+        // The pong is late, but chat keeps arriving: the server is there.
+        for second in 1..10 {
+            let now = f64::from(second) * 1000.0;
+            core.poll_transmit(now);
+            core.handle(now, ServerMsg::Chat { from: 2, name: "bo".into(), text: "hi".into() }).unwrap();
+            assert!(!core.close_if_silent(now + 500.0));
+        }
+        // A client that sends no pings (a throttled background tab) never judges the silence
+        // its own doing.
+        let mut idle = welcomed();
+        assert!(!idle.close_if_silent(60_000.0));
+    }
+
+    #[test]
     fn the_round_trip_is_measured_from_ping_to_pong() {
         let mut core = welcomed();
         let sent = core.poll_transmit(500.0);
@@ -413,7 +480,7 @@ mod tests {
     fn failed_reconnects_keep_the_servers_reason() {
         let mut core = welcomed();
         core.handle_close(close::GOING_AWAY, "server shutting down");
-        core.handle_close(1006, "");
+        core.handle_close(close::ABNORMAL, "");
         assert!(matches!(core.status(), Status::Closed { reason, .. } if reason == "server shutting down"));
     }
 
@@ -471,7 +538,7 @@ mod tests {
         let mut core = welcomed();
         core.hold_direction(0, 1);
         core.poll_transmit(0.0);
-        core.handle_close(1006, "");
+        core.handle_close(close::ABNORMAL, "");
         match decode_client(&core.hello()).unwrap() {
             ClientMsg::Hello { resume, .. } => assert_eq!(resume, Some([7; 16])),
             other => panic!("{other:?}"),

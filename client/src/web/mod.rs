@@ -413,8 +413,9 @@ fn connect(app: &Rc<RefCell<App>>) {
     let on_close = {
         let app = app.clone();
         Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
-            let (code, reason) =
-                event.dyn_ref::<CloseEvent>().map_or((1006, String::new()), |e| (e.code(), e.reason()));
+            let (code, reason) = event
+                .dyn_ref::<CloseEvent>()
+                .map_or((easel_protocol::close::ABNORMAL, String::new()), |e| (e.code(), e.reason()));
             let retry = {
                 let mut app = app.borrow_mut();
                 app.socket = None;
@@ -537,8 +538,8 @@ fn key_down(app_rc: &Rc<RefCell<App>>, event: &KeyboardEvent) {
     }
 }
 
-fn poll_network(app: &Rc<RefCell<App>>) {
-    let mut app = app.borrow_mut();
+fn poll_network(app_handle: &Rc<RefCell<App>>) {
+    let mut app = app_handle.borrow_mut();
     let now = app.page.now();
     let keys = dom::direction_of_keys(app.keys.iter().map(String::as_str));
     // On the board, keys and the stick do not steer the player.
@@ -559,6 +560,16 @@ fn poll_network(app: &Rc<RefCell<App>>) {
         }
     }
     let Some(core) = app.core.as_mut() else { return };
+    if core.close_if_silent(now) {
+        // The socket may never report the dead link: let it go (its handlers with it) and
+        // reconnect, presenting the resume token.
+        if let Some(connection) = app.socket.take() {
+            let _ = connection.socket.close();
+        }
+        drop(app);
+        schedule_reconnect(app_handle);
+        return;
+    }
     core.hold_direction(held.0, held.1);
     let outgoing = core.poll_transmit(now);
     for bytes in outgoing {
