@@ -106,9 +106,12 @@ async function test(name, body) {
   }
 }
 
+// Closing the browser can hang (a page holding a socket nobody answers), so it gets 5 s; the
+// servers are killed first, so none outlives the run holding its output pipe open.
 async function cleanupAndExit(code) {
-  try { await running.browser?.close(); } catch { /* already gone */ }
   for (const proc of running.servers) proc.kill('SIGKILL');
+  const closed = running.browser?.close().catch(() => { /* already gone */ });
+  await Promise.race([closed, new Promise((r) => setTimeout(r, 5_000))]);
   process.exit(code);
 }
 
@@ -429,6 +432,8 @@ function startBreakableProxy(targetPort) {
 async function resumeThroughBrokenLink(name, breakLink) {
   const proxy = await startBreakableProxy(server.port);
   const context = await browser.newContext({ viewport: { width: 800, height: 600 } });
+  let watching = false;
+  let watch = Promise.resolve();
   try {
     const page = await context.newPage();
     page.on('console', (m) => { if (m.type() === 'error' && !/WebSocket|net::/.test(m.text())) consoleErrors.push(m.text()); });
@@ -437,8 +442,8 @@ async function resumeThroughBrokenLink(name, breakLink) {
     if (before.id !== joined.me) throw new Error(`page B has ${name} as ${before.id}, his page as ${joined.me}`);
     // Page B's view of him while his link is down: he must stay, under the same id.
     const seenByB = [];
-    let watching = true;
-    const watch = (async () => {
+    watching = true;
+    watch = (async () => {
       while (watching) {
         seenByB.push((await state(pageB)).players.filter((p) => p.name === name).map((p) => p.id).join(','));
         await new Promise((r) => setTimeout(r, 20));
@@ -464,6 +469,8 @@ async function resumeThroughBrokenLink(name, breakLink) {
     if (changed.length) throw new Error(`page B saw ${name} as [${[...new Set(changed)]}] while his link was down`);
     return shownWhileDown;
   } finally {
+    watching = false;
+    await watch.catch(() => { /* reported by the test's own failure */ });
     proxy.close();
     await context.close();
   }
@@ -505,7 +512,5 @@ await test('no errors in the browser console', async () => {
 const passed = results.filter((r) => r.ok).length;
 const failed = results.length - passed;
 console.log(`\n${passed} passed, ${failed} failed`);
-await browser.close();
-running.browser = null;
 await stopServer(server).catch(() => {});
 await cleanupAndExit(failed === 0 ? 0 : 1);
