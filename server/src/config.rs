@@ -99,7 +99,7 @@ pub struct Config {
     /// Runtime worker threads; `None` is one per core. A room's tick and its clients' writes
     /// spread over all of them, which a room of thousands needs, but idle workers park and are
     /// woken again around every burst of work: with one worker a room costs a quarter to a half
-    /// less CPU (README, Benchmarks), for a host whose server shares its cores with other work.
+    /// less CPU (docs/bench/HISTORY.md), for a host whose server shares its cores with other work.
     pub workers: Option<usize>,
 }
 
@@ -153,7 +153,7 @@ impl Interest {
 impl Default for Interest {
     /// Off: in the game's 2,000-unit world a view that fills a screen (1,000 units each way)
     /// still holds most of the world, so interest management saves little bandwidth there and
-    /// costs CPU (an encoding per cell instead of one for everyone; README, Benchmarks). It is
+    /// costs CPU (an encoding per cell instead of one for everyone; docs/bench/HISTORY.md). It is
     /// for bigger worlds and crowded rooms, where an operator turns it on.
     fn default() -> Self {
         Self::FULL_VISIBILITY

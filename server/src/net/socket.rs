@@ -32,7 +32,7 @@ use crate::room::{DirectWrite, EncodedSnapshot};
 /// bound, Linux grows a socket's send buffer to `tcp_wmem`'s 4 MB: a loopback socket whose
 /// client read nothing took 3.5 MB of snapshots before it reported itself full (44 KB with the
 /// bound; the test below), and at N = 3,000, where the bots could not keep up, their median
-/// latency was 8–16 s (under one in three runs of four with the bound: README, Benchmarks).
+/// latency was 8–16 s (under one in three runs of four with the bound: docs/bench/HISTORY.md).
 /// 16 KB is several times a tick's snapshot for a thousand players, so a client that keeps up
 /// never waits for it.
 const NOT_SENT_LOW_WATER: u32 = 16 * 1024;

@@ -2,11 +2,11 @@
 //! waited longest first), from one thread outside the runtime: written straight to each socket
 //! that is idle (`DirectWrite`), else queued in the member's `watch` slot for its connection
 //! task, which wakes the task. Writing directly saves a task wake, a poll and a flush per member
-//! and keeps the order exactly (README, Benchmarks). Tokio queues wakes from outside
+//! and keeps the order exactly (docs/bench/HISTORY.md). Tokio queues wakes from outside
 //! its workers in one FIFO queue; a worker's own wakes go to its local queue of 256, which, when
 //! a room wakes hundreds of connections at once, overflows by moving its oldest wakes behind the
 //! newest and undoes the order. (Yielding every few wakes to keep that queue short kept the order
-//! at N = 500 but stretched the fan-out at N = 1,000: README, Benchmarks.)
+//! at N = 500 but stretched the fan-out at N = 1,000: docs/bench/HISTORY.md.)
 
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, OnceLock};

@@ -18,7 +18,7 @@
 //! tick, none starves. A member whose deltas still overrun its budget (an old baseline, a
 //! crowded cell) skips ticks until its credit is back: its rate drops, its bytes do not grow.
 //! Budgeting per member instead (each member its own priorities and set) gives every member a
-//! distinct set, one encoding each, and collapses a room of 1,000 (README, Benchmarks).
+//! distinct set, one encoding each, and collapses a room of 1,000 (docs/bench/HISTORY.md).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
