@@ -34,7 +34,8 @@ pub enum ClientMsg {
     Ack { tick: u32 },
     /// A snapshot arrived whose baseline this client does not hold: its link loses snapshots
     /// (the page's simulated bad network; a lossy transport). From now on the server encodes
-    /// against acknowledged ticks only. `newest` is the newest tick this client decoded.
+    /// against acknowledged ticks only. A client that knows its link loses snapshots sends it
+    /// right after the welcome, before any loss. `newest` is the newest tick this client decoded.
     SnapshotLost { newest: u32 },
 }
 

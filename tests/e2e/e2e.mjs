@@ -376,8 +376,8 @@ await test('on a simulated 150 ms link the own player moves before the server co
     if (settled.net.interpolationDelayMs < 66 || settled.net.interpolationDelayMs > 101) {
       throw new Error(`interpolation delay ${settled.net.interpolationDelayMs} ms is not 2 to 3 intervals`);
     }
-    // Snapshots keep coming through the losses: the page tells the server when it could not
-    // decode one, instead of every later delta failing against the lost one.
+    // Snapshots keep coming through the losses: the page tells the server at once that its link
+    // loses snapshots, so each delta is against one it decoded and a loss costs only itself.
     await pageC.keyboard.down(key);
     await new Promise((r) => setTimeout(r, 2500));
     const moving = await state(pageC);

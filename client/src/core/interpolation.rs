@@ -38,11 +38,19 @@ pub struct Interpolator {
     /// Mean lateness of arrivals behind that earliest one (ms).
     jitter_ms: f64,
     snapshots: VecDeque<(u32, Vec<PlayerState>)>,
+    /// The world's width and height: nobody is extrapolated through its edge, where the server
+    /// stops them (0: unbounded).
+    world: (f32, f32),
 }
 
 impl Interpolator {
     pub fn new(tick_rate: u16) -> Self {
         Self { interval_ms: 1000.0 / f64::from(tick_rate.max(1)), ..Self::default() }
+    }
+
+    /// Keeps extrapolated players inside a world of `width` × `height`.
+    pub fn within_world(self, width: f32, height: f32) -> Self {
+        Self { world: (width, height), ..self }
     }
 
     pub fn push(&mut self, now_ms: f64, tick: u32, players: &[PlayerState]) {
@@ -125,12 +133,15 @@ impl Interpolator {
         };
         let span = f64::from(newest_tick - previous_tick);
         let ahead = ((render_tick - f64::from(*newest_tick)).clamp(0.0, MAX_EXTRAPOLATION_INTERVALS) / span) as f32;
+        let inside = |v: f32, size: f32| if size > 0.0 { v.clamp(0.0, size) } else { v };
         newest
             .iter()
             .map(|p| match previous.binary_search_by_key(&p.id, |q| q.id) {
                 Ok(j) => {
                     let q = &previous[j];
-                    (p.id, p.x + (p.x - q.x) * ahead, p.y + (p.y - q.y) * ahead)
+                    let x = inside(p.x + (p.x - q.x) * ahead, self.world.0);
+                    let y = inside(p.y + (p.y - q.y) * ahead, self.world.1);
+                    (p.id, x, y)
                 }
                 Err(_) => (p.id, p.x, p.y),
             })
@@ -184,6 +195,16 @@ mod tests {
         assert!((interp.positions(700.0)[0].1 - 50.0).abs() < 1e-3);
         // Far later, held at three intervals past the newest.
         assert!((interp.positions(5000.0)[0].1 - 70.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn extrapolation_stops_at_the_worlds_edge() {
+        let mut interp = Interpolator::new(10).within_world(100.0, 100.0);
+        for tick in 0..5u32 {
+            interp.push(f64::from(tick) * 100.0, tick, &[at(1, 60.0 + tick as f32 * 10.0)]);
+        }
+        // The newest has x = 100, moving right: the server stops it there.
+        assert_eq!(interp.positions(5000.0), vec![(1, 100.0, 0.0)]);
     }
 
     #[test]

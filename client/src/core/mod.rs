@@ -267,6 +267,13 @@ impl ClientCore {
     }
 
     /// Sets the direction the player holds (from keys or the touch joystick); only signs count.
+    /// The link to the server may lose snapshots (the page's simulated bad network, a test's
+    /// link conditioner): the server is told on every connection, so that it encodes each
+    /// snapshot against one this client acknowledged instead of the last one sent.
+    pub fn expect_lost_snapshots(&mut self) {
+        self.snapshots.expect_losses();
+    }
+
     pub fn hold_direction(&mut self, dx: i8, dy: i8) {
         self.input.held = (dx.signum(), dy.signum());
     }

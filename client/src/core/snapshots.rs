@@ -17,6 +17,9 @@ pub struct SnapshotReceiver {
     pub undecodable: u64,
     /// Whether one was undecodable since the server was last told (`take_loss`).
     loss_untold: bool,
+    /// The link is known to lose snapshots (a simulated bad network): every connection tells
+    /// the server at once, before a loss, so no delta is ever against a lost snapshot.
+    lossy_link: bool,
 }
 
 impl SnapshotReceiver {
@@ -55,10 +58,16 @@ impl SnapshotReceiver {
         std::mem::take(&mut self.loss_untold)
     }
 
+    /// The link loses snapshots: say so to the server now and on every new connection.
+    pub fn expect_losses(&mut self) {
+        self.lossy_link = true;
+        self.loss_untold = true;
+    }
+
     /// Forgets everything (a new connection starts from a full snapshot).
     pub fn reset(&mut self) {
         self.states.clear();
-        self.loss_untold = false;
+        self.loss_untold = self.lossy_link;
     }
 }
 
@@ -86,5 +95,17 @@ mod tests {
         assert_eq!(rx.undecodable, 1);
         assert!(rx.take_loss(), "a loss to tell the server");
         assert!(!rx.take_loss(), "told once");
+    }
+
+    #[test]
+    fn a_link_known_to_lose_snapshots_is_announced_before_any_loss_on_every_connection() {
+        let mut rx = SnapshotReceiver::default();
+        rx.reset();
+        assert!(!rx.take_loss(), "a reliable link says nothing");
+        rx.expect_losses();
+        assert!(rx.take_loss(), "told at once");
+        assert!(!rx.take_loss(), "told once");
+        rx.reset();
+        assert!(rx.take_loss(), "a new connection is told again");
     }
 }

@@ -106,7 +106,7 @@ impl GameView {
             self.tick_rate = tick_rate;
             self.players = players.into_iter().map(|info| (info.id, PlayerView { info, state: None })).collect();
             self.orbs = orbs.into_iter().map(|o| (o.id, o)).collect();
-            self.interpolator = Interpolator::new(tick_rate);
+            self.interpolator = Interpolator::new(tick_rate).within_world(rules.world_width, rules.world_height);
         }
     }
 

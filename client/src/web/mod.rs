@@ -362,6 +362,9 @@ fn join(app: &Rc<RefCell<App>>) {
         {
             web_sys::console::error_1(&format!("ignoring unreadable saved board state: {e}").into());
         }
+        if app.simulated.as_ref().is_some_and(|network| network.conditions.loss > 0.0) {
+            core.expect_lost_snapshots();
+        }
         app.core = Some(core);
         app.reconnect_attempt = 0;
         app.page.show_mode(false);

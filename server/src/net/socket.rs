@@ -14,7 +14,6 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 
@@ -26,7 +25,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
-use crate::room::{DirectWrite, EncodedSnapshot};
+use crate::room::{Delivery, DirectWrite, EncodedSnapshot};
 
 /// Bytes the kernel may hold for a socket before they go out (`TCP_NOTSENT_LOWAT`). Without a
 /// bound, Linux grows a socket's send buffer to `tcp_wmem`'s 4 MB: a loopback socket whose
@@ -54,12 +53,9 @@ pub(super) struct SocketWriter {
     state: Mutex<WriterState>,
     /// A direct write left part of its frames to be written: the connection task finishes it.
     pub finish_write: Notify,
-    /// The newest snapshot tick the client is sure to hold before anything written later (the
-    /// room's baseline for this member): a tick written to the socket, or acknowledged.
-    pub delivered: Arc<AtomicU32>,
-    /// Whether the client said it loses snapshots: then only its acknowledgements move
-    /// `delivered`.
-    loses_snapshots: AtomicBool,
+    /// The snapshot the client is sure to hold (the room's baseline for this member): every
+    /// snapshot written here counts as delivered.
+    pub delivery: Arc<Delivery>,
     metrics: Arc<Metrics>,
 }
 
@@ -80,8 +76,7 @@ impl SocketWriter {
             socket: write,
             state: Mutex::new(WriterState { busy: true, leftover: BytesMut::new() }),
             finish_write: Notify::new(),
-            delivered: Arc::new(AtomicU32::new(0)),
-            loses_snapshots: AtomicBool::new(false),
+            delivery: Arc::default(),
             metrics,
         });
         (SocketIo { read, writer: Arc::clone(&writer) }, writer)
@@ -99,25 +94,6 @@ impl SocketWriter {
         if state.leftover.is_empty() && nothing_queued() {
             state.busy = false;
         }
-    }
-
-    /// The snapshot of `tick` is in the socket's byte stream, ahead of anything written later.
-    pub fn snapshot_written(&self, tick: u32) {
-        if !self.loses_snapshots.load(Ordering::Relaxed) {
-            self.delivered.fetch_max(tick, Ordering::Relaxed);
-        }
-    }
-
-    /// The client decoded the snapshot of `tick`.
-    pub fn acknowledged(&self, tick: u32) {
-        self.delivered.fetch_max(tick, Ordering::Relaxed);
-    }
-
-    /// The client could not decode a snapshot; `newest` is the newest it did. From now on only
-    /// its acknowledgements count.
-    pub fn snapshots_lost(&self, newest: u32) {
-        self.loses_snapshots.store(true, Ordering::Relaxed);
-        self.delivered.store(newest, Ordering::Relaxed);
     }
 
     fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
@@ -189,7 +165,7 @@ impl DirectWrite for SocketWriter {
                 let payload = report.map_or(0, Bytes::len) + snapshot.bytes.len();
                 self.metrics.messages_out.add(1 + u64::from(report.is_some()));
                 self.metrics.bytes_out.add(payload as u64);
-                self.snapshot_written(snapshot.tick);
+                self.delivery.written(snapshot.tick);
                 return true;
             }
         }
@@ -290,7 +266,7 @@ mod tests {
         let mut expected = framed(b"report");
         expected.extend(framed(&[3; 40]));
         assert_eq!(read_exactly(&mut client, expected.len()).await, expected);
-        assert_eq!(writer.delivered.load(Ordering::Relaxed), 3);
+        assert_eq!(writer.delivery.tick(), 3);
     }
 
     #[tokio::test]

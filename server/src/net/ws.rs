@@ -263,7 +263,7 @@ impl Connection {
             Some(SessionEvent::Reply(msg)) => self.send(Message::Binary(easel_protocol::encode(&msg).into())).await?,
             Some(SessionEvent::Input { seq, ack, dirs }) => {
                 if let Some(m) = &mut self.membership {
-                    self.writer.acknowledged(ack);
+                    self.writer.delivery.acknowledged(ack);
                     let arrived = Instant::now();
                     for input in TickInput::unpack(m.player_id, seq, &dirs, &mut m.last_input) {
                         m.room.input(input, arrived);
@@ -271,12 +271,12 @@ impl Connection {
                 }
             }
             // Only a joined session yields acknowledgements.
-            Some(SessionEvent::Ack { tick }) => self.writer.acknowledged(tick),
+            Some(SessionEvent::Ack { tick }) => self.writer.delivery.acknowledged(tick),
             Some(SessionEvent::SnapshotLost { newest }) => {
                 // Back to the newest tick it decoded: the room encodes against it, or in full if
                 // it no longer has that one.
                 if let Some(m) = &mut self.membership {
-                    self.writer.snapshots_lost(newest);
+                    self.writer.delivery.lost(newest);
                     m.room.snapshot_lost(m.player_id).await;
                 }
             }
@@ -322,7 +322,7 @@ impl Connection {
             messages: messages_tx,
             kick: kick_tx,
             connection,
-            delivered: Arc::clone(&self.writer.delivered),
+            delivered: Arc::clone(&self.writer.delivery),
             resume,
             socket: Some(self.writer.clone()),
         };
@@ -381,7 +381,7 @@ impl Connection {
         self.state.metrics.bytes_out.add(bytes);
         if let (Some(tick), Some(m)) = (snapshot_tick, &self.membership) {
             m.fanout.written(tick);
-            self.writer.snapshot_written(tick);
+            self.writer.delivery.written(tick);
         }
         self.settle();
         Ok(())

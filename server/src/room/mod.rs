@@ -23,6 +23,7 @@
 //! (see `board`).
 
 mod board;
+mod delivery;
 pub(crate) mod fanout;
 mod handoff;
 mod input_wait;
@@ -33,7 +34,6 @@ mod registry;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -49,6 +49,7 @@ use crate::session::CloseReason;
 use crate::sim::{Sim, SimEvent, TickInput};
 use crate::store::Committed;
 use board::RoomBoard;
+pub use delivery::Delivery;
 use fanout::Fanout;
 pub use handoff::DirectWrite;
 use input_wait::InputWaits;
@@ -65,11 +66,9 @@ pub struct MemberLink {
     /// Which connection this is (a leave from an older connection of a resumed player is
     /// ignored).
     pub connection: u64,
-    /// The newest snapshot tick the client is sure to hold before it reads anything sent later,
-    /// kept up to date by the connection: a tick the client acknowledged, or, over an ordered
-    /// reliable transport (WebSocket), a tick written to the socket, which is a round trip
-    /// sooner. Each snapshot is a delta against it.
-    pub delivered: Arc<AtomicU32>,
+    /// The snapshot the client is sure to hold, kept up to date by the connection: each
+    /// snapshot is a delta against it.
+    pub delivered: Arc<Delivery>,
     /// The resume token the client presented, if any.
     pub resume: Option<[u8; 16]>,
     /// The connection's socket, for snapshots written the moment they are handed over (None:
@@ -140,7 +139,7 @@ struct Member {
     kick: Option<oneshot::Sender<CloseReason>>,
     snapshots: Arc<watch::Sender<EncodedSnapshot>>,
     socket: Option<Arc<dyn DirectWrite>>,
-    delivered: Arc<AtomicU32>,
+    delivered: Arc<Delivery>,
     /// How long its oldest input of this tick waited for the tick: the order of the hand-over.
     waited: Duration,
     /// What it has been sent, for deltas, hysteresis and priorities.
@@ -487,7 +486,7 @@ impl Room {
         let mut batch = Vec::with_capacity(order.len());
         for id in order {
             let Some(member) = self.members.get_mut(&id) else { continue };
-            let delivered = member.delivered.load(Ordering::Relaxed);
+            let delivered = member.delivered.tick();
             if let Some(bytes) = member.view.next(id, delivered, &frame, &mut encodings) {
                 // Queued just before the snapshot, so the connection writes both at once.
                 let report = input_wait_report(member).map(|report| (member.messages.clone(), report));
@@ -691,14 +690,7 @@ mod tests {
     fn link(capacity: usize) -> (MemberLink, mpsc::Receiver<Bytes>, oneshot::Receiver<CloseReason>) {
         let (messages, messages_rx) = mpsc::channel(capacity);
         let (kick, kick_rx) = oneshot::channel();
-        let link = MemberLink {
-            messages,
-            kick,
-            connection: 1,
-            delivered: Arc::new(AtomicU32::new(0)),
-            resume: None,
-            socket: None,
-        };
+        let link = MemberLink { messages, kick, connection: 1, delivered: Arc::default(), resume: None, socket: None };
         (link, messages_rx, kick_rx)
     }
 
@@ -787,8 +779,8 @@ mod tests {
         assert_eq!((tick, baseline), (1, 0));
         let first = snapshot::decode(&entities, None, 0).unwrap();
         assert_eq!(first.len(), 2);
-        a_delivered.store(1, Ordering::Relaxed);
-        b_delivered.store(1, Ordering::Relaxed);
+        a_delivered.acknowledged(1);
+        b_delivered.acknowledged(1);
         room.play(Play::Input { input: TickInput { player: 1, seq: 1, dx: 1, dy: 0 }, arrived: Instant::now() });
         room.tick(Instant::now());
         let (sa, sb) = (a_snapshots.borrow_and_update().bytes.clone(), b_snapshots.borrow_and_update().bytes.clone());
@@ -798,7 +790,7 @@ mod tests {
         let second = snapshot::decode(&entities, Some(&first), 1).unwrap();
         assert!(second[0].x > first[0].x, "player 1 moved right");
         assert!(entities.len() < 8, "a delta of one moving player is a few bytes: {}", entities.len());
-        a_delivered.store(2, Ordering::Relaxed);
+        a_delivered.acknowledged(2);
         room.play(Play::Input { input: TickInput { player: 1, seq: 2, dx: 1, dy: 0 }, arrived: Instant::now() });
         room.tick(Instant::now());
         let (sa, sb) = (a_snapshots.borrow_and_update().bytes.clone(), b_snapshots.borrow_and_update().bytes.clone());
@@ -878,11 +870,11 @@ mod tests {
         room.tick(Instant::now());
         room.tick(Instant::now());
         let written = snapshots.borrow_and_update().tick;
-        delivered.store(written, Ordering::Relaxed);
+        delivered.written(written);
         room.tick(Instant::now());
         assert!(!snapshots.has_changed().unwrap(), "a still world: nothing new");
         // The client never decoded anything: it reports the loss with "newest 0".
-        delivered.store(0, Ordering::Relaxed);
+        delivered.lost(0);
         room.play(Play::SnapshotLost { player: 1 });
         room.tick(Instant::now());
         assert!(snapshots.has_changed().unwrap(), "a snapshot for the member that lost one");

@@ -3,7 +3,6 @@
 //! end in memory, deterministically.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -32,7 +31,8 @@ struct Peer {
     down: LinkConditioner<Bytes>,
     messages: mpsc::Receiver<Bytes>,
     snapshots: watch::Receiver<EncodedSnapshot>,
-    delivered: Arc<AtomicU32>,
+    /// Kept as the WebSocket connection keeps it: snapshots count as delivered once sent.
+    delivery: Arc<Delivery>,
     last_input: u32,
     _kick: oneshot::Receiver<CloseReason>,
     next_frame_ms: f64,
@@ -49,18 +49,21 @@ async fn room(interest: Interest) -> Room {
 fn join(room: &mut Room, id: u32, seed: u32, conditions: Conditions) -> Peer {
     let (messages_tx, messages) = mpsc::channel(4096);
     let (kick, kick_rx) = oneshot::channel();
-    let delivered = Arc::new(AtomicU32::new(0));
+    let delivery = Arc::new(Delivery::default());
     let link = MemberLink {
         messages: messages_tx,
         kick,
         connection: u64::from(id),
-        delivered: Arc::clone(&delivered),
+        delivered: Arc::clone(&delivery),
         resume: None,
         socket: None,
     };
     let identity = Identity { author: id, token: [0; 16] };
     let joined = room.join(id, format!("p{id}"), identity, (1000.0, 1000.0), link).unwrap();
     let mut core = ClientCore::new(&format!("p{id}"), "netsim");
+    if conditions.loss > 0.0 {
+        core.expect_lost_snapshots();
+    }
     core.hello();
     let mut down = LinkConditioner::new(conditions, seed);
     down.send(0.0, joined.welcome, false);
@@ -71,7 +74,7 @@ fn join(room: &mut Room, id: u32, seed: u32, conditions: Conditions) -> Peer {
         down,
         messages,
         snapshots: joined.snapshots,
-        delivered,
+        delivery,
         last_input: 0,
         _kick: kick_rx,
         next_frame_ms: f64::from(seed % 16),
@@ -123,14 +126,16 @@ async fn run(seconds: f64, setup: Setup) -> Observed {
             for bytes in peer.up.poll(now) {
                 match decode_client(&bytes).unwrap() {
                     ClientMsg::Input { seq, ack, dirs } => {
-                        peer.delivered.fetch_max(ack, Ordering::Relaxed);
+                        peer.delivery.acknowledged(ack);
                         for input in TickInput::unpack(peer.id, seq, &dirs, &mut peer.last_input) {
                             room.play(Play::Input { input, arrived: at(now) });
                             arrivals.push(now);
                         }
                     }
-                    ClientMsg::Ack { tick } => {
-                        peer.delivered.fetch_max(tick, Ordering::Relaxed);
+                    ClientMsg::Ack { tick } => peer.delivery.acknowledged(tick),
+                    ClientMsg::SnapshotLost { newest } => {
+                        peer.delivery.lost(newest);
+                        room.play(Play::SnapshotLost { player: peer.id });
                     }
                     _ => {}
                 }
@@ -150,8 +155,9 @@ async fn run(seconds: f64, setup: Setup) -> Observed {
                     peer.down.send(now, bytes, false);
                 }
                 if peer.snapshots.has_changed().unwrap_or(false) {
-                    let bytes = peer.snapshots.borrow_and_update().bytes.clone();
-                    peer.down.send(now, bytes, true);
+                    let snapshot = peer.snapshots.borrow_and_update().clone();
+                    peer.down.send(now, snapshot.bytes, true);
+                    peer.delivery.written(snapshot.tick);
                 }
             }
         }
