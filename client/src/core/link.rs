@@ -19,6 +19,13 @@ pub struct Conditions {
 }
 
 impl Conditions {
+    /// Whether droppable messages (snapshots among them) may be lost.
+    pub fn loses_messages(&self) -> bool {
+        self.loss > 0.0
+    }
+}
+
+impl Conditions {
     /// One direction of a link with round trip `lag_ms`, jitter and loss in percent, as the
     /// page's `?lag=&jitter=&loss=` options give them.
     pub fn from_round_trip(lag_ms: f64, jitter_ms: f64, loss_percent: f64) -> Self {

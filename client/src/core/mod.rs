@@ -266,7 +266,6 @@ impl ClientCore {
         silent
     }
 
-    /// Sets the direction the player holds (from keys or the touch joystick); only signs count.
     /// The link to the server may lose snapshots (the page's simulated bad network, a test's
     /// link conditioner): the server is told on every connection, so that it encodes each
     /// snapshot against one this client acknowledged instead of the last one sent.
@@ -274,6 +273,7 @@ impl ClientCore {
         self.snapshots.expect_losses();
     }
 
+    /// Sets the direction the player holds (from keys or the touch joystick); only signs count.
     pub fn hold_direction(&mut self, dx: i8, dy: i8) {
         self.input.held = (dx.signum(), dy.signum());
     }

@@ -362,7 +362,7 @@ fn join(app: &Rc<RefCell<App>>) {
         {
             web_sys::console::error_1(&format!("ignoring unreadable saved board state: {e}").into());
         }
-        if app.simulated.as_ref().is_some_and(|network| network.conditions.loss > 0.0) {
+        if app.simulated.as_ref().is_some_and(|network| network.conditions.loses_messages()) {
             core.expect_lost_snapshots();
         }
         app.core = Some(core);

@@ -322,7 +322,7 @@ impl Connection {
             messages: messages_tx,
             kick: kick_tx,
             connection,
-            delivered: Arc::clone(&self.writer.delivery),
+            delivery: Arc::clone(&self.writer.delivery),
             resume,
             socket: Some(self.writer.clone()),
         };

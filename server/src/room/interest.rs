@@ -394,7 +394,7 @@ impl MemberView {
     }
 
     /// The snapshot of `frame` for member `me`, whose client is sure to hold tick `delivered`
-    /// (`MemberLink::delivered`), or `None` when its budget has no credit for one this tick.
+    /// (`MemberLink::delivery`), or `None` when its budget has no credit for one this tick.
     pub fn next(&mut self, me: u32, delivered: u32, frame: &Frame, encodings: &mut Encodings) -> Option<Bytes> {
         // The cell's view moves on (its priorities, what it shows) whether or not this member is
         // sent it: a cell whose members all skip a tick would otherwise start over.

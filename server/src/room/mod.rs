@@ -8,7 +8,7 @@
 //! (`handoff`). One slow client therefore costs one queue at most and cannot stall the tick.
 //!
 //! Snapshots are deltas against the newest snapshot each member is sure to hold (`snapshot`;
-//! `MemberLink::delivered`), of the players in its view and within its byte budget (`interest`).
+//! `MemberLink::delivery`), of the players in its view and within its byte budget (`interest`).
 //! Members sent the same set share one encoding per distinct baseline: with full visibility,
 //! every client that keeps up is on the previous tick's snapshot and shares one encoding.
 //!
@@ -68,7 +68,7 @@ pub struct MemberLink {
     pub connection: u64,
     /// The snapshot the client is sure to hold, kept up to date by the connection: each
     /// snapshot is a delta against it.
-    pub delivered: Arc<Delivery>,
+    pub delivery: Arc<Delivery>,
     /// The resume token the client presented, if any.
     pub resume: Option<[u8; 16]>,
     /// The connection's socket, for snapshots written the moment they are handed over (None:
@@ -139,7 +139,7 @@ struct Member {
     kick: Option<oneshot::Sender<CloseReason>>,
     snapshots: Arc<watch::Sender<EncodedSnapshot>>,
     socket: Option<Arc<dyn DirectWrite>>,
-    delivered: Arc<Delivery>,
+    delivery: Arc<Delivery>,
     /// How long its oldest input of this tick waited for the tick: the order of the hand-over.
     waited: Duration,
     /// What it has been sent, for deltas, hysteresis and priorities.
@@ -218,7 +218,7 @@ impl Room {
             kick: None,
             snapshots,
             socket: None,
-            delivered: Arc::clone(&link.delivered),
+            delivery: Arc::clone(&link.delivery),
             waited: Duration::ZERO,
             view: MemberView::default(),
             connection: link.connection,
@@ -272,7 +272,7 @@ impl Room {
         member.kick = Some(link.kick);
         member.snapshots = Arc::new(snapshots_tx);
         member.socket = link.socket;
-        member.delivered = link.delivered;
+        member.delivery = link.delivery;
         member.connection = link.connection;
         member.detached_at = None;
         // The board follows the welcome on the reliable queue, before anything else.
@@ -486,7 +486,7 @@ impl Room {
         let mut batch = Vec::with_capacity(order.len());
         for id in order {
             let Some(member) = self.members.get_mut(&id) else { continue };
-            let delivered = member.delivered.tick();
+            let delivered = member.delivery.tick();
             if let Some(bytes) = member.view.next(id, delivered, &frame, &mut encodings) {
                 // Queued just before the snapshot, so the connection writes both at once.
                 let report = input_wait_report(member).map(|report| (member.messages.clone(), report));
@@ -690,7 +690,7 @@ mod tests {
     fn link(capacity: usize) -> (MemberLink, mpsc::Receiver<Bytes>, oneshot::Receiver<CloseReason>) {
         let (messages, messages_rx) = mpsc::channel(capacity);
         let (kick, kick_rx) = oneshot::channel();
-        let link = MemberLink { messages, kick, connection: 1, delivered: Arc::default(), resume: None, socket: None };
+        let link = MemberLink { messages, kick, connection: 1, delivery: Arc::default(), resume: None, socket: None };
         (link, messages_rx, kick_rx)
     }
 
@@ -769,7 +769,7 @@ mod tests {
         let (mut room, _commits) = room_with(Config::for_tests()).await;
         let (a, _a_rx, _a_kick) = link(8);
         let (b, _b_rx, _b_kick) = link(8);
-        let (a_delivered, b_delivered) = (Arc::clone(&a.delivered), Arc::clone(&b.delivered));
+        let (a_delivered, b_delivered) = (Arc::clone(&a.delivery), Arc::clone(&b.delivery));
         let mut a_snapshots = room.join(1, "a".into(), identity(1), (0.0, 0.0), a).unwrap().snapshots;
         let mut b_snapshots = room.join(2, "b".into(), identity(2), (1.0, 1.0), b).unwrap().snapshots;
         room.tick(Instant::now());
@@ -865,7 +865,7 @@ mod tests {
     async fn a_member_that_lost_a_snapshot_gets_a_decodable_one_though_nobody_moves() {
         let (mut room, _commits) = room_with(Config::for_tests()).await;
         let (a, _a_rx, _a_kick) = link(8);
-        let delivered = Arc::clone(&a.delivered);
+        let delivered = Arc::clone(&a.delivery);
         let mut snapshots = room.join(1, "a".into(), identity(1), (500.0, 500.0), a).unwrap().snapshots;
         room.tick(Instant::now());
         room.tick(Instant::now());

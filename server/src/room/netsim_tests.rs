@@ -54,14 +54,14 @@ fn join(room: &mut Room, id: u32, seed: u32, conditions: Conditions) -> Peer {
         messages: messages_tx,
         kick,
         connection: u64::from(id),
-        delivered: Arc::clone(&delivery),
+        delivery: Arc::clone(&delivery),
         resume: None,
         socket: None,
     };
     let identity = Identity { author: id, token: [0; 16] };
     let joined = room.join(id, format!("p{id}"), identity, (1000.0, 1000.0), link).unwrap();
     let mut core = ClientCore::new(&format!("p{id}"), "netsim");
-    if conditions.loss > 0.0 {
+    if conditions.loses_messages() {
         core.expect_lost_snapshots();
     }
     core.hello();
