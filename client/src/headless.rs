@@ -1,5 +1,5 @@
-//! The headless front: the same `ClientCore` over tokio-tungstenite, for integration tests, bots
-//! and benchmarks. A background task owns the socket; the handle shares the core.
+//! The headless front: the same `ClientCore` over tokio-tungstenite, for integration tests; and
+//! the socket the load generator's bots open. A background task owns the socket; the handle shares the core.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -259,7 +259,7 @@ async fn drive(
 /// The socket every native client opens: tungstenite's default 128 KiB read buffer is zeroed on
 /// every read, which for a process of a thousand bots or a hundred board clients costs more CPU
 /// than the messages themselves; 16 KiB holds any message but a board chunk in one read.
-pub(crate) async fn connect_socket(
+pub async fn connect_socket(
     url: &str,
 ) -> Result<
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,

@@ -2,17 +2,13 @@
 //!
 //! - `core`: connection state, inputs, interpolation, chat: no IO, tested natively.
 //! - `web` (wasm32 only): canvas rendering, keyboard/touch, the browser WebSocket, the page UI.
-//! - `headless` (native only): the same core over tokio-tungstenite, for tests.
-//! - `bot` (native only): the load generator behind `easel bot` and the benchmarks.
+//! - `headless` (native only): the same core over tokio-tungstenite, for tests and the load
+//!   generator (`load/`).
 
-#[cfg(not(target_arch = "wasm32"))]
-pub mod bot;
 pub mod core;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod headless;
 #[cfg(target_arch = "wasm32")]
 mod web;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod whiteboard_load;
 
 pub use core::{ClientCore, Status};

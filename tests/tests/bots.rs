@@ -1,12 +1,12 @@
-//! `easel bot`'s load generator against the real server: each behaviour connects every bot,
+//! The load generator (`easel-bot`) against the real server: each behaviour connects every bot,
 //! measures what it should, and its run checks pass.
 
 use std::time::Duration;
 
-use easel_client::bot::{self, Behavior, BotConfig};
+use easel_load::arena::{self, Behavior, BotConfig};
 use easel_tests::TestServer;
 
-async fn run(behavior: Behavior, follow_input_timing: bool) -> bot::BotSummary {
+async fn run(behavior: Behavior, follow_input_timing: bool) -> arena::BotSummary {
     let server = TestServer::start().await;
     let config = BotConfig {
         url: server.ws_url(),
@@ -19,8 +19,10 @@ async fn run(behavior: Behavior, follow_input_timing: bool) -> bot::BotSummary {
         grace: Duration::from_millis(200),
         join_timeout: Duration::from_secs(10),
     };
-    let summary =
-        tokio::time::timeout(Duration::from_secs(30), bot::run(config, |_| {})).await.expect("bounded").expect("runs");
+    let summary = tokio::time::timeout(Duration::from_secs(30), arena::run(config, |_| {}))
+        .await
+        .expect("bounded")
+        .expect("runs");
     server.stop().await;
     summary
 }

@@ -53,7 +53,7 @@ fn no_test_is_ignored() {
 
 #[test]
 fn every_member_uses_the_workspace_lints() {
-    for member in ["protocol", "server", "client", "tests", "xtask"] {
+    for member in ["protocol", "server", "client", "load", "tests", "xtask"] {
         let manifest = source(&workspace_root().join(member).join("Cargo.toml"));
         assert!(manifest.contains("[lints]\nworkspace = true"), "{member}/Cargo.toml must opt into [workspace.lints]");
     }

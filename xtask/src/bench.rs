@@ -1,8 +1,8 @@
-//! `cargo xtask bench arena`: the arena workload of WORKLOADS.md, measured from outside the
-//! server. Starts a server, runs the bots in a separate process at `nice 10`, samples the
-//! server's CPU (`/proc/PID/stat`), memory (`VmHWM`) and tick histogram (`/metrics`) at the
-//! window's edges, then prints one JSON line and a table, and appends the line to
-//! `bench/results/arena.jsonl`. Everything it starts it stops, by PID; a watchdog bounds each run.
+//! `cargo xtask bench arena`: the arena workload of docs/bench/WORKLOADS.md, measured from
+//! outside the server. Starts a server, runs the bots (`easel-bot`) in a separate process at
+//! `nice 10`, samples the server's CPU (`/proc/PID/stat`), memory (`VmHWM`) and tick histogram
+//! (`/metrics`) at the window's edges, then prints one JSON line and a table, and appends the
+//! line to `bench/results/arena.jsonl`. Everything it starts it stops, by PID; a watchdog bounds each run.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -139,12 +139,12 @@ impl CommonOptions {
 }
 
 pub fn arena(root: &Path, options: &ArenaOptions) -> Result<()> {
-    let binary = build_server(root, options.common.profile)?;
+    let binaries = build(root, options.common.profile)?;
     let context = RunContext::collect(root);
     let results = options.common.record.then(|| root.join("bench").join("results").join("arena.jsonl"));
     let rows = run_series(&options.counts, results.as_deref(), |n| {
         step(&format!("arena, N = {n} (warm-up {:?}, window {:?})", options.warmup, options.window));
-        run_arena(&binary, n, options, &context)
+        run_arena(&binaries, n, options, &context)
             .unwrap_or_else(|e| failed(n, &context, &e.to_string(), &options.config_name()))
     })?;
     print_table(&rows);
@@ -174,19 +174,26 @@ fn ensure_all_ok(rows: &[Value]) -> Result<()> {
     }
 }
 
-fn build_server(root: &Path, profile: Profile) -> Result<PathBuf> {
+/// The two programs of a benchmark run.
+struct Binaries {
+    server: PathBuf,
+    bots: PathBuf,
+}
+
+fn build(root: &Path, profile: Profile) -> Result<Binaries> {
     let (flag, dir) = match profile {
         Profile::Release => (Some("--release"), "release"),
         Profile::Dev => (None, "debug"),
     };
-    step(&format!("building the server ({dir})"));
+    step(&format!("building the server and the bots ({dir})"));
     let mut command = cargo();
-    command.args(["build", "--package", "easel-server", "--bin", "easel", "--locked"]);
-    command.args(flag);
+    command.args(["build", "--package", "easel-server", "--bin", "easel", "--package", "easel-load"]);
+    command.args(["--bin", "easel-bot", "--locked"]).args(flag);
     if !command.status()?.success() {
-        bail!("building the server failed");
+        bail!("building the server and the bots failed");
     }
-    Ok(target_dir(root).join(dir).join("easel"))
+    let dir = target_dir(root).join(dir);
+    Ok(Binaries { server: dir.join("easel"), bots: dir.join("easel-bot") })
 }
 
 /// Facts recorded beside every result.
@@ -281,7 +288,6 @@ fn start_bots(binary: &Path, args: &[String]) -> Result<(Owned, mpsc::Receiver<S
         Command::new("nice")
             .args(["-n", "10"])
             .arg(binary)
-            .arg("bot")
             .args(args)
             .stdout(Stdio::piped())
             .spawn()
@@ -311,14 +317,14 @@ struct Measured {
 /// Runs the bots with `args` against `server` (bounded by `budget`), then stops the server by
 /// PID. The inner `Err` is the bots' own reason when they never reached the window.
 fn measure(
-    binary: &Path,
+    binaries: &Binaries,
     args: &[String],
     budget: Duration,
     mut server: Owned,
     address: &str,
 ) -> Result<Result<Measured, String>> {
     let server_pid = server.0.id();
-    let (mut bots, lines) = start_bots(binary, args)?;
+    let (mut bots, lines) = start_bots(&binaries.bots, args)?;
     let (start, end, summary) = follow_bots(&lines, budget, server_pid, bots.0.id(), address)?;
     let _ = bots.0.wait();
     let server_alive = matches!(server.0.try_wait(), Ok(None));
@@ -357,8 +363,9 @@ fn follow_bots(
     }
 }
 
-fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunContext) -> Result<Value> {
-    let (server, address) = start_server(binary, "arena-benchmark", options.visibility, options.common.server_workers)?;
+fn run_arena(binaries: &Binaries, n: usize, options: &ArenaOptions, context: &RunContext) -> Result<Value> {
+    let (server, address) =
+        start_server(&binaries.server, "arena-benchmark", options.visibility, options.common.server_workers)?;
     let join_budget = Duration::from_secs(60);
     let budget = join_budget + options.warmup + options.window + Duration::from_secs(30);
     let mut args: Vec<String> = [
@@ -384,7 +391,7 @@ fn run_arena(binary: &Path, n: usize, options: &ArenaOptions, context: &RunConte
     if options.input_timing {
         args.push("--follow-input-timing".to_owned());
     }
-    let run = match measure(binary, &args, budget, server, &address)? {
+    let run = match measure(binaries, &args, budget, server, &address)? {
         Ok(run) => run,
         Err(reason) => return Ok(failed(n, context, &reason, &options.config_name())),
     };
@@ -648,14 +655,14 @@ impl WhiteboardOptions {
     }
 }
 
-/// `cargo xtask bench whiteboard`: the whiteboard workload of WORKLOADS.md per W.
+/// `cargo xtask bench whiteboard`: the whiteboard workload of docs/bench/WORKLOADS.md per W.
 pub fn whiteboard(root: &Path, options: &WhiteboardOptions) -> Result<()> {
-    let binary = build_server(root, options.common.profile)?;
+    let binaries = build(root, options.common.profile)?;
     let context = RunContext::collect(root);
     let results = options.common.record.then(|| root.join("bench").join("results").join("whiteboard.jsonl"));
     let rows = run_series(&options.writers, results.as_deref(), |w| {
         step(&format!("whiteboard, W = {w} writers + {w} readers"));
-        run_whiteboard(&binary, w, options, &context).unwrap_or_else(|e| {
+        run_whiteboard(&binaries, w, options, &context).unwrap_or_else(|e| {
             json!({ "impl": "easel", "workload": "whiteboard", "w": w, "ok": false, "reason": e.to_string(),
                     "commit": context.commit, "date": context.date, "machine": context.machine })
         })
@@ -697,10 +704,10 @@ pub fn whiteboard(root: &Path, options: &WhiteboardOptions) -> Result<()> {
     ensure_all_ok(&rows)
 }
 
-fn run_whiteboard(binary: &Path, w: usize, options: &WhiteboardOptions, context: &RunContext) -> Result<Value> {
+fn run_whiteboard(binaries: &Binaries, w: usize, options: &WhiteboardOptions, context: &RunContext) -> Result<Value> {
     let strokes = options.strokes;
     let workers = options.common.server_workers;
-    let (server, address) = start_server(binary, "game", Visibility::Full, workers)?;
+    let (server, address) = start_server(&binaries.server, "game", Visibility::Full, workers)?;
     // Each phase may take this long; the run as a whole is bounded by the watchdog below.
     let phase = Duration::from_secs(180);
     let args: Vec<String> = ["--behavior", "whiteboard", "--json", "--url", &format!("ws://{address}/ws")]
@@ -710,7 +717,7 @@ fn run_whiteboard(binary: &Path, w: usize, options: &WhiteboardOptions, context:
         .chain(["--strokes".to_owned(), strokes.to_string()])
         .collect();
     let Measured { start, end, summary, server_alive, rss_peak_kb } =
-        measure(binary, &args, phase * 4, server, &address)?.map_err(anyhow::Error::msg)?;
+        measure(binaries, &args, phase * 4, server, &address)?.map_err(anyhow::Error::msg)?;
     let cpu_s = (end.server_ticks - start.server_ticks) as f64 / context.clock_ticks;
     let steal_cores = cores_of(&start, &end, |s| s.machine_steal);
     let bytes_sent = metric(&end.metrics, "easel_bytes_out_total") - metric(&start.metrics, "easel_bytes_out_total");

@@ -20,7 +20,7 @@ commands:
   lint                rustfmt check and clippy -D warnings (native and wasm32)
   bench arena [--n 50,200,500,1000] [--visibility full|interest] [--input-timing] [--warmup S] [--window S]
               [--server-workers N] [--dev] [--no-record]
-                      the arena workload (WORKLOADS.md): JSON line + table per N,
+                      the arena workload (docs/bench/WORKLOADS.md): JSON line + table per N,
                       appended to bench/results/arena.jsonl
   bench whiteboard [--w 4,16,64] [--server-workers N] [--dev] [--no-record]
                       the whiteboard workload: JSON line + table per W,

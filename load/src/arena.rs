@@ -1,5 +1,6 @@
-//! Load generation: many bots on one tokio runtime, each with its own seeded PRNG, playing the
-//! `arena` workload of WORKLOADS.md to the letter, and measuring what they receive.
+//! The `arena` workload (docs/bench/WORKLOADS.md) to the letter: many bots on one tokio runtime,
+//! each with its own seeded PRNG, and what they receive, measured. Bots can also draw on the
+//! room's board (`Behavior::Draw`, `Behavior::Mixed`) as background load.
 //!
 //! Bots are leaner than `HeadlessClient`: most only count bytes and snapshots; 20 "probe" bots
 //! decode every message and measure input-to-state latency. The run has a fixed timeline:
@@ -9,7 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use easel_protocol::board::{BoardOp, Dot, Point, Stroke, StrokeId};
+use easel_client::core::{InputSchedule, SnapshotReceiver};
+use easel_client::headless::connect_socket;
+use easel_protocol::board::{BoardOp, Dot, Stroke, StrokeId};
 use easel_protocol::codec::snapshot_tick;
 use easel_protocol::frame::server_frame_header;
 use easel_protocol::msg::MAX_INPUTS_PER_MESSAGE;
@@ -21,8 +24,8 @@ use tokio::sync::{Mutex, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::core::{InputSchedule, SnapshotReceiver};
-use crate::headless::connect_socket;
+use crate::measure::{MeanMin, Milestone, Percentiles};
+use crate::whiteboard::workload_points;
 
 /// The eight directions of the workload, in its order.
 const DIRS: [(i8, i8); 8] = [(1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1)];
@@ -77,32 +80,8 @@ pub struct BotConfig {
     pub join_timeout: Duration,
 }
 
-/// Milestones of a run, reported as they happen (a harness samples the server at the window's
-/// edges).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Milestone {
-    Joined,
-    WindowStart,
-    WindowEnd,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Percentiles {
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub max: f64,
-    pub samples: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct MeanMin {
-    pub mean: f64,
-    pub min: f64,
-}
-
 /// What the bots measured over the window.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct BotSummary {
     pub ok: bool,
     pub reason: Option<String>,
@@ -224,7 +203,7 @@ pub async fn run(config: BotConfig, mut milestone: impl FnMut(Milestone)) -> Res
             mean: per_client_rates.iter().sum::<f64>() / clients,
             min: per_client_rates.iter().copied().fold(f64::INFINITY, f64::min),
         },
-        latency_ms: percentiles(latencies),
+        latency_ms: Percentiles::of(latencies),
         disconnected_during_run: disconnected,
         board_ops_sent: end.board_sent - start.board_sent,
         board_ops_acked: end.board_acked - start.board_acked,
@@ -254,24 +233,12 @@ async fn stop_early(
     for task in tasks {
         task.abort();
     }
-    let nothing = Percentiles { p50: 0.0, p90: 0.0, p99: 0.0, max: 0.0, samples: 0 };
     BotSummary {
         ok: false,
         reason: Some(reason),
         count: config.count,
         connected: shared.joined.load(Ordering::Acquire) as usize,
-        window_s: 0.0,
-        messages_in: 0,
-        bytes_in: 0,
-        messages_out: 0,
-        bytes_out: 0,
-        rx_payload_bytes_per_client_s: 0.0,
-        rx_tcp_bytes_per_client_s: 0.0,
-        snapshots_per_s_per_client: MeanMin { mean: 0.0, min: 0.0 },
-        latency_ms: nothing,
-        disconnected_during_run: 0,
-        board_ops_sent: 0,
-        board_ops_acked: 0,
+        ..BotSummary::default()
     }
 }
 
@@ -515,35 +482,11 @@ struct Snapshots {
     newest: u32,
 }
 
-/// The `n`-th stroke of a drawing bot: a 32-point random walk anywhere on the board.
+/// The `n`-th stroke of a drawing bot, shaped as the whiteboard workload's.
 fn random_stroke(rng: &mut Mulberry32, author: u32, n: u32) -> BoardOp {
-    let mut x = (rng.next_u32() % 32001) as i32 - 16000;
-    let mut y = (rng.next_u32() % 32001) as i32 - 16000;
-    let points = (0..32)
-        .map(|_| {
-            x = (x + (rng.next_u32() % 129) as i32 - 64).clamp(i32::from(i16::MIN), i32::from(i16::MAX));
-            y = (y + (rng.next_u32() % 129) as i32 - 64).clamp(i32::from(i16::MIN), i32::from(i16::MAX));
-            Point { x: x as i16, y: y as i16 }
-        })
-        .collect();
-    let stroke = Stroke { id: StrokeId { author, seq: n }, color: rng.next_u32() & 0xFF_FFFF, width: 2, points };
+    let color = rng.next_u32() & 0xFF_FFFF;
+    let stroke = Stroke { id: StrokeId { author, seq: n }, color, width: 2, points: workload_points(rng) };
     BoardOp::Add { dot: Dot::new(author, u64::from(n) + 1), stroke }
-}
-
-pub(crate) fn percentiles(mut samples: Vec<f64>) -> Percentiles {
-    if samples.is_empty() {
-        return Percentiles { p50: 0.0, p90: 0.0, p99: 0.0, max: 0.0, samples: 0 };
-    }
-    samples.sort_by(f64::total_cmp);
-    // Nearest-rank percentile.
-    let rank = |p: f64| samples[(((p / 100.0) * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
-    Percentiles {
-        p50: rank(50.0),
-        p90: rank(90.0),
-        p99: rank(99.0),
-        max: samples[samples.len() - 1],
-        samples: samples.len(),
-    }
 }
 
 #[cfg(test)]
@@ -556,12 +499,6 @@ mod tests {
         assert_eq!(probes.len(), 20);
         assert_eq!(&probes[..3], &[0, 50, 100]);
         assert_eq!((0..10).filter(|&i| is_probe(i, 10)).count(), 10, "with fewer than 20 bots, all are probes");
-    }
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let p = percentiles((1..=100).map(f64::from).collect());
-        assert_eq!((p.p50, p.p90, p.p99, p.max, p.samples), (50.0, 90.0, 99.0, 100.0, 100));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The `whiteboard` workload of WORKLOADS.md, to the letter: W writers and W readers on board
+//! The `whiteboard` workload of docs/bench/WORKLOADS.md, to the letter: W writers and W readers on board
 //! `board`, writers adding and deleting strokes at 320 ops/s in all from their own
 //! `mulberry32(0x5EED0000 + i)` streams until the board holds exactly 10,000 strokes; then a late
 //! joiner, the stored size, and the offline case. Every figure is checked against the exact
@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use easel_client::core::ClientCore;
+use easel_client::headless::connect_socket;
 use easel_protocol::board::{Board, BoardOp, Point, Stroke, StrokeId, digest_of};
 use easel_protocol::rng::Mulberry32;
 use easel_protocol::{ServerMsg, decode_server};
@@ -18,9 +20,7 @@ use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::bot::{Milestone, Percentiles, percentiles};
-use crate::core::ClientCore;
-use crate::headless::connect_socket;
+use crate::measure::{Milestone, Percentiles};
 
 /// Strokes on the final board, as the workload defines it.
 pub const WORKLOAD_STROKES: usize = 10_000;
@@ -40,18 +40,18 @@ pub struct WhiteboardConfig {
     pub phase_timeout: Duration,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct LateJoin {
     pub full_board_ms: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Offline {
     pub converge_ms: f64,
     pub strokes: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct WhiteboardSummary {
     pub ok: bool,
     pub reason: Option<String>,
@@ -235,7 +235,7 @@ pub async fn run(config: WhiteboardConfig, mut milestone: impl FnMut(Milestone))
         ops: shared.ops.load(Ordering::Acquire),
         writing_s,
         convergence_ms,
-        latency_add_all_ms: percentiles(latencies),
+        latency_add_all_ms: Percentiles::of(latencies),
         client_bytes_in_total,
         late_join: LateJoin { full_board_ms },
         stored_board_bytes: stored.len(),
@@ -309,6 +309,15 @@ fn add_stroke(core: &mut ClientCore, writer: &mut Writer) -> Result<Stroke, Stri
     let rng = &mut writer.rng;
     let color = rng.next_u32();
     let width = 1 + (rng.next_u32() % 16) as u8;
+    let points = workload_points(rng);
+    let ids = core.whiteboard_mut().draw(color, width, &points).map_err(|e| e.to_string())?;
+    let id = *ids.first().ok_or("nothing drawn")?;
+    Ok(Stroke { id, color, width, points })
+}
+
+/// A stroke's 32 points as the workload draws them: a start anywhere on the board, then 31 steps
+/// of up to 64 units each way, clamped to i16.
+pub(crate) fn workload_points(rng: &mut Mulberry32) -> Vec<Point> {
     let mut x = (rng.next_u32() % 32001) as i32 - 16000;
     let mut y = (rng.next_u32() % 32001) as i32 - 16000;
     let mut points = vec![Point { x: x as i16, y: y as i16 }];
@@ -317,9 +326,7 @@ fn add_stroke(core: &mut ClientCore, writer: &mut Writer) -> Result<Stroke, Stri
         y = (y + (rng.next_u32() % 129) as i32 - 64).clamp(i32::from(i16::MIN), i32::from(i16::MAX));
         points.push(Point { x: x as i16, y: y as i16 });
     }
-    let ids = core.whiteboard_mut().draw(color, width, &points).map_err(|e| e.to_string())?;
-    let id = *ids.first().ok_or("nothing drawn")?;
-    Ok(Stroke { id, color, width, points })
+    points
 }
 
 async fn client_task(
@@ -504,21 +511,5 @@ async fn first_error(shared: &Shared) -> Option<String> {
 }
 
 fn failed(w: usize, reason: String) -> WhiteboardSummary {
-    let nothing = Percentiles { p50: 0.0, p90: 0.0, p99: 0.0, max: 0.0, samples: 0 };
-    WhiteboardSummary {
-        ok: false,
-        reason: Some(reason),
-        writers: w,
-        readers: w,
-        strokes: 0,
-        ops: 0,
-        writing_s: 0.0,
-        convergence_ms: 0.0,
-        latency_add_all_ms: nothing,
-        client_bytes_in_total: 0,
-        late_join: LateJoin { full_board_ms: 0.0 },
-        stored_board_bytes: 0,
-        load_ms: 0.0,
-        offline: Offline { converge_ms: 0.0, strokes: 0 },
-    }
+    WhiteboardSummary { ok: false, reason: Some(reason), writers: w, readers: w, ..WhiteboardSummary::default() }
 }

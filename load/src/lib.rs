@@ -1,0 +1,12 @@
+//! Easel's load generator: the benchmark workloads of docs/bench/WORKLOADS.md played by bots
+//! over real sockets, measuring what they receive. The `easel-bot` binary runs them; the
+//! benchmarks (`cargo xtask bench`) start it beside a server.
+//!
+//! - `arena`: N bots moving on the workload's fixed schedule (or drawing, or both).
+//! - `whiteboard`: W writers and W readers building a 10,000-stroke board, then a late joiner and
+//!   the offline merge, every phase verified against the exact expected board.
+//! - `measure`: the milestones a harness samples the server at, and percentiles.
+
+pub mod arena;
+pub mod measure;
+pub mod whiteboard;
