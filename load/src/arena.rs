@@ -10,12 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use easel_client::core::{InputSchedule, SnapshotReceiver};
+use easel_client::core::{InputSchedule, InputWindow, SnapshotReceiver};
 use easel_client::headless::connect_socket;
 use easel_protocol::board::{BoardOp, Dot, Stroke, StrokeId};
 use easel_protocol::codec::snapshot_tick;
 use easel_protocol::frame::server_frame_header;
-use easel_protocol::msg::MAX_INPUTS_PER_MESSAGE;
 use easel_protocol::rng::Mulberry32;
 use easel_protocol::{ClientMsg, PROTOCOL_VERSION, ServerMsg, decode_server, encode};
 use futures_util::{SinkExt, StreamExt};
@@ -345,9 +344,8 @@ impl Bot {
         let mut draws = tokio::time::interval_at(Instant::now() + draw_offset, DRAW_PERIOD);
         // A fresh identity: its dots and stroke seqs start from the beginning.
         let mut strokes_drawn = 0u32;
-        let mut seq = 0u32;
-        // Directions of the newest inputs, repeated in each input as a real client does.
-        let mut recent: std::collections::VecDeque<(i8, i8)> = std::collections::VecDeque::new();
+        // The inputs sent, the newest repeated in each input message as a real client does.
+        let mut inputs = InputWindow::default();
         // Inputs sent and not yet seen applied: (seq, sent at). Probes only.
         let mut pending: std::collections::VecDeque<(u32, Instant)> = std::collections::VecDeque::new();
         let mut snapshots = Snapshots::default();
@@ -368,20 +366,14 @@ impl Bot {
                     // Every input of the workload is on schedule, direction changes included.
                     schedule.sent(since_origin_ms(), true);
                     input_due.as_mut().reset(at_ms(schedule.next_due_ms()));
-                    seq += 1;
                     if rng.next_f64() < 1.0 / 30.0 {
                         dir = DIRS[(rng.next_f64() * 8.0) as usize];
                     }
-                    if recent.len() == MAX_INPUTS_PER_MESSAGE {
-                        recent.pop_front();
-                    }
-                    recent.push_back(dir);
-                    let input = ClientMsg::Input { seq, ack: snapshots.newest, dirs: recent.iter().copied().collect() };
-                    let bytes = encode(&input);
+                    let bytes = encode(&inputs.push(dir, snapshots.newest));
                     self.shared.messages_out.fetch_add(1, Ordering::Relaxed);
                     self.shared.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     if self.probe {
-                        pending.push_back((seq, Instant::now()));
+                        pending.push_back((inputs.seq(), Instant::now()));
                     }
                     if let Err(e) = sink.send(Message::Binary(bytes.into())).await {
                         self.lost(format!("send: {e}"));
@@ -390,7 +382,7 @@ impl Bot {
                 }
                 frame = stream.next() => match frame {
                     Some(Ok(Message::Binary(bytes))) => {
-                        self.received(me, &bytes, &mut pending, &mut snapshots, (&mut schedule, seq + 1)).await;
+                        self.received(me, &bytes, &mut pending, &mut snapshots, (&mut schedule, inputs.seq() + 1)).await;
                     }
                     Some(Ok(Message::Close(frame))) => {
                         self.lost(format!("closed by server: {frame:?}"));

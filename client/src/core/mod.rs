@@ -7,6 +7,7 @@
 mod backoff;
 pub mod base64;
 mod input_schedule;
+mod input_window;
 mod interpolation;
 pub mod link;
 mod prediction;
@@ -15,14 +16,12 @@ mod stats;
 mod view;
 mod whiteboard;
 
-use std::collections::VecDeque;
-
-use easel_protocol::msg::MAX_INPUTS_PER_MESSAGE;
 use easel_protocol::text::{self, TextError};
 use easel_protocol::{ClientMsg, DecodeError, PROTOCOL_VERSION, ServerMsg, close, decode_server, encode};
 
 pub use backoff::reconnect_delay_ms;
 pub use input_schedule::InputSchedule;
+pub use input_window::InputWindow;
 pub use interpolation::Interpolator;
 pub use prediction::Predictor;
 pub use snapshots::SnapshotReceiver;
@@ -75,12 +74,8 @@ struct InputState {
     /// When repeats of a held direction are due: a fixed grid, so polling jitter does not lower
     /// the input rate, timed by the server's reports to arrive just before its ticks.
     schedule: InputSchedule,
-    /// Increases by one per input and never restarts, not even across reconnects (a resumed
-    /// player keeps the server's count).
-    seq: u32,
-    /// Directions of the newest inputs sent (consecutive seqs ending at `seq`), repeated in every
-    /// input message so a lost one costs nothing.
-    recent: VecDeque<(i8, i8)>,
+    /// The inputs sent, numbered, the newest repeated in every input message.
+    window: InputWindow,
     /// The snapshot tick last acknowledged.
     acked: u32,
 }
@@ -170,7 +165,9 @@ impl ClientCore {
         self.status = Status::Connecting;
         // The schedule's grid stays: a resumed player is most likely back on the same server.
         let schedule = std::mem::take(&mut self.input.schedule);
-        self.input = InputState { held: self.input.held, seq: self.input.seq, schedule, ..InputState::default() };
+        let mut window = std::mem::take(&mut self.input.window);
+        window.new_connection();
+        self.input = InputState { held: self.input.held, window, schedule, ..InputState::default() };
         self.ping = PingState { rtt_ms: self.ping.rtt_ms, ..PingState::default() };
         self.snapshots.reset();
         self.whiteboard.connecting();
@@ -223,7 +220,7 @@ impl ClientCore {
                 self.view.apply(msg);
             }
             ServerMsg::InputWait { from_seq, wait_us } => {
-                self.input.schedule.report(from_seq, f64::from(wait_us) / 1000.0, self.input.seq + 1);
+                self.input.schedule.report(from_seq, f64::from(wait_us) / 1000.0, self.input.window.seq() + 1);
             }
             ServerMsg::Pong { nonce } => {
                 if let Some((sent_nonce, sent_at)) = self.ping.outstanding
@@ -295,19 +292,11 @@ impl ClientCore {
             self.input.last_sent = None;
         } else if changed || due {
             self.input.schedule.sent(now_ms, !changed);
-            self.input.seq += 1;
             self.input.last_sent = Some(held);
-            if self.input.recent.len() == MAX_INPUTS_PER_MESSAGE {
-                self.input.recent.pop_front();
-            }
-            self.input.recent.push_back(held);
             self.input.acked = self.snapshots.newest();
-            self.predictor.input(now_ms, self.input.seq, held);
-            out.push(encode(&ClientMsg::Input {
-                seq: self.input.seq,
-                ack: self.input.acked,
-                dirs: self.input.recent.iter().copied().collect(),
-            }));
+            let input = self.input.window.push(held, self.input.acked);
+            self.predictor.input(now_ms, self.input.window.seq(), held);
+            out.push(encode(&input));
         }
         if self.snapshots.take_loss() {
             out.push(encode(&ClientMsg::SnapshotLost { newest: self.snapshots.newest() }));
@@ -340,7 +329,7 @@ impl ClientCore {
 
     /// The newest input sequence number sent.
     pub fn last_input_seq(&self) -> u32 {
-        self.input.seq
+        self.input.window.seq()
     }
 }
 
