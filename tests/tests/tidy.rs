@@ -95,6 +95,34 @@ fn sim_and_session_have_no_sockets_runtime_or_clock() {
     }
 }
 
+/// Architecture invariant: a room's state is sans-IO, like the sessions: it is handed the time and
+/// reads no clock, starts no timer, task or thread, waits on nothing and knows no socket. Its
+/// task (`room/task.rs`) does all of that.
+#[test]
+fn the_room_state_reads_no_clock_waits_on_nothing_and_knows_no_socket() {
+    let room = workspace_root().join("server").join("src").join("room");
+    for file in ["state.rs", "board.rs", "interest.rs", "input_wait.rs", "delivery.rs"] {
+        let path = room.join(file);
+        let text = shipped_code(&path);
+        for forbidden in [
+            "Instant::now",
+            "SystemTime",
+            "tokio::time",
+            "tokio::spawn",
+            "std::thread",
+            "async fn",
+            ".await",
+            "std::net",
+            "tokio::net",
+            "tungstenite",
+            "hyper",
+            "axum",
+        ] {
+            assert!(!text.contains(forbidden), "{} mentions {forbidden}", path.display());
+        }
+    }
+}
+
 /// Architecture invariant: the wire codec is configured in exactly one place.
 #[test]
 fn bincode_is_configured_only_in_the_codec_module() {

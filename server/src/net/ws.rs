@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use super::AppState;
 use super::socket::{SocketIo, SocketWriter};
 use crate::room::fanout::Fanout;
-use crate::room::{EncodedSnapshot, Joined, MemberLink, RoomHandle};
+use crate::room::{EncodedSnapshot, Ending, Joined, MemberLink, RoomHandle};
 
 use crate::session::{CloseReason, Session, SessionEvent};
 use crate::sim::TickInput;
@@ -156,14 +156,6 @@ struct Connection {
     membership: Option<Membership>,
 }
 
-/// How a connection ended without a protocol reason.
-enum Ending {
-    /// The client closed it: the player leaves.
-    Closed,
-    /// It was cut (no close frame): the player waits for a resume.
-    Dropped,
-}
-
 /// What the connection does next.
 enum Step {
     Inbound(Option<Result<Message, tungstenite::Error>>),
@@ -183,14 +175,14 @@ impl Connection {
     async fn run(mut self) {
         let outcome = self.serve().await;
         if let Some(m) = &self.membership {
-            let dropped = match &outcome {
-                Ok(Ending::Dropped) => true,
-                Ok(Ending::Closed) => false,
+            let ending = match &outcome {
+                Ok(ending) => *ending,
                 // Lost mid-write or mid-read (1001), or too slow to keep up (1013): the codes
                 // that tell a client to come back. Every rule broken is another code.
-                Err(reason) => matches!(reason.code, close::GOING_AWAY | close::TRY_AGAIN_LATER),
+                Err(reason) if matches!(reason.code, close::GOING_AWAY | close::TRY_AGAIN_LATER) => Ending::Dropped,
+                Err(_) => Ending::Closed,
             };
-            m.room.leave(m.player_id, m.connection, dropped);
+            m.room.leave(m.player_id, m.connection, ending);
         }
         if let Err(reason) = outcome {
             if reason.code != close::NORMAL && reason.code != close::GOING_AWAY {
@@ -201,7 +193,8 @@ impl Connection {
         }
     }
 
-    /// Runs until the client leaves (`Ok`) or the connection must be closed (`Err`).
+    /// Runs until the client leaves or the network ends the connection (`Ok`), or the
+    /// connection must be closed (`Err`).
     async fn serve(&mut self) -> Result<Ending, CloseReason> {
         loop {
             let deadline = self.session.deadline();

@@ -12,17 +12,16 @@
 //! must not build on (erase) a stroke that may not survive, or a restart could bring it back.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use easel_protocol::board::{Board, BoardOp, Readiness};
 use easel_protocol::codec::{self, BOARD_CHUNK_BYTES};
 use easel_protocol::{DecodeError, ServerMsg, encode};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::store::{Committed, Store, StoreError};
+use crate::store::{Committed, Store, StoreError, StoredBoard};
 
 /// Ops logged after the last snapshot before the room writes a new one: keeps the log (and the
 /// load time) bounded on long-lived boards.
@@ -93,13 +92,14 @@ pub(super) struct RoomBoard {
 }
 
 impl RoomBoard {
-    pub async fn load(
+    /// The board `stored` holds; its commits go to `store` and their answers to `commits`.
+    pub fn new(
         room: &str,
+        stored: &StoredBoard,
         store: Store,
         commits: mpsc::UnboundedSender<Committed>,
         config: &Config,
     ) -> Result<Self, LoadError> {
-        let stored = store.load(room).await?;
         let mut board = match &stored.snapshot {
             Some(bytes) => Board::decode(bytes)?,
             None => Board::default(),
@@ -179,7 +179,8 @@ impl RoomBoard {
         }
     }
 
-    pub fn committed(&mut self, committed: Committed) {
+    /// The store's answer to a commit; a failed one is retried `RETRY_AFTER` from `now`.
+    pub fn committed(&mut self, now: Instant, committed: Committed) {
         let seqs = committed.first_seq..committed.first_seq + committed.count;
         let written = self.queue.iter_mut().filter(|e| e.write.as_ref().is_some_and(|(seq, _)| seqs.contains(seq)));
         for entry in written {
@@ -189,7 +190,7 @@ impl RoomBoard {
             } else {
                 entry.state = State::Failed;
                 self.storage_failing = true;
-                self.retry_at.get_or_insert(Instant::now() + RETRY_AFTER);
+                self.retry_at.get_or_insert(now + RETRY_AFTER);
             }
         }
     }
@@ -212,12 +213,9 @@ impl RoomBoard {
         !self.queue.is_empty()
     }
 
-    /// Completes when failed commits are due for another try.
-    pub async fn retry_due(&self) {
-        match self.retry_at {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
-        }
+    /// When failed commits are due for another try, if any failed.
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
     }
 
     pub fn retry(&mut self) {

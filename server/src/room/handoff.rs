@@ -28,7 +28,7 @@ pub trait DirectWrite: Send + Sync {
 }
 
 /// One member's snapshot of a tick, on its way to the member's connection.
-pub(super) struct Handoff {
+pub(crate) struct Handoff {
     pub snapshots: Arc<watch::Sender<EncodedSnapshot>>,
     pub snapshot: EncodedSnapshot,
     /// A message that goes just before the snapshot (an input-timing report), so both are
@@ -63,27 +63,48 @@ impl Handoff {
 /// A tick's hand-overs, in order, and the room's fan-out timer.
 type Batch = (Vec<Handoff>, Arc<Fanout>);
 
-/// Hands `batch` over in its order: on the hand-over thread when `threaded` (the room task),
-/// else at once (tests, and if the thread cannot be started).
-pub(super) fn hand_over(batch: Vec<Handoff>, fanout: &Arc<Fanout>, threaded: bool) {
-    static THREAD: OnceLock<Option<std_mpsc::Sender<Batch>>> = OnceLock::new();
-    let thread = threaded.then(|| THREAD.get_or_init(start).as_ref()).flatten();
-    let deliver_all = |(batch, fanout): Batch| batch.into_iter().for_each(|handoff| handoff.deliver(&fanout));
-    match thread {
-        Some(thread) => {
-            if let Err(std_mpsc::SendError(batch)) = thread.send((batch, Arc::clone(fanout))) {
-                deliver_all(batch);
-            }
+/// Where a room hands its ticks' snapshots over.
+#[derive(Clone)]
+pub(crate) enum Handover {
+    /// At once, on the room's own thread: tests, and a server whose hand-over thread could not
+    /// be started.
+    Inline,
+    /// On the process-wide hand-over thread, in the order the rooms send their batches.
+    Thread(std_mpsc::Sender<Batch>),
+}
+
+impl Handover {
+    /// The process-wide hand-over thread, started by the first room that asks.
+    pub fn thread() -> Self {
+        static THREAD: OnceLock<Option<std_mpsc::Sender<Batch>>> = OnceLock::new();
+        match THREAD.get_or_init(start) {
+            Some(sender) => Handover::Thread(sender.clone()),
+            None => Handover::Inline,
         }
-        None => deliver_all((batch, Arc::clone(fanout))),
     }
+
+    /// Hands `batch` over in its order.
+    pub fn hand_over(&self, batch: Vec<Handoff>, fanout: &Arc<Fanout>) {
+        let batch = match self {
+            Handover::Thread(thread) => match thread.send((batch, Arc::clone(fanout))) {
+                Ok(()) => return,
+                Err(std_mpsc::SendError((batch, _))) => batch,
+            },
+            Handover::Inline => batch,
+        };
+        deliver_all(batch, fanout);
+    }
+}
+
+fn deliver_all(batch: Vec<Handoff>, fanout: &Fanout) {
+    batch.into_iter().for_each(|handoff| handoff.deliver(fanout));
 }
 
 fn start() -> Option<std_mpsc::Sender<Batch>> {
     let (sender, batches) = std_mpsc::channel::<Batch>();
     let spawned = std::thread::Builder::new().name("snapshot hand-over".to_owned()).spawn(move || {
         for (batch, fanout) in batches {
-            batch.into_iter().for_each(|handoff| handoff.deliver(&fanout));
+            deliver_all(batch, &fanout);
         }
     });
     match spawned {

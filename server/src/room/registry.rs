@@ -10,7 +10,8 @@ use easel_protocol::game::Rules;
 use easel_protocol::rng::Mulberry32;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Control, Joined, MemberLink, Play, run_room};
+use super::task::run_room;
+use super::{Control, Ending, Joined, MemberLink, Play};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::session::CloseReason;
@@ -221,9 +222,8 @@ impl RoomHandle {
         let _ = self.play.try_send(Play::Presence { player, presence });
     }
 
-    /// The member's connection `connection` ended: `dropped` when it was lost rather than closed
-    /// (the player then waits for a resume through the grace period).
-    pub fn leave(&self, player: u32, connection: u64, dropped: bool) {
-        let _ = self.control.send(Control::Leave { player, connection, dropped });
+    /// The member's connection `connection` ended, `ending` says how.
+    pub fn leave(&self, player: u32, connection: u64, ending: Ending) {
+        let _ = self.control.send(Control::Leave { player, connection, ending });
     }
 }

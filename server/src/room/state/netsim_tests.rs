@@ -12,9 +12,9 @@ use easel_protocol::codec::is_snapshot;
 use easel_protocol::{ClientMsg, decode_client};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::tests::room_with;
 use super::*;
 use crate::config::Interest;
-use crate::store::{Location, Store};
 
 /// The bad network: 150 ms round trip, 20 ms jitter, 2 % loss (of what may be lost).
 const BAD: Conditions = Conditions { latency_ms: 75.0, jitter_ms: 20.0, loss: 0.02 };
@@ -39,11 +39,7 @@ struct Peer {
 }
 
 async fn room(interest: Interest) -> Room {
-    let config = Config { interest, ..Config::for_tests() };
-    let (store, _thread) = Store::open(&Location::Memory).unwrap();
-    let (commits, _) = mpsc::unbounded_channel();
-    let board = board::RoomBoard::load("netsim", store, commits, &config).await.unwrap();
-    Room::new("netsim".into(), board, Arc::new(config), Arc::new(Metrics::default()))
+    room_with(Config { interest, ..Config::for_tests() }).await.0
 }
 
 fn join(room: &mut Room, id: u32, seed: u32, conditions: Conditions) -> Peer {
@@ -59,7 +55,7 @@ fn join(room: &mut Room, id: u32, seed: u32, conditions: Conditions) -> Peer {
         socket: None,
     };
     let identity = Identity { author: id, token: [0; 16] };
-    let joined = room.join(id, format!("p{id}"), identity, (1000.0, 1000.0), link).unwrap();
+    let joined = room.join(Instant::now(), id, format!("p{id}"), identity, (1000.0, 1000.0), link).unwrap();
     let mut core = ClientCore::new(&format!("p{id}"), "netsim");
     if conditions.loses_messages() {
         core.expect_lost_snapshots();
@@ -128,14 +124,14 @@ async fn run(seconds: f64, setup: Setup) -> Observed {
                     ClientMsg::Input { seq, ack, dirs } => {
                         peer.delivery.acknowledged(ack);
                         for input in TickInput::unpack(peer.id, seq, &dirs, &mut peer.last_input) {
-                            room.play(Play::Input { input, arrived: at(now) });
+                            room.play(at(now), Play::Input { input, arrived: at(now) });
                             arrivals.push(now);
                         }
                     }
                     ClientMsg::Ack { tick } => peer.delivery.acknowledged(tick),
                     ClientMsg::SnapshotLost { newest } => {
                         peer.delivery.lost(newest);
-                        room.play(Play::SnapshotLost { player: peer.id });
+                        room.play(at(now), Play::SnapshotLost { player: peer.id });
                     }
                     _ => {}
                 }

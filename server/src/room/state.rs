@@ -1,0 +1,536 @@
+//! One room's state, sans-IO in quinn-proto's style: its simulation, board replica, members and
+//! chat, driven by `task::run_room` through `join`, `connection_ended`, `play`, `committed` and
+//! `tick`, each handed the current time. It reads no clock, starts no timer and waits on
+//! nothing: every message to a member is a `try_send` into that member's bounded queue, and a
+//! tick's snapshots go to the `Handover`, so one slow client cannot stall it.
+//!
+//! Call order: `new` once the board is loaded; `join` / `connection_ended` / `play` /
+//! `committed` as they come; `tick` at each tick time; `retry_commits` at `commit_retry_at`;
+//! `close_everyone` and then `leave_all` when the room shuts down.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use easel_protocol::board::BoardOp;
+use easel_protocol::snapshot::NetPlayer;
+use easel_protocol::{Identity, PlayerInfo, ServerMsg, close, encode, game};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::board::{self, RoomBoard};
+use super::fanout::Fanout;
+use super::handoff::{self, Handover};
+use super::input_wait::InputWaits;
+use super::interest::{CellView, CellViews, Encodings, Frame, MemberView};
+use super::{Delivery, DirectWrite, EncodedSnapshot, Ending, Joined, MemberLink, Play};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::session::CloseReason;
+use crate::sim::{Sim, SimEvent, TickInput};
+use crate::store::Committed;
+
+struct Member {
+    info: PlayerInfo,
+    /// The whiteboard author this connection edits as.
+    author: u32,
+    messages: mpsc::Sender<Bytes>,
+    kick: Option<oneshot::Sender<CloseReason>>,
+    snapshots: Arc<watch::Sender<EncodedSnapshot>>,
+    socket: Option<Arc<dyn DirectWrite>>,
+    delivery: Arc<Delivery>,
+    /// How long its oldest input of this tick waited for the tick: the order of the hand-over.
+    waited: Duration,
+    /// What it has been sent, for deltas, hysteresis and priorities.
+    view: MemberView,
+    connection: u64,
+    resume: [u8; 16],
+    /// When its connection dropped, if it did: the player waits this long for a resume.
+    detached_at: Option<Instant>,
+    /// How long its inputs wait for their tick, for its client to time them.
+    input_waits: InputWaits,
+}
+
+pub(crate) struct Room {
+    name: String,
+    sim: Sim,
+    board: RoomBoard,
+    members: BTreeMap<u32, Member>,
+    inputs: Vec<TickInput>,
+    /// The newest published world.
+    latest: Option<(u32, Arc<Vec<NetPlayer>>)>,
+    /// The cells' views of the newest snapshot (the next one's hysteresis).
+    cell_views: CellViews,
+    /// Whether the last tick changed the world: one unchanged snapshot follows movement, so
+    /// clients see that it stopped, then nothing until something moves again.
+    moving: bool,
+    fanout: Arc<Fanout>,
+    /// Where each tick's snapshots go to the connections.
+    handover: Handover,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+}
+
+impl Room {
+    pub fn new(name: String, board: RoomBoard, handover: Handover, config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
+        let sim = Sim::new(config.rules, config.tick_seconds());
+        Self {
+            name,
+            sim,
+            board,
+            members: BTreeMap::new(),
+            inputs: Vec::new(),
+            latest: None,
+            cell_views: CellViews::new(),
+            moving: false,
+            fanout: Arc::default(),
+            handover,
+            config,
+            metrics,
+        }
+    }
+
+    /// Admits `name` as player `player_id` at `spawn`, or gives back the player `link`'s resume
+    /// token names; or says why not (a full room).
+    pub fn join(
+        &mut self,
+        now: Instant,
+        player_id: u32,
+        name: String,
+        identity: Identity,
+        spawn: (f32, f32),
+        link: MemberLink,
+    ) -> Result<Joined, CloseReason> {
+        let resumed = link.resume.and_then(|token| self.members.iter().find(|(_, m)| m.resume == token));
+        if let Some((&id, _)) = resumed {
+            return Ok(self.attach(id, identity, link, true));
+        }
+        if self.members.len() >= self.config.limits.room_capacity {
+            return Err(CloseReason::new(close::TRY_AGAIN_LATER, format!("room {} is full", self.name)));
+        }
+        let info = PlayerInfo { id: player_id, name, color: game::player_color(player_id) };
+        self.sim.add_player(player_id, spawn);
+        self.broadcast(now, &ServerMsg::PlayerJoined(info.clone()));
+        let snapshots = Arc::new(watch::channel(EncodedSnapshot::default()).0);
+        let member = Member {
+            info,
+            author: identity.author,
+            messages: link.messages.clone(),
+            kick: None,
+            snapshots,
+            socket: None,
+            delivery: Arc::clone(&link.delivery),
+            waited: Duration::ZERO,
+            view: MemberView::default(),
+            connection: link.connection,
+            resume: crate::store::random_token(),
+            detached_at: None,
+            input_waits: InputWaits::default(),
+        };
+        tracing::info!(room = %self.name, player_id, name = %member.info.name, author = identity.author, "player joined");
+        self.members.insert(player_id, member);
+        self.metrics.players.inc();
+        Ok(self.attach(player_id, identity, link, false))
+    }
+
+    /// Connects member `player_id` to `link`: the welcome, the board and the newest snapshot in
+    /// full. A previous connection still attached is told it was replaced.
+    fn attach(&mut self, player_id: u32, identity: Identity, link: MemberLink, resumed: bool) -> Joined {
+        let chunks = self.board.chunks();
+        let welcome = ServerMsg::Welcome {
+            player_id,
+            tick_rate: self.config.tick_rate,
+            rules: self.sim.rules(),
+            view_distance: self.config.interest.view_distance,
+            players: self.members.values().map(|m| m.info.clone()).collect(),
+            orbs: self.sim.orbs(),
+            identity,
+            board_chunks: chunks.len() as u32,
+            resume: self.members.get(&player_id).map(|m| m.resume).unwrap_or_default(),
+        };
+        let (snapshots_tx, snapshots) = watch::channel(EncodedSnapshot::default());
+        let member = self.members.get_mut(&player_id).expect("attach is called for members only");
+        // The client starts from nothing: the newest world, against no baseline.
+        member.view.reset();
+        if let Some((tick, players)) = &self.latest {
+            let frame = Frame::new(
+                *tick,
+                Arc::clone(players),
+                &self.config.interest,
+                self.config.tick_rate,
+                self.cell_views.clone(),
+            );
+            if let Some(bytes) = member.view.next(player_id, 0, &frame, &mut Encodings::default()) {
+                snapshots_tx.send_replace(EncodedSnapshot { tick: *tick, bytes });
+            }
+        }
+        if let Some(old) = member.kick.take() {
+            let _ =
+                old.send(CloseReason::new(close::POLICY_VIOLATION, "this player was resumed on another connection"));
+        }
+        member.author = identity.author;
+        member.messages = link.messages;
+        member.kick = Some(link.kick);
+        member.snapshots = Arc::new(snapshots_tx);
+        member.socket = link.socket;
+        member.delivery = link.delivery;
+        member.connection = link.connection;
+        member.detached_at = None;
+        // The board follows the welcome on the reliable queue, before anything else.
+        for chunk in chunks {
+            let _ = member.messages.try_send(chunk);
+        }
+        if resumed {
+            tracing::info!(room = %self.name, player_id, "player resumed");
+        }
+        Joined {
+            player_id,
+            welcome: Bytes::from(encode(&welcome)),
+            snapshots,
+            resumed,
+            fanout: Arc::clone(&self.fanout),
+        }
+    }
+
+    fn leave(&mut self, now: Instant, player_id: u32) {
+        if self.members.remove(&player_id).is_some() {
+            self.sim.remove_player(player_id);
+            self.metrics.players.dec();
+            self.broadcast(now, &ServerMsg::PlayerLeft { id: player_id });
+            tracing::info!(room = %self.name, player_id, "player left");
+        }
+    }
+
+    /// Connection `connection` of `player_id` ended. A dropped one keeps the player for the
+    /// resume grace period; a closed one leaves at once; a stale connection's end is ignored.
+    pub fn connection_ended(&mut self, now: Instant, player_id: u32, connection: u64, ending: Ending) {
+        let Some(member) = self.members.get_mut(&player_id) else { return };
+        if member.connection != connection {
+            return;
+        }
+        match ending {
+            Ending::Dropped => self.detach(now, player_id),
+            Ending::Closed => self.leave(now, player_id),
+        }
+    }
+
+    /// Keeps `player_id` in the world without a connection for the resume grace period (or
+    /// removes it at once when resuming is off). The grace runs from the first detach.
+    fn detach(&mut self, now: Instant, player_id: u32) {
+        if self.config.limits.resume_grace.is_zero() {
+            self.leave(now, player_id);
+            return;
+        }
+        let Some(member) = self.members.get_mut(&player_id) else { return };
+        if member.detached_at.is_some() {
+            return;
+        }
+        member.detached_at = Some(now);
+        member.kick = None;
+        // Nothing is written to a detached member, and the socket closes once nobody holds it.
+        member.socket = None;
+        tracing::info!(room = %self.name, player_id, "connection dropped; waiting for a resume");
+    }
+
+    /// A member whose queue is full is not buffered for: its connection is closed with 1013,
+    /// and its player waits for a resume like a dropped one's, since a client behind a link
+    /// that stalled for a while is the usual reason.
+    fn disconnect_too_slow(&mut self, now: Instant, player_id: u32) {
+        self.kick(player_id, CloseReason::new(close::TRY_AGAIN_LATER, "connection too slow to keep up"));
+        self.detach(now, player_id);
+    }
+
+    /// Players whose grace period ran out leave for good.
+    fn expire_detached(&mut self, now: Instant) {
+        let grace = self.config.limits.resume_grace;
+        let expired: Vec<u32> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.detached_at.is_some_and(|at| now.duration_since(at) >= grace))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.leave(now, id);
+        }
+    }
+
+    /// Gameplay or board traffic from a member's connection.
+    pub fn play(&mut self, now: Instant, play: Play) {
+        match play {
+            Play::Input { input, arrived } => {
+                if let Some(member) = self.members.get_mut(&input.player) {
+                    member.input_waits.arrived(input.seq, arrived);
+                    self.inputs.push(input);
+                }
+            }
+            Play::Chat { player, text } => {
+                if let Some(member) = self.members.get(&player) {
+                    let msg = ServerMsg::Chat { from: player, name: member.info.name.clone(), text };
+                    self.broadcast(now, &msg);
+                }
+            }
+            Play::Board { player, client_seq, op } => self.board_op(now, player, client_seq, op),
+            Play::BoardSync { player } => {
+                if let Some(member) = self.members.get(&player) {
+                    for chunk in self.board.chunks() {
+                        let _ = member.messages.try_send(chunk);
+                    }
+                }
+            }
+            Play::SnapshotLost { player } => {
+                if let Some(member) = self.members.get_mut(&player) {
+                    member.view.lost_one();
+                }
+            }
+            Play::Presence { player, presence } => {
+                if self.members.contains_key(&player) {
+                    self.broadcast_lossy(player, &ServerMsg::Presence { player, presence });
+                }
+            }
+        }
+    }
+
+    fn board_op(&mut self, now: Instant, player: u32, client_seq: u64, op: BoardOp) {
+        let Some(author) = self.members.get(&player).map(|m| m.author) else { return };
+        match self.board.submit(player, author, client_seq, op) {
+            Ok(relay) => {
+                if let Some(op) = relay {
+                    self.relay(now, player, op);
+                }
+            }
+            Err(board::Refusal::Invalid(reason)) => {
+                self.send_to(now, player, &ServerMsg::BoardRejected { client_seq, reason });
+            }
+            Err(board::Refusal::StorageBacklog) => self.kick(
+                player,
+                CloseReason::new(
+                    close::TRY_AGAIN_LATER,
+                    "the server cannot store edits right now; yours are kept, reconnecting",
+                ),
+            ),
+        }
+        self.deliver_committed(now);
+    }
+
+    /// The store's answer to one of the room's commits.
+    pub fn committed(&mut self, now: Instant, committed: Committed) {
+        self.board.committed(now, committed);
+        self.deliver_committed(now);
+    }
+
+    /// When failed commits are due for another try, if any failed.
+    pub fn commit_retry_at(&self) -> Option<Instant> {
+        self.board.retry_at()
+    }
+
+    /// Hands failed commits to the store again.
+    pub fn retry_commits(&mut self) {
+        self.board.retry();
+    }
+
+    /// Acknowledges and relays every op whose turn has come.
+    fn deliver_committed(&mut self, now: Instant) {
+        for ready in self.board.take_committed() {
+            self.metrics.board_ops.inc();
+            self.send_to(now, ready.player, &ServerMsg::BoardAck { client_seq: ready.client_seq });
+            if let Some(op) = ready.relay {
+                self.relay(now, ready.player, op);
+            }
+        }
+    }
+
+    /// Sends a board op to everyone but its author.
+    fn relay(&mut self, now: Instant, author: u32, op: BoardOp) {
+        self.broadcast_bytes(now, Bytes::from(encode(&ServerMsg::BoardOp(op))), Some(author));
+    }
+
+    /// Runs the tick due at `now`: applies the inputs that arrived, then sends the snapshot and,
+    /// about once a second, each moving member how long its inputs waited.
+    pub fn tick(&mut self, now: Instant) {
+        let outbox = self.sim.step(&self.inputs);
+        self.inputs.clear();
+        for member in self.members.values_mut() {
+            member.waited = member.input_waits.tick(now).unwrap_or_default();
+        }
+        for event in outbox.events {
+            match event {
+                SimEvent::OrbCollected { by, orb } => self.broadcast(now, &ServerMsg::OrbCollected { by, orb }),
+            }
+        }
+        // A world where nothing changed needs no snapshot after the one that shows it stopped:
+        // clients keep drawing the last one (a board room of idle players would otherwise send
+        // everyone a snapshot 30 times a second).
+        let players: Vec<NetPlayer> = outbox.players.iter().map(NetPlayer::quantized).collect();
+        let changed = self.latest.as_ref().is_none_or(|(_, last)| **last != players);
+        // Cells and members left behind by the budget need snapshots until they have caught up,
+        // and a member whose client lost one needs one it can decode.
+        let catching_up = self.cell_views.values().any(CellView::behind)
+            || self.members.values().any(|m| m.detached_at.is_none() && m.view.owed());
+        let published = changed || self.moving || catching_up;
+        if let Some(span) = self.fanout.start(published.then_some(outbox.tick), now) {
+            self.metrics.snapshot_fanout_seconds.observe(span.as_micros() as u64);
+        }
+        if published {
+            self.publish(outbox.tick, Arc::new(players));
+        }
+        // Reports publish did not send with a snapshot.
+        for member in self.members.values_mut() {
+            send_input_wait(member);
+        }
+        self.moving = changed;
+        self.expire_detached(now);
+        self.board.flush();
+        self.board.maybe_compact();
+        self.metrics.ticks.inc();
+    }
+
+    /// Sends every attached member the snapshot of `tick`: its view, within its budget, as a
+    /// delta against the newest snapshot it is sure to hold, the member whose input waited
+    /// longest first. Each distinct (set, baseline) pair is encoded once.
+    fn publish(&mut self, tick: u32, players: Arc<Vec<NetPlayer>>) {
+        let previous = std::mem::take(&mut self.cell_views);
+        let frame = Frame::new(tick, Arc::clone(&players), &self.config.interest, self.config.tick_rate, previous);
+        self.latest = Some((tick, players));
+        let mut encodings = Encodings::default();
+        let order = self.handover_order();
+        let mut batch = Vec::with_capacity(order.len());
+        for id in order {
+            let Some(member) = self.members.get_mut(&id) else { continue };
+            let delivered = member.delivery.tick();
+            if let Some(bytes) = member.view.next(id, delivered, &frame, &mut encodings) {
+                // Queued just before the snapshot, so the connection writes both at once.
+                let report = input_wait_report(member).map(|report| (member.messages.clone(), report));
+                batch.push(handoff::Handoff {
+                    snapshots: Arc::clone(&member.snapshots),
+                    snapshot: EncodedSnapshot { tick, bytes },
+                    report,
+                    socket: member.socket.clone(),
+                });
+            }
+        }
+        self.handover.hand_over(batch, &self.fanout);
+        self.metrics.snapshot_encodings.add(encodings.count);
+        self.cell_views = frame.into_views();
+    }
+
+    /// The attached members, earliest deadline first: the one whose oldest input waited longest
+    /// for this tick is the closest to its latency bound (ties by id). A tick's snapshots take
+    /// milliseconds to write (7 ms at N = 500 on one worker), and in id order the worst 2 % of
+    /// the arena benchmark's latency samples (traced) had theirs written 7.6 ms after the tick
+    /// began.
+    fn handover_order(&self) -> Vec<u32> {
+        let mut order: Vec<(Duration, u32)> =
+            self.members.iter().filter(|(_, m)| m.detached_at.is_none()).map(|(&id, m)| (m.waited, id)).collect();
+        order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        order.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Sends a reliable message to every member; a member whose queue is full is too slow to keep
+    /// and is disconnected.
+    fn broadcast(&mut self, now: Instant, msg: &ServerMsg) {
+        self.broadcast_bytes(now, Bytes::from(encode(msg)), None);
+    }
+
+    fn broadcast_bytes(&mut self, now: Instant, bytes: Bytes, except: Option<u32>) {
+        let mut too_slow = Vec::new();
+        for (id, member) in &mut self.members {
+            if Some(*id) == except {
+                continue;
+            }
+            if let Err(mpsc::error::TrySendError::Full(_)) = member.messages.try_send(bytes.clone()) {
+                too_slow.push(*id);
+            }
+        }
+        for id in too_slow {
+            self.disconnect_too_slow(now, id);
+        }
+    }
+
+    /// Presence is ephemeral: a member whose queue is half full simply misses this update.
+    fn broadcast_lossy(&mut self, from: u32, msg: &ServerMsg) {
+        let bytes = Bytes::from(encode(msg));
+        let half = self.config.limits.outbound_queue / 2;
+        for (id, member) in &self.members {
+            if *id != from && member.messages.capacity() > half {
+                let _ = member.messages.try_send(bytes.clone());
+            }
+        }
+    }
+
+    fn send_to(&mut self, now: Instant, player: u32, msg: &ServerMsg) {
+        let full = match self.members.get(&player) {
+            Some(member) => {
+                matches!(member.messages.try_send(Bytes::from(encode(msg))), Err(mpsc::error::TrySendError::Full(_)))
+            }
+            None => false,
+        };
+        if full {
+            self.disconnect_too_slow(now, player);
+        }
+    }
+
+    fn kick(&mut self, player_id: u32, reason: CloseReason) {
+        if let Some(kick) = self.members.get_mut(&player_id).and_then(|m| m.kick.take()) {
+            // The connection may already be gone; then there is nobody to tell.
+            let _ = kick.send(reason);
+        }
+    }
+
+    /// Tells every member's connection to close with `reason` (the server is shutting down).
+    pub fn close_everyone(&mut self, reason: &CloseReason) {
+        let ids: Vec<u32> = self.members.keys().copied().collect();
+        for id in ids {
+            self.kick(id, reason.clone());
+        }
+    }
+
+    /// Removes every player (the room is closing).
+    pub fn leave_all(&mut self, now: Instant) {
+        for id in self.members.keys().copied().collect::<Vec<_>>() {
+            self.leave(now, id);
+        }
+    }
+
+    /// Whether the room may close: nobody in it and nothing waiting for storage.
+    pub fn is_idle(&self) -> bool {
+        self.members.is_empty() && !self.board.has_uncommitted()
+    }
+
+    /// Hands the ops applied since the last tick to the store now (the room is closing).
+    pub fn flush_board(&mut self) {
+        self.board.flush();
+    }
+
+    /// Whether ops wait for storage.
+    pub fn has_uncommitted(&self) -> bool {
+        self.board.has_uncommitted()
+    }
+
+    /// Stores the board as one snapshot if ops were logged since the last (the room is closing).
+    pub fn compact_board(&mut self) {
+        self.board.compact_now();
+    }
+
+    /// Orbs on the field and strokes on the board, for the log.
+    pub fn contents(&mut self) -> (usize, usize) {
+        (self.sim.orbs().len(), self.board.len())
+    }
+}
+
+/// Sends the member its input-timing report, if one is ready. Advice, not state: a member whose
+/// queue is full does without it.
+fn send_input_wait(member: &mut Member) {
+    if let Some(report) = input_wait_report(member) {
+        let _ = member.messages.try_send(report);
+    }
+}
+
+/// The member's input-timing report, encoded, if one is ready.
+fn input_wait_report(member: &mut Member) -> Option<Bytes> {
+    member.input_waits.take_report().map(|report| Bytes::from(encode(&report)))
+}
+
+#[cfg(test)]
+mod netsim_tests;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+//! The task that drives one room: it owns the room's state (`state::Room`), feeds it the
+//! membership commands, gameplay messages and store answers as they arrive and the clock at
+//! each tick, and retries failed commits when they are due. It is the only part of a room that
+//! reads the clock or waits.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use easel_protocol::close;
+use tokio::sync::mpsc;
+use tokio::time::MissedTickBehavior;
+
+use super::board::RoomBoard;
+use super::handoff::Handover;
+use super::state::Room;
+use super::{Control, Play, Rooms};
+use crate::session::CloseReason;
+
+/// How long a closing room waits for the store to commit what it was handed.
+const CLOSING_COMMIT_WAIT: Duration = Duration::from_secs(2);
+
+/// Runs a room until it is empty (and no join is on its way) or the server shuts down.
+pub(super) async fn run_room(
+    name: String,
+    room_id: u64,
+    rooms: Arc<Rooms>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    mut play: mpsc::Receiver<Play>,
+) {
+    let config = rooms.config().clone();
+    let (commits_tx, mut commits) = mpsc::unbounded_channel();
+    let loaded = match rooms.store().load(&name).await {
+        Ok(stored) => RoomBoard::new(&name, &stored, rooms.store().clone(), commits_tx, &config),
+        Err(e) => Err(e.into()),
+    };
+    let board = match loaded {
+        Ok(board) => board,
+        Err(e) => {
+            tracing::error!(room = %name, "cannot load the board, refusing joins: {e}");
+            refuse_all(&mut control, &format!("this room's board cannot be read: {e}"));
+            rooms.remove(&name, room_id);
+            return;
+        }
+    };
+    let mut room = Room::new(name.clone(), board, Handover::thread(), config.clone(), rooms.metrics().clone());
+    let (orbs, strokes) = room.contents();
+    tracing::debug!(room = %name, orbs, strokes, "room opened");
+    let period = Duration::from_secs_f32(config.tick_seconds());
+    let mut ticker = tokio::time::interval(period);
+    // After a stall, skip the missed ticks rather than burst through them: a burst would send
+    // clients several snapshots at once, which looks worse than one late one.
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut last_tick = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            command = control.recv() => match command {
+                Some(Control::Join { name: player_name, identity, link, reply }) => {
+                    let (player_id, spawn) = rooms.next_player(&config.rules);
+                    let _ = reply.send(room.join(Instant::now(), player_id, player_name, identity, spawn, link));
+                }
+                Some(Control::Leave { player, connection, ending }) => {
+                    room.connection_ended(Instant::now(), player, connection, ending);
+                }
+                Some(Control::Shutdown) | None => {
+                    room.close_everyone(&CloseReason::new(close::GOING_AWAY, "server shutting down"));
+                    break;
+                }
+            },
+            Some(committed) = commits.recv() => room.committed(Instant::now(), committed),
+            Some(message) = play.recv() => room.play(Instant::now(), message),
+            () = sleep_until(room.commit_retry_at()) => room.retry_commits(),
+            _ = ticker.tick() => {
+                let now = Instant::now();
+                let late_ticks = (now.duration_since(last_tick).as_secs_f32() / period.as_secs_f32()) as u64;
+                if late_ticks >= 2 {
+                    rooms.metrics().ticks_missed.add(late_ticks - 1);
+                }
+                last_tick = now;
+                room.tick(now);
+                rooms.metrics().tick_seconds.observe(now.elapsed().as_micros() as u64);
+            }
+        }
+        if room.is_idle() && rooms.close_if_idle(&name, room_id, &control) {
+            break;
+        }
+    }
+    room.leave_all(Instant::now());
+    // Let writes already queued finish, so an op accepted before shutdown is not half-done.
+    room.flush_board();
+    let deadline = tokio::time::Instant::now() + CLOSING_COMMIT_WAIT;
+    while room.has_uncommitted() && tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout_at(deadline, commits.recv()).await {
+            Ok(Some(committed)) => room.committed(Instant::now(), committed),
+            _ => break,
+        }
+    }
+    room.compact_board();
+    rooms.remove(&name, room_id);
+    tracing::debug!(room = %name, "room closed");
+}
+
+/// Answers every join already queued with why the room cannot take it.
+fn refuse_all(control: &mut mpsc::UnboundedReceiver<Control>, reason: &str) {
+    control.close();
+    while let Ok(command) = control.try_recv() {
+        if let Control::Join { reply, .. } = command {
+            let _ = reply.send(Err(CloseReason::new(close::TRY_AGAIN_LATER, reason)));
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
