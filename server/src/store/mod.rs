@@ -8,7 +8,7 @@
 //! survive `kill -9`.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
 use easel_protocol::Identity;
@@ -29,6 +29,8 @@ pub enum Location {
 pub enum StoreError {
     #[error("cannot create data directory {path}: {source}")]
     CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot start the store's thread: {0}")]
+    StartThread(std::io::Error),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("the store has stopped")]
@@ -51,7 +53,16 @@ pub struct Committed {
     pub first_seq: u64,
     /// How many ops (seqs `first_seq..first_seq + count`) it wrote.
     pub count: u64,
-    pub result: Result<(), String>,
+    pub result: Result<(), CommitError>,
+}
+
+/// Why a commit was not written. Every commit of a failed transaction gets the same error.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommitError {
+    #[error("database error: {0}")]
+    Database(Arc<rusqlite::Error>),
+    #[error("the store has stopped")]
+    Stopped,
 }
 
 /// Ops of one room to write, and where to say they are written.
@@ -99,7 +110,7 @@ impl Store {
         let thread = std::thread::Builder::new()
             .name("easel-store".to_owned())
             .spawn(move || serve(connection, queue))
-            .map_err(|source| StoreError::CreateDir { path: PathBuf::from("<thread>"), source })?;
+            .map_err(StoreError::StartThread)?;
         Ok((Store { requests }, StoreThread(thread)))
     }
 
@@ -120,7 +131,7 @@ impl Store {
         let count = ops.len() as u64;
         let request = Request::Commit(PendingCommit { room: room.to_owned(), first_seq, ops, done: done.clone() });
         if self.requests.send(request).is_err() {
-            let _ = done.send(Committed { first_seq, count, result: Err(StoreError::Stopped.to_string()) });
+            let _ = done.send(Committed { first_seq, count, result: Err(CommitError::Stopped) });
         }
     }
 
@@ -190,7 +201,7 @@ fn serve(mut connection: Connection, queue: mpsc::Receiver<Request>) {
         if commits.is_empty() {
             continue;
         }
-        let result = commit_all(&mut connection, &commits).map_err(|e| e.to_string());
+        let result = commit_all(&mut connection, &commits).map_err(|e| CommitError::Database(Arc::new(e)));
         if let Err(e) = &result {
             tracing::error!("board commit failed, ops stay unacknowledged: {e}");
         }

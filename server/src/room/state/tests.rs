@@ -5,7 +5,7 @@ use easel_protocol::board::{Point, Stroke, StrokeId};
 use easel_protocol::snapshot;
 
 use super::*;
-use crate::store::{Location, Store};
+use crate::store::{CommitError, Location, Store};
 
 /// A room on an in-memory store, with the channel its commits are answered on.
 pub(super) async fn room_with(config: Config) -> (Room, mpsc::UnboundedReceiver<Committed>) {
@@ -283,7 +283,8 @@ async fn after_a_failed_commit_ops_are_relayed_only_once_stored_and_in_order() {
     room.tick(Instant::now());
     // The disk refuses the first commit.
     let first = commits.recv().await.unwrap();
-    room.committed(Instant::now(), Committed { result: Err("disk full".into()), ..first });
+    let disk_full = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL), None);
+    room.committed(Instant::now(), Committed { result: Err(CommitError::Database(Arc::new(disk_full))), ..first });
     room.play(Instant::now(), Play::Board { player: 1, client_seq: 2, op: add_by_7(1) });
     room.play(Instant::now(), Play::Board { player: 1, client_seq: 3, op: add_by_7(2) });
     assert!(drain(&mut other_rx).is_empty(), "while commits fail, nothing new is relayed");
