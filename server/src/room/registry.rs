@@ -130,14 +130,7 @@ impl Rooms {
 
     /// Removes a room that is closing for good (shutdown or a board it cannot read).
     pub(crate) fn remove(&self, name: &str, room_id: u64) {
-        let mut by_name = self.lock();
-        if by_name.get(name).is_some_and(|h| h.id == room_id) {
-            by_name.remove(name);
-            self.metrics.rooms.dec();
-        }
-        if by_name.is_empty() {
-            self.emptied.notify_waiters();
-        }
+        self.forget(&mut self.lock(), name, room_id);
     }
 
     /// Completes once every room has closed (bounded: rooms close within seconds of shutdown).
@@ -165,6 +158,13 @@ impl Rooms {
         if !control.is_empty() {
             return false;
         }
+        self.forget(&mut by_name, name, room_id);
+        true
+    }
+
+    /// Drops room `room_id` from the map (unless a newer room of the same name took its place),
+    /// and wakes `closed()` when it was the last.
+    fn forget(&self, by_name: &mut HashMap<String, RoomHandle>, name: &str, room_id: u64) {
         if by_name.get(name).is_some_and(|h| h.id == room_id) {
             by_name.remove(name);
             self.metrics.rooms.dec();
@@ -172,7 +172,6 @@ impl Rooms {
         if by_name.is_empty() {
             self.emptied.notify_waiters();
         }
-        true
     }
 
     fn open(self: &Arc<Self>, name: &str) -> RoomHandle {
