@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use easel::Config;
+use easel_client::headless::HeadlessClient;
 use futures_util::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -38,6 +39,13 @@ impl TestServer {
 
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)
+    }
+
+    /// A client that joined `room` as `name` (its `Welcome` received).
+    pub async fn join(&self, name: &str, room: &str) -> HeadlessClient {
+        HeadlessClient::join(&self.ws_url(), name, room, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("{name} could not join {room}: {e}"))
     }
 
     /// Triggers graceful shutdown and waits for `run` to return.

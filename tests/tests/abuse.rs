@@ -33,7 +33,7 @@ async fn still_playing(client: &HeadlessClient) {
 #[tokio::test]
 async fn garbage_oversize_text_and_wrong_version_are_closed_with_their_codes() {
     let server = TestServer::start().await;
-    let honest = HeadlessClient::join(&server.ws_url(), "honest", "arena", WAIT).await.unwrap();
+    let honest = server.join("honest", "arena").await;
 
     let mut garbage = raw_connect(&server).await;
     garbage.send(Message::Binary(vec![0xde, 0xad, 0xbe, 0xef, 0xff].into())).await.unwrap();
@@ -77,7 +77,7 @@ async fn a_connection_that_never_says_hello_is_closed() {
 #[tokio::test]
 async fn an_input_flood_is_closed_and_others_keep_playing() {
     let server = TestServer::start().await;
-    let honest = HeadlessClient::join(&server.ws_url(), "honest", "arena", WAIT).await.unwrap();
+    let honest = server.join("honest", "arena").await;
     let mut flood = raw_connect(&server).await;
     flood.send(Message::Binary(hello(PROTOCOL_VERSION).into())).await.unwrap();
     // Bounded: far past the burst allowance, then stop.
@@ -111,7 +111,7 @@ async fn a_client_that_stops_reading_does_not_stall_the_room_or_others() {
     let mut config = Config::for_tests();
     config.limits.write_timeout = Duration::from_millis(500);
     let server = TestServer::start_with(config).await;
-    let honest = HeadlessClient::join(&server.ws_url(), "honest", "arena", WAIT).await.unwrap();
+    let honest = server.join("honest", "arena").await;
     // Joins, then never reads: its socket buffers fill with snapshots and chat.
     let mut stuck = raw_connect(&server).await;
     stuck.send(Message::Binary(hello(PROTOCOL_VERSION).into())).await.unwrap();

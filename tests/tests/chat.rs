@@ -2,16 +2,14 @@
 
 use std::time::Duration;
 
-use easel_client::headless::HeadlessClient;
 use easel_tests::{TestServer, WAIT};
 
 #[tokio::test]
 async fn chat_reaches_the_room_and_not_other_rooms() {
     let server = TestServer::start().await;
-    let url = server.ws_url();
-    let ann = HeadlessClient::join(&url, "ann", "red", WAIT).await.unwrap();
-    let bob = HeadlessClient::join(&url, "bob", "red", WAIT).await.unwrap();
-    let eve = HeadlessClient::join(&url, "eve", "blue", WAIT).await.unwrap();
+    let ann = server.join("ann", "red").await;
+    let bob = server.join("bob", "red").await;
+    let eve = server.join("eve", "blue").await;
 
     ann.chat("<b>hello</b> red room").unwrap();
     for client in [&ann, &bob] {
@@ -33,9 +31,8 @@ async fn chat_reaches_the_room_and_not_other_rooms() {
 #[tokio::test]
 async fn a_chat_flood_is_refused_without_dropping_the_connection() {
     let server = TestServer::start().await;
-    let url = server.ws_url();
-    let spammer = HeadlessClient::join(&url, "spam", "quiet", WAIT).await.unwrap();
-    let reader = HeadlessClient::join(&url, "reader", "quiet", WAIT).await.unwrap();
+    let spammer = server.join("spam", "quiet").await;
+    let reader = server.join("reader", "quiet").await;
     for i in 0..20 {
         spammer.chat(&format!("line {i}")).unwrap();
     }

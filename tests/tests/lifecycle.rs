@@ -1,7 +1,6 @@
 //! Server lifecycle: health and metrics endpoints, and graceful shutdown with a close frame.
 
 use easel_client::Status;
-use easel_client::headless::HeadlessClient;
 use easel_protocol::close;
 use easel_tests::{TestServer, WAIT};
 
@@ -11,7 +10,7 @@ async fn health_and_metrics_answer() {
     let (status, body) = server.get("/healthz").await;
     assert!(status.contains("200"), "{status}");
     assert_eq!(body.trim(), "ok");
-    let _client = HeadlessClient::join(&server.ws_url(), "m", "metrics", WAIT).await.unwrap();
+    let _client = server.join("m", "metrics").await;
     assert_eq!(server.metric("easel_players").await, 1);
     assert_eq!(server.metric("easel_connections").await, 1);
     // The join changed the world, so a snapshot went out, and a few ticks later its write is timed.
@@ -26,10 +25,7 @@ async fn health_and_metrics_answer() {
 #[tokio::test]
 async fn shutdown_sends_every_client_a_going_away_close() {
     let server = TestServer::start().await;
-    let clients = [
-        HeadlessClient::join(&server.ws_url(), "a", "x", WAIT).await.unwrap(),
-        HeadlessClient::join(&server.ws_url(), "b", "y", WAIT).await.unwrap(),
-    ];
+    let clients = [server.join("a", "x").await, server.join("b", "y").await];
     server.stop().await;
     for client in &clients {
         let (code, reason) = client

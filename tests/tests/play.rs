@@ -23,10 +23,9 @@ async fn position_of(observer: &HeadlessClient, player: u32) -> Option<(f32, f32
 #[tokio::test]
 async fn three_players_see_each_other_join_move_and_leave() {
     let server = TestServer::start().await;
-    let url = server.ws_url();
-    let ann = HeadlessClient::join(&url, "ann", "arena", WAIT).await.unwrap();
-    let bob = HeadlessClient::join(&url, "bob", "arena", WAIT).await.unwrap();
-    let cat = HeadlessClient::join(&url, "cat", "arena", WAIT).await.unwrap();
+    let ann = server.join("ann", "arena").await;
+    let bob = server.join("bob", "arena").await;
+    let cat = server.join("cat", "arena").await;
     let (ann_id, cat_id) = (ann.core().view().me().unwrap(), cat.core().view().me().unwrap());
 
     for client in [&ann, &bob, &cat] {
@@ -112,9 +111,8 @@ async fn score_an_orb(client: &HeadlessClient, id: u32) -> u32 {
 #[tokio::test]
 async fn collecting_an_orb_scores_for_everyone_to_see() {
     let server = TestServer::start().await;
-    let url = server.ws_url();
-    let hunter = HeadlessClient::join(&url, "hunter", "orbs", WAIT).await.unwrap();
-    let watcher = HeadlessClient::join(&url, "watcher", "orbs", WAIT).await.unwrap();
+    let hunter = server.join("hunter", "orbs").await;
+    let watcher = server.join("watcher", "orbs").await;
     let hunter_id = hunter.core().view().me().unwrap();
     score_an_orb(&hunter, hunter_id).await;
     let seen = watcher
@@ -204,7 +202,7 @@ impl MembershipWatch {
 async fn a_dropped_connection_resumes_the_same_player_and_the_others_see_no_leave_or_join() {
     let server = TestServer::start().await;
     let url = server.ws_url();
-    let ann = HeadlessClient::join(&url, "ann", "resume", WAIT).await.unwrap();
+    let ann = server.join("ann", "resume").await;
     let ann_id = ann.core().view().me().unwrap();
     let watch = MembershipWatch::join(&server, "resume").await;
 
@@ -246,7 +244,7 @@ async fn a_client_closed_for_being_too_slow_gets_its_player_back_on_resuming() {
     config.limits.write_timeout = Duration::from_millis(500);
     let server = TestServer::start_with(config).await;
     let url = server.ws_url();
-    let ann = HeadlessClient::join(&url, "ann", "stall", WAIT).await.unwrap();
+    let ann = server.join("ann", "stall").await;
 
     // Joins, takes its welcome (and so its resume token), then reads nothing more.
     let mut stalled = raw_connect(&server).await;
@@ -289,9 +287,8 @@ async fn a_client_closed_for_being_too_slow_gets_its_player_back_on_resuming() {
 #[tokio::test]
 async fn rooms_open_on_demand_and_close_when_empty() {
     let server = TestServer::start().await;
-    let url = server.ws_url();
-    let a = HeadlessClient::join(&url, "a", "one", WAIT).await.unwrap();
-    let b = HeadlessClient::join(&url, "b", "two", WAIT).await.unwrap();
+    let a = server.join("a", "one").await;
+    let b = server.join("b", "two").await;
     assert_eq!(server.metric("easel_rooms").await, 2, "each room name opens its own room");
     assert!(
         !a.core().view().players().values().any(|p| p.info.name == "b"),
@@ -304,14 +301,14 @@ async fn rooms_open_on_demand_and_close_when_empty() {
         assert!(tokio::time::Instant::now() < deadline, "empty rooms must close");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let again = HeadlessClient::join(&url, "c", "one", WAIT).await.unwrap();
+    let again = server.join("c", "one").await;
     assert_eq!(again.core().view().players().len(), 1, "a reopened room starts empty");
     server.stop().await;
 }
 
 /// Ann joins room `arena` and walks along x, so the room publishes a snapshot every tick.
 async fn ann_walking(server: &TestServer) -> (HeadlessClient, u32) {
-    let ann = HeadlessClient::join(&server.ws_url(), "ann", "arena", WAIT).await.unwrap();
+    let ann = server.join("ann", "arena").await;
     let ann_id = ann.core().view().me().unwrap();
     let start = ann.wait_for(WAIT, "ann placed", |core| core.view().players().get(&ann_id)?.state).await.unwrap();
     ann.hold_direction(if start.x < 1000.0 { 1 } else { -1 }, 0);

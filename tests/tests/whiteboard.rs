@@ -33,9 +33,9 @@ async fn same_board(clients: &[&HeadlessClient], strokes: usize) -> [u8; 32] {
 }
 
 /// Ann and Bob in `room`, each holding the board as the server has it.
-async fn ann_and_bob(url: &str, room: &str) -> (HeadlessClient, HeadlessClient) {
-    let ann = HeadlessClient::join(url, "ann", room, WAIT).await.unwrap();
-    let bob = HeadlessClient::join(url, "bob", room, WAIT).await.unwrap();
+async fn ann_and_bob(server: &TestServer, room: &str) -> (HeadlessClient, HeadlessClient) {
+    let ann = server.join("ann", room).await;
+    let bob = server.join("bob", room).await;
     ann.board_synced(WAIT).await.unwrap();
     bob.board_synced(WAIT).await.unwrap();
     (ann, bob)
@@ -44,15 +44,14 @@ async fn ann_and_bob(url: &str, room: &str) -> (HeadlessClient, HeadlessClient) 
 #[tokio::test]
 async fn two_players_drawing_at_once_end_with_the_same_board_and_a_late_joiner_gets_it() {
     let server = TestServer::start().await;
-    let url = server.ws_url();
-    let (ann, bob) = ann_and_bob(&url, "board").await;
+    let (ann, bob) = ann_and_bob(&server, "board").await;
     for i in 0..20 {
         ann.core().whiteboard_mut().draw(0xff0000, 3, &line(i * 10, 0)).unwrap();
         bob.core().whiteboard_mut().draw(0x0000ff, 5, &line(i * 10, 100)).unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let board = same_board(&[&ann, &bob], 40).await;
-    let late = HeadlessClient::join(&url, "late", "board", WAIT).await.unwrap();
+    let late = server.join("late", "board").await;
     assert_eq!(same_board(&[&late], 40).await, board, "a late joiner receives the whole board");
     server.stop().await;
 }
@@ -61,8 +60,7 @@ async fn two_players_drawing_at_once_end_with_the_same_board_and_a_late_joiner_g
 async fn the_longest_stroke_arrives_whole_though_it_spans_many_socket_reads() {
     use easel_protocol::board::MAX_POINTS_PER_STROKE;
     let server = TestServer::start().await;
-    let url = server.ws_url();
-    let (ann, bob) = ann_and_bob(&url, "long").await;
+    let (ann, bob) = ann_and_bob(&server, "long").await;
     // A zigzag of large steps: several bytes a point, so the message is several KiB, larger
     // than the server's 1 KiB read chunk.
     let zigzag: Vec<Point> = (0..MAX_POINTS_PER_STROKE as i16)
@@ -80,9 +78,8 @@ async fn the_longest_stroke_arrives_whole_though_it_spans_many_socket_reads() {
 #[tokio::test]
 async fn erasing_and_undoing_an_erase_reach_everyone() {
     let server = TestServer::start().await;
-    let url = server.ws_url();
-    let ann = HeadlessClient::join(&url, "ann", "erase", WAIT).await.unwrap();
-    let bob = HeadlessClient::join(&url, "bob", "erase", WAIT).await.unwrap();
+    let ann = server.join("ann", "erase").await;
+    let bob = server.join("bob", "erase").await;
     ann.board_synced(WAIT).await.unwrap();
     ann.core().whiteboard_mut().draw(1, 4, &line(0, 0)).unwrap();
     same_board(&[&ann, &bob], 1).await;
@@ -97,8 +94,7 @@ async fn erasing_and_undoing_an_erase_reach_everyone() {
 #[tokio::test]
 async fn undo_undoes_only_my_own_actions_while_others_draw() {
     let server = TestServer::start().await;
-    let url = server.ws_url();
-    let (ann, bob) = ann_and_bob(&url, "undo").await;
+    let (ann, bob) = ann_and_bob(&server, "undo").await;
     ann.core().whiteboard_mut().draw(1, 2, &line(0, 0)).unwrap();
     bob.core().whiteboard_mut().draw(2, 2, &line(0, 200)).unwrap();
     ann.core().whiteboard_mut().draw(1, 2, &line(0, 400)).unwrap();
@@ -117,8 +113,8 @@ async fn undo_undoes_only_my_own_actions_while_others_draw() {
 async fn offline_edits_merge_on_reconnect_with_nothing_lost_or_resurrected() {
     let server = TestServer::start().await;
     let url = server.ws_url();
-    let ann = HeadlessClient::join(&url, "ann", "offline", WAIT).await.unwrap();
-    let bob = HeadlessClient::join(&url, "bob", "offline", WAIT).await.unwrap();
+    let ann = server.join("ann", "offline").await;
+    let bob = server.join("bob", "offline").await;
     ann.board_synced(WAIT).await.unwrap();
     ann.core().whiteboard_mut().draw(1, 2, &line(0, 0)).unwrap();
     ann.core().whiteboard_mut().draw(1, 2, &line(0, 300)).unwrap();
@@ -151,7 +147,7 @@ async fn the_board_survives_a_server_restart() {
     let _ = std::fs::remove_dir_all(&dir);
     let config = || Config { storage: Location::Directory(dir.clone()), ..Config::for_tests() };
     let server = TestServer::start_with(config()).await;
-    let ann = HeadlessClient::join(&server.ws_url(), "ann", "keep", WAIT).await.unwrap();
+    let ann = server.join("ann", "keep").await;
     ann.board_synced(WAIT).await.unwrap();
     for i in 0..5 {
         ann.core().whiteboard_mut().draw(1, 2, &line(i * 20, 0)).unwrap();
@@ -161,7 +157,7 @@ async fn the_board_survives_a_server_restart() {
     server.stop().await;
 
     let server = TestServer::start_with(config()).await;
-    let back = HeadlessClient::join(&server.ws_url(), "back", "keep", WAIT).await.unwrap();
+    let back = server.join("back", "keep").await;
     assert_eq!(same_board(&[&back], 4).await, before, "the board comes back exactly as acknowledged");
     server.stop().await;
 }
@@ -169,9 +165,8 @@ async fn the_board_survives_a_server_restart() {
 #[tokio::test]
 async fn cursors_are_shared_and_vanish_when_their_player_leaves() {
     let server = TestServer::start().await;
-    let url = server.ws_url();
-    let ann = HeadlessClient::join(&url, "ann", "cursors", WAIT).await.unwrap();
-    let bob = HeadlessClient::join(&url, "bob", "cursors", WAIT).await.unwrap();
+    let ann = server.join("ann", "cursors").await;
+    let bob = server.join("bob", "cursors").await;
     let ann_id = ann.core().view().me().unwrap();
     ann.core().whiteboard_mut().set_cursor(Some(Point { x: 42, y: 7 }));
     let seen = bob
