@@ -101,7 +101,7 @@ fn sim_and_session_have_no_sockets_runtime_or_clock() {
 #[test]
 fn the_room_state_reads_no_clock_waits_on_nothing_and_knows_no_socket() {
     let room = workspace_root().join("server").join("src").join("room");
-    for file in ["state.rs", "board.rs", "interest.rs", "input_wait.rs", "delivery.rs"] {
+    for file in ["state.rs", "board.rs", "interest/mod.rs", "interest/member.rs", "input_wait.rs", "delivery.rs"] {
         let path = room.join(file);
         let text = shipped_code(&path);
         for forbidden in [
