@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use easel_protocol::game::Rules;
 use serde::Deserialize;
 
@@ -36,16 +36,15 @@ pub struct ServeArgs {
     /// [default: same origin as the request's Host].
     #[arg(long = "allowed-origin", env = "EASEL_ALLOWED_ORIGINS", value_delimiter = ',', value_name = "ORIGIN")]
     pub allowed_origins: Vec<String>,
-    /// Log filter: error, warn, info, debug or trace [default: info].
-    #[arg(long, env = "EASEL_LOG_LEVEL", value_name = "LEVEL")]
-    pub log_level: Option<String>,
+    /// The least severe log lines written [default: info].
+    #[arg(long, env = "EASEL_LOG_LEVEL", value_name = "LEVEL", value_enum)]
+    pub log_level: Option<LogLevel>,
     /// Directory of the embedded database (whiteboards, identities) [default: data].
     #[arg(long, env = "EASEL_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Game rules of every room: `game` (collectable orbs) or `arena-benchmark` (the static-orb
-    /// world of the benchmark workload) [default: game].
-    #[arg(long, env = "EASEL_RULES", value_name = "PRESET")]
-    pub rules: Option<String>,
+    /// Game rules of every room [default: game].
+    #[arg(long, env = "EASEL_RULES", value_name = "PRESET", value_enum)]
+    pub rules: Option<RulesPreset>,
     /// How long a player whose connection dropped is kept for a resume, e.g. 30s; 0 turns
     /// resuming off [default: 30s].
     #[arg(long, env = "EASEL_RESUME_GRACE", value_name = "DURATION", value_parser = parse_duration)]
@@ -72,8 +71,8 @@ struct FileSettings {
     tick_rate: Option<u16>,
     assets_dir: Option<PathBuf>,
     allowed_origins: Option<Vec<String>>,
-    log_level: Option<String>,
-    rules: Option<String>,
+    log_level: Option<LogLevel>,
+    rules: Option<RulesPreset>,
     data_dir: Option<PathBuf>,
     resume_grace: Option<String>,
     view_distance: Option<f32>,
@@ -90,7 +89,7 @@ pub struct Config {
     pub assets_dir: Option<PathBuf>,
     /// Origins allowed to open a WebSocket; empty means "the request's own origin only".
     pub allowed_origins: Vec<String>,
-    pub log_level: String,
+    pub log_level: LogLevel,
     pub rules: Rules,
     pub limits: Limits,
     pub interest: Interest,
@@ -193,7 +192,7 @@ impl Config {
             tick_rate: 30,
             assets_dir: None,
             allowed_origins: Vec::new(),
-            log_level: "warn".to_owned(),
+            log_level: LogLevel::Warn,
             rules: Rules::GAME,
             limits: Limits::default(),
             interest: Interest::default(),
@@ -205,6 +204,48 @@ impl Config {
     /// Fixed simulation step in seconds.
     pub fn tick_seconds(&self) -> f32 {
         1.0 / f32::from(self.tick_rate)
+    }
+}
+
+/// How much the server logs: this level and the more severe ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl From<LogLevel> for tracing::Level {
+    fn from(level: LogLevel) -> Self {
+        match level {
+            LogLevel::Error => tracing::Level::ERROR,
+            LogLevel::Warn => tracing::Level::WARN,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Debug => tracing::Level::DEBUG,
+            LogLevel::Trace => tracing::Level::TRACE,
+        }
+    }
+}
+
+/// The game rules every room of a server plays by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RulesPreset {
+    /// Collectable orbs that reappear elsewhere.
+    Game,
+    /// The static-orb world of the arena benchmark workload (docs/bench/WORKLOADS.md).
+    ArenaBenchmark,
+}
+
+impl RulesPreset {
+    pub fn rules(self) -> Rules {
+        match self {
+            RulesPreset::Game => Rules::GAME,
+            RulesPreset::ArenaBenchmark => Rules::ARENA_BENCHMARK,
+        }
     }
 }
 
@@ -223,12 +264,8 @@ pub enum ConfigError {
     MissingAssets(PathBuf),
     #[error("allowed origin {0:?} must look like http://host[:port] or https://host[:port]")]
     Origin(String),
-    #[error("log level {0:?} is not one of error, warn, info, debug, trace")]
-    LogLevel(String),
     #[error("view_distance must be 0 (everyone) or between 100 and 10000 world units, got {0}")]
     ViewDistance(f32),
-    #[error("rules preset {0:?} is not one of game, arena-benchmark")]
-    Rules(String),
     #[error("workers must be between 1 and 256, got {0}")]
     Workers(usize),
 }
@@ -258,15 +295,8 @@ impl ServeArgs {
         };
         let allowed_origins =
             allowed_origins.into_iter().map(|o| validate_origin(o.trim())).collect::<Result<Vec<_>, _>>()?;
-        let log_level = self.log_level.or(file.log_level).unwrap_or_else(|| "info".to_owned());
-        if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
-            return Err(ConfigError::LogLevel(log_level));
-        }
-        let rules = match self.rules.or(file.rules).as_deref() {
-            None | Some("game") => Rules::GAME,
-            Some("arena-benchmark") => Rules::ARENA_BENCHMARK,
-            Some(other) => return Err(ConfigError::Rules(other.to_owned())),
-        };
+        let log_level = self.log_level.or(file.log_level).unwrap_or(LogLevel::Info);
+        let rules = self.rules.or(file.rules).unwrap_or(RulesPreset::Game).rules();
         let data_dir = self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data"));
         let mut limits = Limits::default();
         if let Some(grace) = self.resume_grace {
@@ -394,6 +424,19 @@ mod tests {
         assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
         assert!(parse_duration("5h").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn a_log_level_or_rules_preset_nobody_knows_is_refused_naming_it() {
+        let dir = std::env::temp_dir().join(format!("easel-config-level-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("easel.toml");
+        std::fs::write(&file, "log_level = \"verbose\"\n").unwrap();
+        let message = ServeArgs { config: Some(file.clone()), ..args_with_assets() }.into_config().unwrap_err();
+        assert!(message.to_string().contains("verbose"), "{message}");
+        std::fs::write(&file, "rules = \"arena-benchmark\"\nlog_level = \"debug\"\n").unwrap();
+        let config = ServeArgs { config: Some(file), ..args_with_assets() }.into_config().unwrap();
+        assert_eq!((config.rules, config.log_level), (Rules::ARENA_BENCHMARK, LogLevel::Debug));
     }
 
     #[test]

@@ -27,8 +27,7 @@ fn main() -> anyhow::Result<()> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
-    let level: tracing::Level = config.log_level.parse().context("log level")?;
-    tracing_subscriber::fmt().with_max_level(level).with_target(false).init();
+    tracing_subscriber::fmt().with_max_level(tracing::Level::from(config.log_level)).with_target(false).init();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(workers) = config.workers {
         runtime.worker_threads(workers);
