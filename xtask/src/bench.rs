@@ -107,18 +107,21 @@ impl ArenaOptions {
     }
 }
 
-/// The flags every benchmark takes: `--dev` (debug build), `--no-record` and
-/// `--server-workers N` (the server's `--workers`; a configuration of its own in the results).
+/// The flags every benchmark takes: `--dev` (debug build), `--no-record`, `--server-workers N`
+/// (the server's `--workers`; a configuration of its own in the results) and `--server PATH`
+/// (another build of the server, for before/after runs; never recorded).
 pub struct CommonOptions {
     pub profile: Profile,
     /// Append results to `bench/results/*.jsonl` (off for smoke runs).
     pub record: bool,
     pub server_workers: Option<usize>,
+    /// A server binary to measure instead of this checkout's.
+    pub server_binary: Option<PathBuf>,
 }
 
 impl Default for CommonOptions {
     fn default() -> Self {
-        Self { profile: Profile::Release, record: true, server_workers: None }
+        Self { profile: Profile::Release, record: true, server_workers: None, server_binary: None }
     }
 }
 
@@ -132,6 +135,15 @@ impl CommonOptions {
                 let value = rest.next().context("--server-workers needs a value")?;
                 self.server_workers = Some(value.parse().context("--server-workers")?);
             }
+            "--server" => {
+                let path = PathBuf::from(rest.next().context("--server needs a path")?);
+                if !path.is_file() {
+                    bail!("--server {}: no such file", path.display());
+                }
+                self.server_binary = Some(path);
+                // Its figures belong to another build, not to this checkout's commit.
+                self.record = false;
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -139,8 +151,8 @@ impl CommonOptions {
 }
 
 pub fn arena(root: &Path, options: &ArenaOptions) -> Result<()> {
-    let binaries = build(root, options.common.profile)?;
-    let context = RunContext::collect(root);
+    let binaries = build(root, &options.common)?;
+    let context = RunContext::collect(root, &options.common);
     let results = options.common.record.then(|| root.join("bench").join("results").join("arena.jsonl"));
     let rows = run_series(&options.counts, results.as_deref(), |n| {
         step(&format!("arena, N = {n} (warm-up {:?}, window {:?})", options.warmup, options.window));
@@ -180,20 +192,25 @@ struct Binaries {
     bots: PathBuf,
 }
 
-fn build(root: &Path, profile: Profile) -> Result<Binaries> {
-    let (flag, dir) = match profile {
+/// Builds the bots, and the server unless another build of it was given.
+fn build(root: &Path, common: &CommonOptions) -> Result<Binaries> {
+    let (flag, dir) = match common.profile {
         Profile::Release => (Some("--release"), "release"),
         Profile::Dev => (None, "debug"),
     };
     step(&format!("building the server and the bots ({dir})"));
     let mut command = cargo();
-    command.args(["build", "--package", "easel-server", "--bin", "easel", "--package", "easel-load"]);
-    command.args(["--bin", "easel-bot", "--locked"]).args(flag);
+    command.arg("build");
+    if common.server_binary.is_none() {
+        command.args(["--package", "easel-server", "--bin", "easel"]);
+    }
+    command.args(["--package", "easel-load", "--bin", "easel-bot", "--locked"]).args(flag);
     if !command.status()?.success() {
         bail!("building the server and the bots failed");
     }
     let dir = target_dir(root).join(dir);
-    Ok(Binaries { server: dir.join("easel"), bots: dir.join("easel-bot") })
+    let server = common.server_binary.clone().unwrap_or_else(|| dir.join("easel"));
+    Ok(Binaries { server, bots: dir.join("easel-bot") })
 }
 
 /// Facts recorded beside every result.
@@ -205,7 +222,7 @@ pub struct RunContext {
 }
 
 impl RunContext {
-    fn collect(root: &Path) -> Self {
+    fn collect(root: &Path, common: &CommonOptions) -> Self {
         let output = |program: &str, args: &[&str]| {
             Command::new(program)
                 .args(args)
@@ -222,8 +239,12 @@ impl RunContext {
             })
             .unwrap_or_else(|| "unknown CPU".to_owned());
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let commit = match &common.server_binary {
+            Some(path) => format!("server {}", path.display()),
+            None => output("git", &["rev-parse", "--short", "HEAD"]),
+        };
         Self {
-            commit: output("git", &["rev-parse", "--short", "HEAD"]),
+            commit,
             date: output("date", &["-u", "+%Y-%m-%d"]),
             machine: format!("{cores} cores, {cpu}"),
             clock_ticks: output("getconf", &["CLK_TCK"]).parse().unwrap_or(100.0),
@@ -657,8 +678,8 @@ impl WhiteboardOptions {
 
 /// `cargo xtask bench whiteboard`: the whiteboard workload of docs/bench/WORKLOADS.md per W.
 pub fn whiteboard(root: &Path, options: &WhiteboardOptions) -> Result<()> {
-    let binaries = build(root, options.common.profile)?;
-    let context = RunContext::collect(root);
+    let binaries = build(root, &options.common)?;
+    let context = RunContext::collect(root, &options.common);
     let results = options.common.record.then(|| root.join("bench").join("results").join("whiteboard.jsonl"));
     let rows = run_series(&options.writers, results.as_deref(), |w| {
         step(&format!("whiteboard, W = {w} writers + {w} readers"));

@@ -19,10 +19,10 @@ commands:
   test                install what is missing, then run all tests: lint, Rust, browser end-to-end
   lint                rustfmt check and clippy -D warnings (native and wasm32)
   bench arena [--n 50,200,500,1000] [--visibility full|interest] [--input-timing] [--warmup S] [--window S]
-              [--server-workers N] [--dev] [--no-record]
+              [--server-workers N] [--server PATH] [--dev] [--no-record]
                       the arena workload (docs/bench/WORKLOADS.md): JSON line + table per N,
                       appended to bench/results/arena.jsonl
-  bench whiteboard [--w 4,16,64] [--server-workers N] [--dev] [--no-record]
+  bench whiteboard [--w 4,16,64] [--server-workers N] [--server PATH] [--dev] [--no-record]
                       the whiteboard workload: JSON line + table per W,
                       appended to bench/results/whiteboard.jsonl
   bench report        SVG plots of the recorded results into docs/bench/";
@@ -155,7 +155,7 @@ fn test(root: &Path) -> Result<()> {
             counts: vec![10],
             warmup: std::time::Duration::from_secs(1),
             window: std::time::Duration::from_secs(3),
-            common: bench::CommonOptions { profile: Profile::Dev, record: false, server_workers: None },
+            common: bench::CommonOptions { profile: Profile::Dev, record: false, ..Default::default() },
             visibility,
             // The second run also covers bots that follow the server's input timing.
             input_timing: visibility == bench::Visibility::Interest,
@@ -167,7 +167,12 @@ fn test(root: &Path) -> Result<()> {
     let smoke = bench::WhiteboardOptions {
         writers: vec![2],
         strokes: 200,
-        common: bench::CommonOptions { profile: Profile::Dev, record: false, server_workers: Some(1) },
+        common: bench::CommonOptions {
+            profile: Profile::Dev,
+            record: false,
+            server_workers: Some(1),
+            ..Default::default()
+        },
     };
     bench::whiteboard(root, &smoke).context("the whiteboard benchmark smoke run failed")?;
     println!("\ntotal: {} passed, {} failed", rust.passed + browser.passed, rust.failed + browser.failed);
