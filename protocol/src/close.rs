@@ -10,6 +10,8 @@ pub const ABNORMAL: u16 = 1006;
 pub const PROTOCOL_ERROR: u16 = 1002;
 /// A data type the endpoint does not accept: Easel speaks binary frames only.
 pub const UNSUPPORTED_DATA: u16 = 1003;
+/// Data inconsistent with its type: a text frame or close reason that is not UTF-8.
+pub const INVALID_PAYLOAD: u16 = 1007;
 /// A rule was broken: rate limits, handshake timeout, invalid name or room.
 pub const POLICY_VIOLATION: u16 = 1008;
 /// A message larger than the configured cap.

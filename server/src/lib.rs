@@ -3,7 +3,7 @@
 
 pub mod config;
 pub mod metrics;
-mod net;
+pub mod net;
 pub mod room;
 pub mod session;
 pub mod sim;

@@ -1,5 +1,7 @@
 //! Helpers for workspace-level tests: start the real server on 127.0.0.1:0, connect clients, read
-//! close frames, stop the server cleanly.
+//! close frames, stop the server cleanly; `raw` speaks WebSocket frame by frame.
+
+pub mod raw;
 
 use std::net::SocketAddr;
 use std::time::Duration;

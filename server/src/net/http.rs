@@ -11,13 +11,14 @@ use axum::routing::get;
 use super::AppState;
 
 pub(super) fn router(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/", get(index))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
-        .route("/ws", get(super::ws::upgrade))
-        .route("/{*path}", get(static_file))
-        .with_state(state)
+        .route("/ws", get(super::ws::upgrade));
+    #[cfg(feature = "autobahn-echo")]
+    let router = router.route("/autobahn-echo", get(super::ws::echo::upgrade));
+    router.route("/{*path}", get(static_file)).with_state(state)
 }
 
 async fn index(State(state): State<AppState>) -> Response {

@@ -3,7 +3,7 @@
 
 mod http;
 mod socket;
-mod ws;
+pub mod ws;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -11,11 +11,16 @@
 //! The kernel holds at most `NOT_SENT_LOW_WATER` bytes not yet sent for a socket, so the
 //! snapshots a client cannot take pile up nowhere: the socket reports itself full, and newer
 //! snapshots supersede older ones in the connection's slot instead of queueing behind them.
+//!
+//! On the read side, every frame the client sends is metered as it arrives (`FrameMeter`):
+//! frames that are not whole messages (pings, pongs, continuations) draw on a budget of their
+//! own, and the read that goes past it fails with `TooManyFrames`.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use easel_protocol::frame::server_frame_header;
@@ -24,8 +29,11 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 
+use super::ws::frame_meter::{FrameKind, FrameMeter};
+use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::room::{Delivery, DirectWrite, EncodedSnapshot};
+use crate::session::TokenBucket;
 
 /// Bytes the kernel may hold for a socket before they go out (`TCP_NOTSENT_LOWAT`). Without a
 /// bound, Linux grows a socket's send buffer to `tcp_wmem`'s 4 MB: a loopback socket whose
@@ -68,8 +76,9 @@ struct WriterState {
 }
 
 impl SocketWriter {
-    /// Splits `stream` into the reader tungstenite reads from and the shared writer.
-    pub fn split(stream: TcpStream, metrics: Arc<Metrics>) -> (SocketIo, Arc<Self>) {
+    /// Splits `stream` into the reader tungstenite reads from (its frames metered by `limits`)
+    /// and the shared writer.
+    pub fn split(stream: TcpStream, metrics: Arc<Metrics>, limits: &Limits) -> (SocketIo, Arc<Self>) {
         bound_unsent_bytes(&stream);
         let (read, write) = stream.into_split();
         let writer = Arc::new(Self {
@@ -79,7 +88,13 @@ impl SocketWriter {
             delivery: Arc::default(),
             metrics,
         });
-        (SocketIo { read, writer: Arc::clone(&writer) }, writer)
+        let frames = FrameBudget {
+            meter: FrameMeter::default(),
+            // As many as messages: a client that pings or fragments is not a client that floods.
+            bucket: TokenBucket::new(Instant::now(), limits.messages_per_second, limits.message_burst),
+            exceeded: false,
+        };
+        (SocketIo { read, writer: Arc::clone(&writer), frames }, writer)
     }
 
     fn lock(&self) -> MutexGuard<'_, WriterState> {
@@ -175,16 +190,46 @@ impl DirectWrite for SocketWriter {
     }
 }
 
-/// What tungstenite reads from and writes through: the socket's read half, and the shared
-/// writer, whose rule keeps tungstenite's frames (replies, pongs, the close) whole.
+/// What tungstenite reads from and writes through: the socket's read half, metered, and the
+/// shared writer, whose rule keeps tungstenite's frames (replies, pongs, the close) whole.
 pub(super) struct SocketIo {
     read: OwnedReadHalf,
     writer: Arc<SocketWriter>,
+    frames: FrameBudget,
 }
+
+/// Frames that are not whole messages (control frames, continuations) and their budget.
+struct FrameBudget {
+    meter: FrameMeter,
+    bucket: TokenBucket,
+    exceeded: bool,
+}
+
+/// The client sent more control or continuation frames than its budget allows.
+#[derive(Debug, thiserror::Error)]
+#[error("too many control or continuation frames")]
+pub(super) struct TooManyFrames;
 
 impl AsyncRead for SocketIo {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.read).poll_read(cx, buf)
+        if self.frames.exceeded {
+            // Reported once: the connection is closing, and reads on so that its close frame is
+            // not cut short by a reset.
+            return Pin::new(&mut self.read).poll_read(cx, buf);
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.read).poll_read(cx, buf))?;
+        let now = Instant::now();
+        let FrameBudget { meter, bucket, exceeded } = &mut self.frames;
+        meter.feed(&buf.filled()[before..], |kind| {
+            if kind != FrameKind::MessageStart && !bucket.try_take(now) {
+                *exceeded = true;
+            }
+        });
+        if *exceeded {
+            return Poll::Ready(Err(io::Error::other(TooManyFrames)));
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -231,7 +276,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let (io, writer) = SocketWriter::split(server, Arc::default());
+        let (io, writer) = SocketWriter::split(server, Arc::default(), &Limits::default());
         (io, writer, client)
     }
 
@@ -299,7 +344,7 @@ mod tests {
         client.set_recv_buffer_size(16 * 1024).unwrap();
         let _client = client.connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let (_io, writer) = SocketWriter::split(server, Arc::default());
+        let (_io, writer) = SocketWriter::split(server, Arc::default(), &Limits::default());
         writer.idle_if(|| true);
         let (mut written, mut queued) = (0, 0);
         for tick in 1..=20_000 {

@@ -1,0 +1,237 @@
+//! WebSocket endpoints: the edge they share (the origin and handshake checks, frame and message
+//! limits, the upgraded socket, the closing handshake) and what runs on it: Easel's protocol on
+//! `/ws` (`connection`) or, in a build with the `autobahn-echo` feature, an echo on
+//! `/autobahn-echo` for Autobahn|Testsuite (`echo`).
+//!
+//! The upgrade is done here rather than by axum's `WebSocketUpgrade` because the room needs the
+//! TCP socket itself (`socket`, decision 0024).
+
+mod connection;
+#[cfg(feature = "autobahn-echo")]
+pub(super) mod echo;
+pub mod frame_meter;
+pub mod handshake;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use easel_protocol::close;
+use easel_protocol::codec::MAX_CLIENT_MESSAGE_BYTES;
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use super::AppState;
+use super::socket::{SocketIo, SocketWriter, TooManyFrames};
+use crate::room::Ending;
+use crate::session::CloseReason;
+
+/// Outgoing bytes tungstenite may hold for a connection before writes fail: a few snapshots of
+/// a full room. Beyond it the client is not reading and will be dropped by the write timeout.
+const MAX_WRITE_BUFFER: usize = 4 * 1024 * 1024;
+/// Read chunk per connection. tungstenite zeroes this much before every read, including the one
+/// that finds the socket empty, and nearly every client message is an input of about 20 bytes:
+/// at 8 KiB the zeroing was 3 % of the server's CPU at N = 500 (`perf`). A long stroke (messages
+/// go up to 16 KiB) takes several reads; tungstenite's 128 KiB default would also cost 128 MB of
+/// memory at 1,000 players.
+const READ_BUFFER: usize = 1024;
+/// How long a closing connection waits for the client's side of the closing handshake.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A WebSocket as every endpoint gets it.
+pub(super) type Socket = WebSocketStream<SocketIo>;
+
+/// `GET /ws`: Easel's protocol.
+pub(super) async fn upgrade(State(state): State<AppState>, request: Request) -> Response {
+    accept(state, request, |socket, writer, state| connection::Connection::new(socket, writer, state).run())
+}
+
+/// Checks the origin and the handshake (RFC 6455, 4.2.1), answers 101 and runs `serve` on the
+/// upgraded socket; or answers why not.
+fn accept<Serve, Served>(state: AppState, mut request: Request, serve: Serve) -> Response
+where
+    Serve: FnOnce(Socket, Arc<SocketWriter>, AppState) -> Served + Send + 'static,
+    Served: Future<Output = ()> + Send,
+{
+    if let Err(reason) = check_origin(request.headers(), &state.config.allowed_origins) {
+        tracing::info!("refused WebSocket: {reason}");
+        return (StatusCode::FORBIDDEN, reason).into_response();
+    }
+    let accept = match handshake::accept_key(request.version(), request.headers()) {
+        Ok(accept) => accept,
+        Err(refusal) => {
+            let mut response = (refusal.status(), refusal.to_string()).into_response();
+            if refusal == handshake::Refusal::WebSocketVersion {
+                response
+                    .headers_mut()
+                    .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static(handshake::WEBSOCKET_VERSION));
+            }
+            return response;
+        }
+    };
+    let upgrading = hyper::upgrade::on(&mut request);
+    let guard = state.sessions.enter();
+    tokio::spawn(async move {
+        let upgraded = match upgrading.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!("WebSocket upgrade failed: {e}");
+                return;
+            }
+        };
+        // `net::serve` runs every connection on a `TokioIo<TcpStream>`.
+        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+            tracing::error!("WebSocket upgrade on a connection that is not a TCP stream");
+            return;
+        };
+        let (io, writer) = SocketWriter::split(parts.io.into_inner(), state.metrics.clone(), &state.config.limits);
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_CLIENT_MESSAGE_BYTES))
+            .max_frame_size(Some(MAX_CLIENT_MESSAGE_BYTES))
+            .max_write_buffer_size(MAX_WRITE_BUFFER)
+            .read_buffer_size(READ_BUFFER);
+        // The client may have sent its first frames with the handshake.
+        let socket =
+            WebSocketStream::from_partially_read(io, parts.read_buf.to_vec(), Role::Server, Some(config)).await;
+        state.metrics.connections.inc();
+        state.metrics.connections_total.inc();
+        serve(socket, writer, state.clone()).await;
+        state.metrics.connections.dec();
+        drop(guard);
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Browsers always send `Origin` on a WebSocket upgrade, so checking it stops other sites'
+/// pages from joining on a visitor's behalf. Native clients (bots, tests) send none and pass.
+fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), String> {
+    let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
+    let origin = origin.to_str().map_err(|_| "unreadable Origin header".to_owned())?;
+    let permitted = if allowed.is_empty() {
+        // Same origin: the Origin's host[:port] must be the Host the request was sent to.
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+        let origin_host = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+        origin_host.is_some_and(|o| o.eq_ignore_ascii_case(host))
+    } else {
+        allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
+    };
+    if permitted { Ok(()) } else { Err(format!("origin {origin} is not allowed")) }
+}
+
+/// What one read from the client means.
+pub(super) enum Read {
+    /// A data message, or a ping or pong (tungstenite answers pings itself).
+    Message(Message),
+    /// The client closed (the reply is queued: `answer_close` sends it), or the network cut the
+    /// connection without a close.
+    Ended(Ending),
+    /// A rule was broken: close with this.
+    Failed(CloseReason),
+}
+
+impl Read {
+    pub(super) fn of(frame: Option<Result<Message, tungstenite::Error>>) -> Self {
+        match frame {
+            Some(Ok(Message::Close(_))) => Read::Ended(Ending::Closed),
+            Some(Ok(message)) => Read::Message(message),
+            // A TCP end without the WebSocket close is the network (or a crashed client), not a
+            // player leaving.
+            None | Some(Err(tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                Read::Ended(Ending::Dropped)
+            }
+            Some(Err(e)) => Read::Failed(read_error(e)),
+        }
+    }
+}
+
+/// The close a read error earns: 1009 for an oversize message, 1007 for text that is not
+/// UTF-8, 1008 past the frame budget, 1002 for a broken frame.
+fn read_error(error: tungstenite::Error) -> CloseReason {
+    match error {
+        tungstenite::Error::Capacity(e) => CloseReason::new(close::MESSAGE_TOO_BIG, e.to_string()),
+        tungstenite::Error::Protocol(e) => CloseReason::new(close::PROTOCOL_ERROR, e.to_string()),
+        tungstenite::Error::Utf8(_) => CloseReason::new(close::INVALID_PAYLOAD, "text that is not UTF-8"),
+        tungstenite::Error::Io(e) if e.get_ref().is_some_and(|inner| inner.is::<TooManyFrames>()) => {
+            CloseReason::new(close::POLICY_VIOLATION, TooManyFrames.to_string())
+        }
+        other => CloseReason::new(close::GOING_AWAY, other.to_string()),
+    }
+}
+
+/// Sends the reply to the client's close, which tungstenite queued when it read it (RFC 6455
+/// §5.5.1: the echo of a valid code, 1002 for an invalid one), so the client sees a clean close;
+/// then the socket may be dropped.
+pub(super) async fn answer_close(socket: &mut Socket) {
+    // Once the reply is out, tungstenite reports the connection closed: that is the success.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
+}
+
+/// Sends a close frame (best effort, bounded in time) and lets the client finish the closing
+/// handshake. A client that goes on sending instead (a flood, a broken frame stream) has what it
+/// sends read and dropped until it stops: closing a socket with unread bytes makes the kernel
+/// answer with a reset, and a reset makes the client's kernel discard the close frame unread.
+pub(super) async fn close(socket: &mut Socket, reason: CloseReason, write_timeout: Duration) {
+    let frame = CloseFrame { code: reason.code.into(), reason: reason.reason.into() };
+    let _ = tokio::time::timeout(write_timeout.min(CLOSE_TIMEOUT), async {
+        socket.send(Message::Close(Some(frame))).await?;
+        while let Some(read) = socket.next().await {
+            match read {
+                Ok(Message::Close(_)) => return Ok(()),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        // tungstenite ends its stream at the first error; read the rest raw.
+        let mut scrap = [0u8; 4096];
+        while let Ok(1..) = socket.get_mut().read(&mut scrap).await {}
+        Ok::<(), tungstenite::Error>(())
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(origin: &str, host: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ORIGIN, origin.parse().unwrap());
+        h.insert(header::HOST, host.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn same_origin_is_allowed_by_default_and_others_are_not() {
+        assert!(check_origin(&headers("http://127.0.0.1:8080", "127.0.0.1:8080"), &[]).is_ok());
+        assert!(check_origin(&headers("http://evil.example", "127.0.0.1:8080"), &[]).is_err());
+    }
+
+    #[test]
+    fn an_allowlist_replaces_the_same_origin_rule() {
+        let allowed = vec!["https://play.example.com".to_owned()];
+        assert!(check_origin(&headers("https://play.example.com", "10.0.0.1:8080"), &allowed).is_ok());
+        assert!(check_origin(&headers("http://127.0.0.1:8080", "127.0.0.1:8080"), &allowed).is_err());
+    }
+
+    #[test]
+    fn clients_without_origin_are_not_browsers_and_pass() {
+        assert!(check_origin(&HeaderMap::new(), &[]).is_ok());
+    }
+}
