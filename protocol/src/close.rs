@@ -16,5 +16,7 @@ pub const INVALID_PAYLOAD: u16 = 1007;
 pub const POLICY_VIOLATION: u16 = 1008;
 /// A message larger than the configured cap.
 pub const MESSAGE_TOO_BIG: u16 = 1009;
+/// The server met a condition it cannot serve through (its random source failed).
+pub const INTERNAL_ERROR: u16 = 1011;
 /// The server is overloaded or the client could not keep up: come back later.
 pub const TRY_AGAIN_LATER: u16 = 1013;

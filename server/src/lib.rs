@@ -5,6 +5,7 @@ pub mod config;
 pub mod metrics;
 pub mod net;
 pub mod room;
+pub mod secret;
 pub mod session;
 pub mod sim;
 pub mod store;
@@ -22,11 +23,15 @@ use metrics::Metrics;
 pub enum RunError {
     #[error("cannot open the store: {0}")]
     Store(#[from] store::StoreError),
+    #[error("cannot make secrets: {0}")]
+    Secrets(#[from] secret::RandomSourceFailed),
 }
 
 /// Serves `config` on `listener` until `shutdown` completes, then closes every client with
 /// "going away", lets the rooms finish their pending writes, and returns.
 pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    // Every resume and author token comes from the OS's random source: fail now, not at a join.
+    secret::token()?;
     let (store, store_thread) = store::Store::open(&config.storage)?;
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());

@@ -108,6 +108,10 @@ impl Room {
         if self.members.len() >= self.config.limits.room_capacity {
             return Err(CloseReason::new(close::TRY_AGAIN_LATER, format!("room {} is full", self.name)));
         }
+        let resume = crate::secret::token().map_err(|e| {
+            tracing::error!(room = %self.name, "refusing a join: {e}");
+            CloseReason::new(close::INTERNAL_ERROR, "the server cannot make a resume token")
+        })?;
         let info = PlayerInfo { id: player_id, name, color: game::player_color(player_id) };
         self.sim.add_player(player_id, spawn);
         self.broadcast(now, &ServerMsg::PlayerJoined(info.clone()));
@@ -123,7 +127,7 @@ impl Room {
             waited: Duration::ZERO,
             view: MemberView::default(),
             connection: link.connection,
-            resume: crate::store::random_token(),
+            resume,
             detached_at: None,
             input_waits: InputWaits::default(),
         };

@@ -35,6 +35,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("the store has stopped")]
     Stopped,
+    #[error(transparent)]
+    Random(#[from] crate::secret::RandomSourceFailed),
 }
 
 /// A room's board as stored: the newest snapshot and the ops committed after it.
@@ -269,26 +271,10 @@ fn identify(connection: &Connection, claimed: Option<Identity>) -> Result<Identi
             return Ok(identity);
         }
     }
-    let token = random_token();
+    let token = crate::secret::token()?;
     connection.execute("INSERT INTO identities (token) VALUES (?1)", params![token.as_slice()])?;
     let author = u32::try_from(connection.last_insert_rowid()).unwrap_or(u32::MAX);
     Ok(Identity { author, token })
-}
-
-/// 128 unguessable bits from the kernel.
-pub(crate) fn random_token() -> [u8; 16] {
-    let mut token = [0u8; 16];
-    if let Ok(mut urandom) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        if urandom.read_exact(&mut token).is_ok() {
-            return token;
-        }
-    }
-    // No /dev/urandom (not a Linux host): hash the time and the address of a stack value.
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let mixed = seed ^ (&token as *const _ as u128);
-    token.copy_from_slice(&mixed.to_le_bytes());
-    token
 }
 
 /// The database file inside a data directory (for tools and docs).
