@@ -27,7 +27,13 @@ fn main() -> anyhow::Result<()> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
-    tracing_subscriber::fmt().with_max_level(tracing::Level::from(config.log_level)).with_target(false).init();
+    // Logs go to stderr, where a service manager collects them; stdout carries only the line
+    // that says where the server listens, for whoever started it (decision 0029).
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::from(config.log_level))
+        .with_target(false)
+        .init();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(workers) = config.workers {
         runtime.worker_threads(workers);

@@ -1,7 +1,7 @@
-//! The `easel` binary as a host runs it: help text, config errors, the listening line, and a
-//! graceful SIGTERM that exits 0.
+//! The `easel` binary as a host runs it: help text, config errors, the listening line, logs on
+//! stderr, and a graceful SIGTERM that exits 0.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -64,4 +64,34 @@ fn sigterm_shuts_down_gracefully_with_exit_code_zero() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
+}
+
+#[test]
+fn logs_go_to_stderr_and_stdout_says_only_where_the_server_listens() {
+    let mut server = Command::new(EASEL)
+        .args(["serve", "--port", "0", "--log-level", "info", "--assets-dir", env!("CARGO_MANIFEST_DIR")])
+        .args(["--data-dir", &data_dir("streams")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting easel");
+    let mut stdout = BufReader::new(server.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("reading the first line");
+    assert!(line.starts_with("Easel listening on http://127.0.0.1:"), "unexpected first line: {line:?}");
+    let killed = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().expect("running kill");
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.try_wait().expect("waiting for easel").is_none() {
+        if Instant::now() > deadline {
+            let _ = server.kill();
+            panic!("easel did not exit within 10 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (mut rest, mut logs) = (String::new(), String::new());
+    stdout.read_to_string(&mut rest).expect("reading stdout");
+    server.stderr.take().expect("piped stderr").read_to_string(&mut logs).expect("reading stderr");
+    assert_eq!(rest, "", "nothing but the listening line on stdout");
+    assert!(logs.contains("shutting down"), "the shutdown is logged on stderr: {logs:?}");
 }
