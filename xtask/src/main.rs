@@ -8,6 +8,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod apt;
 mod bench;
 mod report;
 
@@ -263,20 +264,7 @@ fn ensure_chromium() -> Result<()> {
         return Ok(());
     }
     step("installing Debian's chromium (apt-get)");
-    let sudo = if is_root() { vec![] } else { vec!["sudo"] };
-    let apt = |args: &[&str]| -> Result<()> {
-        let mut command = Command::new(if sudo.is_empty() { "apt-get" } else { "sudo" });
-        if !sudo.is_empty() {
-            command.arg("apt-get");
-        }
-        let status = command.args(args).env("DEBIAN_FRONTEND", "noninteractive").status()?;
-        if !status.success() {
-            bail!("apt-get {} failed", args.join(" "));
-        }
-        Ok(())
-    };
-    apt(&["update", "-qq"])?;
-    apt(&["install", "-y", "-qq", "chromium"])
+    apt::install(&["chromium"])
 }
 
 fn ensure_playwright(root: &Path) -> Result<()> {
@@ -296,9 +284,6 @@ fn ensure_playwright(root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
 
 pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
