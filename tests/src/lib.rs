@@ -1,6 +1,8 @@
 //! Helpers for workspace-level tests: start the real server on 127.0.0.1:0, connect clients, read
-//! close frames, stop the server cleanly; `raw` speaks WebSocket frame by frame.
+//! close frames, stop the server cleanly; `raw` speaks WebSocket frame by frame; `fuzz` holds
+//! the fuzz targets' bodies.
 
+pub mod fuzz;
 pub mod raw;
 
 use std::net::SocketAddr;

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 
 mod apt;
 mod bench;
+mod fuzz;
 mod report;
 
 const USAGE: &str = "usage: cargo xtask <command>
@@ -26,7 +27,10 @@ commands:
   bench whiteboard [--w 4,16,64] [--server-workers N] [--server PATH] [--dev] [--no-record]
                       the whiteboard workload: JSON line + table per W,
                       appended to bench/results/whiteboard.jsonl
-  bench report        SVG plots of the recorded results into docs/bench/";
+  bench report        SVG plots of the recorded results into docs/bench/
+  fuzz [--seconds 60] [--target NAME] [--minimize]
+                      coverage-guided fuzzing of every decoder and state machine of untrusted
+                      input (nightly + cargo-fuzz); grows fuzz/corpus/, crashers in fuzz/artifacts/";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,6 +41,7 @@ fn main() -> Result<()> {
         Some("dist") => dist(&root, if args.iter().any(|a| a == "--dev") { Profile::Dev } else { Profile::Release }),
         Some("test") => test(&root),
         Some("lint") => lint(),
+        Some("fuzz") => fuzz::run(&root, &fuzz::FuzzOptions::parse(&args[1..])?),
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("arena") => bench::arena(&root, &bench::ArenaOptions::parse(&args[2..])?),
             Some("whiteboard") => bench::whiteboard(&root, &bench::WhiteboardOptions::parse(&args[2..])?),
@@ -283,7 +288,6 @@ fn ensure_playwright(root: &Path) -> Result<()> {
     }
     Ok(())
 }
-
 
 pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
