@@ -2,8 +2,8 @@
 //!
 //! - `core`: connection state, inputs, interpolation, chat: no IO, tested natively.
 //! - `web` (wasm32 only): canvas rendering, keyboard/touch, the browser WebSocket, the page UI.
-//! - `headless` (native only): the same core over tokio-tungstenite, for tests and the load
-//!   generator (`load/`).
+//! - `headless` (native only): the same core over a WebSocket or WebTransport, for tests and the
+//!   load generator (`load/`).
 
 pub mod core;
 #[cfg(not(target_arch = "wasm32"))]
@@ -11,4 +11,4 @@ pub mod headless;
 #[cfg(target_arch = "wasm32")]
 mod web;
 
-pub use core::{ClientCore, Status};
+pub use core::{Channel, ClientCore, Status, Transmit};

@@ -10,18 +10,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use easel_client::core::Channel;
 use easel_client::core::{InputSchedule, InputWindow, SnapshotReceiver};
-use easel_client::headless::connect_socket;
+use easel_client::headless::{Link, Received, Transport};
 use easel_protocol::board::{BoardOp, Dot, Stroke, StrokeId};
 use easel_protocol::codec::snapshot_tick;
-use easel_protocol::frame::server_frame_header;
 use easel_protocol::rng::Mulberry32;
 use easel_protocol::{ClientMsg, PROTOCOL_VERSION, ServerMsg, decode_server, encode};
-use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::{Mutex, Semaphore, watch};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::measure::{MeanMin, Milestone, Percentiles};
 use crate::whiteboard::workload_points;
@@ -62,7 +60,8 @@ const DRAW_PERIOD: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct BotConfig {
-    pub url: String,
+    /// How the bots reach the server.
+    pub transport: Transport,
     pub room: String,
     pub count: usize,
     pub behavior: Behavior,
@@ -112,7 +111,8 @@ pub enum BotError {
 struct Shared {
     messages_in: AtomicU64,
     bytes_in: AtomicU64,
-    /// WebSocket payload plus frame headers, as they crossed TCP.
+    /// Payload with its framing, as it crossed the transport: WebSocket frames over TCP (the
+    /// workload's `rx_tcp_bytes`), or WebTransport stream frames and datagrams.
     tcp_bytes_in: AtomicU64,
     messages_out: AtomicU64,
     bytes_out: AtomicU64,
@@ -141,7 +141,7 @@ pub async fn run(config: BotConfig, mut milestone: impl FnMut(Milestone)) -> Res
             follow_input_timing: config.follow_input_timing,
             index,
             probe: is_probe(index, config.count),
-            url: config.url.clone(),
+            transport: config.transport.clone(),
             room: config.room.clone(),
             shared: shared.clone(),
             snapshots: snapshots.clone(),
@@ -277,7 +277,7 @@ struct Bot {
     follow_input_timing: bool,
     index: usize,
     probe: bool,
-    url: String,
+    transport: Transport,
     room: String,
     shared: Arc<Shared>,
     snapshots: Arc<Vec<AtomicU64>>,
@@ -298,8 +298,7 @@ impl Bot {
         let mut dir = DIRS[(rng.next_f64() * 8.0) as usize];
 
         let permit = self.gate.acquire().await.map_err(|e| e.to_string())?;
-        let socket = connect_socket(&self.url).await.map_err(|e| format!("connect: {e}"))?;
-        let (mut sink, mut stream) = socket.split();
+        let mut link = Link::open(&self.transport).await.map_err(|e| format!("connect: {e}"))?;
         let hello = ClientMsg::Hello {
             version: PROTOCOL_VERSION,
             name: format!("bot-{}", self.index),
@@ -307,18 +306,16 @@ impl Bot {
             identity: None,
             resume: None,
         };
-        sink.send(Message::Binary(encode(&hello).into())).await.map_err(|e| format!("hello: {e}"))?;
+        link.send(&encode(&hello), Channel::Reliable).await.map_err(|e| format!("hello: {e}"))?;
         let (me, author) = loop {
-            match stream.next().await {
-                Some(Ok(Message::Binary(bytes))) => {
+            match link.recv().await {
+                Received::Message { bytes, .. } => {
                     if let Ok(ServerMsg::Welcome { player_id, identity, .. }) = decode_server(&bytes) {
                         break (player_id, identity.author);
                     }
                 }
-                Some(Ok(Message::Close(frame))) => return Err(format!("closed while joining: {frame:?}")),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(format!("joining: {e}")),
-                None => return Err("connection ended while joining".to_owned()),
+                Received::Closed { code, reason } => return Err(format!("closed while joining ({code}): {reason}")),
+                Received::Lost(why) => return Err(format!("joining: {why}")),
             }
         };
         drop(permit);
@@ -357,7 +354,7 @@ impl Bot {
                     strokes_drawn += 1;
                     let bytes = encode(&ClientMsg::Board { client_seq: u64::from(strokes_drawn), op });
                     self.shared.board_sent.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = sink.send(Message::Binary(bytes.into())).await {
+                    if let Err(e) = link.send(&bytes, Channel::Reliable).await {
                         self.lost(format!("send: {e}"));
                         return Ok(());
                     }
@@ -375,32 +372,28 @@ impl Bot {
                     if self.probe {
                         pending.push_back((inputs.seq(), Instant::now()));
                     }
-                    if let Err(e) = sink.send(Message::Binary(bytes.into())).await {
+                    if let Err(e) = link.send(&bytes, Channel::Unreliable).await {
                         self.lost(format!("send: {e}"));
                         return Ok(());
                     }
                 }
-                frame = stream.next() => match frame {
-                    Some(Ok(Message::Binary(bytes))) => {
-                        self.received(me, &bytes, &mut pending, &mut snapshots, (&mut schedule, inputs.seq() + 1)).await;
+                received = link.recv() => match received {
+                    Received::Message { bytes, wire } => {
+                        let timing = (&mut schedule, inputs.seq() + 1);
+                        self.received(me, &bytes, wire, &mut pending, &mut snapshots, timing).await;
                     }
-                    Some(Ok(Message::Close(frame))) => {
-                        self.lost(format!("closed by server: {frame:?}"));
+                    Received::Closed { code, reason } => {
+                        self.lost(format!("closed by server ({code}): {reason}"));
                         return Ok(());
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        self.lost(format!("read: {e}"));
-                        return Ok(());
-                    }
-                    None => {
-                        self.lost("connection ended".to_owned());
+                    Received::Lost(why) => {
+                        self.lost(why);
                         return Ok(());
                     }
                 },
             }
         }
-        let _ = sink.send(Message::Close(None)).await;
+        link.close().await;
         Ok(())
     }
 
@@ -408,6 +401,7 @@ impl Bot {
         &self,
         me: u32,
         bytes: &[u8],
+        wire: usize,
         pending: &mut std::collections::VecDeque<(u32, Instant)>,
         snapshots: &mut Snapshots,
         (schedule, next_seq): (&mut InputSchedule, u32),
@@ -415,8 +409,7 @@ impl Bot {
         let shared = &self.shared;
         shared.messages_in.fetch_add(1, Ordering::Relaxed);
         shared.bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        let framed = bytes.len() + server_frame_header(bytes.len()).as_slice().len();
-        shared.tcp_bytes_in.fetch_add(framed as u64, Ordering::Relaxed);
+        shared.tcp_bytes_in.fetch_add(wire as u64, Ordering::Relaxed);
         let Some(tick) = snapshot_tick(bytes) else {
             match decode_server(bytes) {
                 Ok(ServerMsg::BoardAck { .. }) => {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use easel_client::headless::{Transport, TransportChoice};
 use easel_load::arena::{self, Behavior, BotConfig};
 use easel_load::measure::Milestone;
 use easel_load::whiteboard::{self, WORKLOAD_STROKES, WhiteboardConfig};
@@ -12,9 +13,13 @@ use easel_load::whiteboard::{self, WORKLOAD_STROKES, WhiteboardConfig};
 #[derive(Parser)]
 #[command(name = "easel-bot", version, about = "Headless bots for Easel: load generation and the benchmark workloads")]
 struct Cli {
-    /// WebSocket address of the server.
-    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
-    url: String,
+    /// The server: where its pages are (`http://host:port`).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// How the bots connect: `wt` (WebTransport), `ws` (WebSocket), or `auto`, as a page does
+    /// (WebTransport when the server offers it).
+    #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
+    transport: TransportArg,
     /// Room the bots join.
     #[arg(long, default_value = "arena")]
     room: String,
@@ -52,6 +57,23 @@ struct Cli {
     json: bool,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum TransportArg {
+    Wt,
+    Ws,
+    Auto,
+}
+
+impl From<TransportArg> for TransportChoice {
+    fn from(transport: TransportArg) -> Self {
+        match transport {
+            TransportArg::Wt => TransportChoice::WebTransport,
+            TransportArg::Ws => TransportChoice::WebSocket,
+            TransportArg::Auto => TransportChoice::AsThePageWould,
+        }
+    }
+}
+
 /// What the bots do.
 #[derive(Clone, Copy, ValueEnum)]
 enum Workload {
@@ -74,8 +96,11 @@ fn main() -> anyhow::Result<()> {
         Workload::Mixed => Behavior::Mixed,
         Workload::Whiteboard => return whiteboard_bots(cli),
     };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let transport = runtime.block_on(Transport::choose(&cli.server, cli.transport.into()))?;
+    println!("easel-bot: transport {}", transport.name());
     let config = BotConfig {
-        url: cli.url,
+        transport,
         room: cli.room,
         count: cli.count,
         behavior,
@@ -85,7 +110,6 @@ fn main() -> anyhow::Result<()> {
         grace: cli.grace,
         join_timeout: cli.join_timeout,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     // A watchdog: whatever happens, the run ends.
     let budget = config.join_timeout + config.warmup + config.window + config.grace + Duration::from_secs(15);
     let summary = runtime.block_on(async { tokio::time::timeout(budget, arena::run(config, print_milestone)).await });
@@ -116,13 +140,15 @@ fn main() -> anyhow::Result<()> {
 
 fn whiteboard_bots(cli: Cli) -> anyhow::Result<()> {
     anyhow::ensure!(cli.strokes >= 100, "--strokes must be at least 100 (the offline case walks 100 strokes)");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let transport = runtime.block_on(Transport::choose(&cli.server, cli.transport.into()))?;
+    println!("easel-bot: transport {}", transport.name());
     let config = WhiteboardConfig {
-        url: cli.url,
+        transport,
         writers: cli.writers,
         strokes: cli.strokes,
         phase_timeout: cli.join_timeout.max(cli.duration),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let summary = runtime.block_on(whiteboard::run(config, print_milestone));
     println!(
         "whiteboard W={} · {} strokes · {} ops in {:.1} s\n  convergence {:.1} ms · add→all p50 {:.1} / p99 {:.1} / max {:.1} ms\n  late joiner {:.1} ms · stored {} bytes, loads in {:.1} ms · offline merge {:.1} ms ({} strokes)",

@@ -9,16 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use easel_client::core::Channel;
 use easel_client::core::ClientCore;
-use easel_client::headless::connect_socket;
+use easel_client::headless::{Link, Received, Transport};
 use easel_protocol::board::{Board, BoardOp, Point, Stroke, StrokeId, digest_of};
 use easel_protocol::rng::Mulberry32;
 use easel_protocol::{ServerMsg, decode_server};
-use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::measure::{Milestone, Percentiles};
 
@@ -31,7 +30,8 @@ const OFFLINE_EDITS: usize = 500;
 
 #[derive(Debug, Clone)]
 pub struct WhiteboardConfig {
-    pub url: String,
+    /// How the clients reach the server.
+    pub transport: Transport,
     pub writers: usize,
     /// Strokes on the final board: `WORKLOAD_STROKES` for the benchmark; fewer only for smoke
     /// runs (at least 100, which the offline case walks).
@@ -99,7 +99,7 @@ type Target = Option<(usize, [u8; 32])>;
 /// What every client task of one run shares.
 #[derive(Clone)]
 struct Clients {
-    url: String,
+    transport: Transport,
     writers: usize,
     /// Clients that must all hold a target board (writers plus readers).
     count: usize,
@@ -140,7 +140,14 @@ pub async fn run(config: WhiteboardConfig, mut milestone: impl FnMut(Milestone))
     let (target_tx, target) = watch::channel::<Target>(None);
     let (start_tx, start) = watch::channel::<Option<Instant>>(None);
     let clients = 2 * w;
-    let run = Clients { url: config.url.clone(), writers: w, count: clients, shared: shared.clone(), target, start };
+    let run = Clients {
+        transport: config.transport.clone(),
+        writers: w,
+        count: clients,
+        shared: shared.clone(),
+        target,
+        start,
+    };
     let mut commands = Vec::new();
     let mut tasks = Vec::new();
     for index in 0..clients {
@@ -335,19 +342,18 @@ async fn client_task(
     mut writer: Option<Writer>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
-    let Clients { url, writers: w, shared, mut target, mut start, count: _ } = run;
+    let Clients { transport, writers: w, shared, mut target, mut start, count: _ } = run;
     let epoch = Instant::now();
     let now_ms = move || epoch.elapsed().as_secs_f64() * 1000.0;
-    let socket = match connect_socket(&url).await {
-        Ok(socket) => socket,
+    let mut link = match Link::open(&transport).await {
+        Ok(link) => link,
         Err(e) => {
             shared.errors.lock().await.push(format!("connect: {e}"));
             return;
         }
     };
-    let (mut sink, mut stream) = socket.split();
     let hello = core.hello();
-    if sink.send(Message::Binary(hello.into())).await.is_err() {
+    if link.send(&hello, Channel::Reliable).await.is_err() {
         return;
     }
     let mut counted_sync = false;
@@ -360,18 +366,16 @@ async fn client_task(
     loop {
         let due = next_due;
         tokio::select! {
-            frame = stream.next() => {
-                let Some(Ok(Message::Binary(bytes))) = frame else {
-                    match frame {
-                        Some(Ok(Message::Close(reason))) => {
-                            shared.errors.lock().await.push(format!("{} was disconnected: {reason:?}", core.name()));
-                            return;
-                        }
-                        Some(Ok(_)) => continue,
-                        _ => {
-                            shared.errors.lock().await.push(format!("{} lost its connection", core.name()));
-                            return;
-                        }
+            incoming = link.recv() => {
+                let bytes = match incoming {
+                    Received::Message { bytes, .. } => bytes,
+                    Received::Closed { code, reason } => {
+                        shared.errors.lock().await.push(format!("{} was disconnected ({code}): {reason}", core.name()));
+                        return;
+                    }
+                    Received::Lost(why) => {
+                        shared.errors.lock().await.push(format!("{} lost its connection: {why}", core.name()));
+                        return;
                     }
                 };
                 shared.bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -387,7 +391,7 @@ async fn client_task(
             }
             command = commands.recv(), if commandable => match command {
                 Some(Command::GoOffline(reply)) => {
-                    let _ = sink.send(Message::Close(None)).await;
+                    link.close().await;
                     let _ = reply.send((core, writer));
                     return;
                 }
@@ -418,8 +422,8 @@ async fn client_task(
             }
             _ = target.changed() => {}
         }
-        for bytes in core.poll_transmit(now_ms()) {
-            if sink.send(Message::Binary(bytes.into())).await.is_err() {
+        for transmit in core.poll_transmit(now_ms()) {
+            if link.send(&transmit.bytes, transmit.channel).await.is_err() {
                 return;
             }
         }

@@ -6,11 +6,13 @@
 pub mod board;
 pub mod close;
 pub mod codec;
+pub mod datagram;
 pub mod frame;
 pub mod game;
 pub mod msg;
 pub mod rng;
 pub mod snapshot;
+pub mod stream;
 pub mod text;
 
 pub use codec::{DecodeError, decode_client, decode_server, encode};

@@ -60,6 +60,32 @@ pub struct ServeArgs {
     /// Threads that run rooms and connections, 1 to 256 [default: one per CPU core].
     #[arg(long, env = "EASEL_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
+    /// WebTransport (HTTP/3 over QUIC) for browsers that have it and for native clients; pages
+    /// fall back to the WebSocket when it is off or blocked [default: on].
+    #[arg(long, env = "EASEL_QUIC", value_name = "SWITCH", value_enum)]
+    pub quic: Option<Switch>,
+    /// UDP port for WebTransport; 0 picks a free one [default: the HTTP port's number].
+    #[arg(long, env = "EASEL_UDP_PORT", value_name = "PORT")]
+    pub udp_port: Option<u16>,
+    /// Certificate chain (PEM) that WebTransport presents, with --tls-key [default: a self-signed
+    /// one, valid 14 days and replaced weekly, whose hash pages fetch from /webtransport].
+    #[arg(long, env = "EASEL_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "EASEL_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Connections (WebSocket and WebTransport together) the server holds at most; more are
+    /// refused [default: 10000].
+    #[arg(long, env = "EASEL_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+}
+
+/// A feature turned on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    On,
+    Off,
 }
 
 /// The same settings as read from a TOML file.
@@ -78,6 +104,11 @@ struct FileSettings {
     view_distance: Option<f32>,
     snapshot_budget: Option<u32>,
     workers: Option<usize>,
+    quic: Option<Switch>,
+    udp_port: Option<u16>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    max_connections: Option<usize>,
 }
 
 /// The validated configuration of a server.
@@ -100,6 +131,43 @@ pub struct Config {
     /// woken again around every burst of work: with one worker a room costs a quarter to a half
     /// less CPU (docs/bench/HISTORY.md), for a host whose server shares its cores with other work.
     pub workers: Option<usize>,
+    /// WebTransport, unless it is off.
+    pub quic: Option<Quic>,
+}
+
+/// WebTransport's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quic {
+    /// `None`: the port number the HTTP listener got.
+    pub udp_port: Option<u16>,
+    pub certificate: CertificateSource,
+}
+
+/// Where the certificate WebTransport presents comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateSource {
+    /// PEM files: a chain and its private key.
+    Files { cert: PathBuf, key: PathBuf },
+    /// Made by the server and replaced on `schedule` (browsers accept such a certificate, by its
+    /// hash, only if it is valid for at most 14 days).
+    SelfSigned { schedule: RotationSchedule },
+}
+
+/// When the server's own certificates are replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotationSchedule {
+    /// A certificate is presented for this long after it was made…
+    pub present_for: Duration,
+    /// …and its successor is made, and offered to pages, this long before it takes over.
+    pub announce_before: Duration,
+}
+
+impl Default for RotationSchedule {
+    /// Halfway through the 14 days a certificate is valid: a session may last a week and still
+    /// have started on a valid one, and a day of clock skew either way changes nothing.
+    fn default() -> Self {
+        Self { present_for: Duration::from_secs(7 * 24 * 3600), announce_before: Duration::from_secs(3600) }
+    }
 }
 
 /// Bounds that keep one client from costing the server more than its share.
@@ -132,6 +200,8 @@ pub struct Limits {
     pub max_uncommitted_ops: usize,
     /// How long a player whose connection dropped waits for a resume before it leaves.
     pub resume_grace: Duration,
+    /// Connections held at once, WebSocket and WebTransport together.
+    pub max_connections: usize,
 }
 
 /// What each client is sent of the world (see `room::interest`).
@@ -180,6 +250,9 @@ impl Default for Limits {
             board_op_burst: 1_000.0,
             max_uncommitted_ops: 10_000,
             resume_grace: Duration::from_secs(30),
+            // Half the 20,000 files a process may open here: room for the database, logs and a
+            // burst of connections being torn down.
+            max_connections: 10_000,
         }
     }
 }
@@ -198,6 +271,7 @@ impl Config {
             interest: Interest::default(),
             storage: Location::Memory,
             workers: None,
+            quic: None,
         }
     }
 
@@ -268,6 +342,10 @@ pub enum ConfigError {
     ViewDistance(f32),
     #[error("workers must be between 1 and 256, got {0}")]
     Workers(usize),
+    #[error("max_connections must be at least 1")]
+    MaxConnections,
+    #[error("tls_cert and tls_key go together: give both, or neither for a self-signed certificate")]
+    TlsPair,
 }
 
 impl ServeArgs {
@@ -320,7 +398,23 @@ impl ServeArgs {
         {
             return Err(ConfigError::Workers(n));
         }
+        if let Some(max) = self.max_connections.or(file.max_connections) {
+            if max == 0 {
+                return Err(ConfigError::MaxConnections);
+            }
+            limits.max_connections = max;
+        }
+        let certificate = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
+            (Some(cert), Some(key)) => CertificateSource::Files { cert, key },
+            (None, None) => CertificateSource::SelfSigned { schedule: RotationSchedule::default() },
+            (Some(_), None) | (None, Some(_)) => return Err(ConfigError::TlsPair),
+        };
+        let quic = match self.quic.or(file.quic).unwrap_or(Switch::On) {
+            Switch::On => Some(Quic { udp_port: self.udp_port.or(file.udp_port), certificate }),
+            Switch::Off => None,
+        };
         Ok(Config {
+            quic,
             storage: Location::Directory(data_dir),
             listen: SocketAddr::new(bind, port),
             tick_rate,

@@ -11,6 +11,7 @@ pub mod sim;
 pub mod store;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -25,6 +26,10 @@ pub enum RunError {
     Store(#[from] store::StoreError),
     #[error("cannot make secrets: {0}")]
     Secrets(#[from] secret::RandomSourceFailed),
+    #[error("cannot start WebTransport: {0}")]
+    Quic(#[from] net::quic::QuicError),
+    #[error("cannot read the listener's address: {0}")]
+    Listener(std::io::Error),
 }
 
 /// Serves `config` on `listener` until `shutdown` completes, then closes every client with
@@ -32,13 +37,47 @@ pub enum RunError {
 pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     // Every resume and author token comes from the OS's random source: fail now, not at a join.
     secret::token()?;
+    let http_port = listener.local_addr().map_err(RunError::Listener)?.port();
+    let quic = match &config.quic {
+        Some(quic) => {
+            let address = SocketAddr::new(config.listen.ip(), quic.udp_port.unwrap_or(http_port));
+            let quic = net::quic::Quic::bind(address, &quic.certificate).await?;
+            tracing::info!(port = quic.offer.port, "WebTransport listening (UDP)");
+            Some(quic)
+        }
+        None => None,
+    };
     let (store, store_thread) = store::Store::open(&config.storage)?;
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
     let rooms = room::Rooms::new(config.clone(), metrics.clone(), store.clone());
-    let state =
-        net::AppState { config, rooms: rooms.clone(), metrics, sessions: net::SessionTracker::default(), store };
-    net::serve(listener, state, shutdown).await;
+    let state = net::AppState {
+        config,
+        rooms: rooms.clone(),
+        metrics,
+        sessions: net::SessionTracker::default(),
+        store,
+        http_port,
+        webtransport: quic.as_ref().map(|quic| quic.offer.clone()),
+    };
+    // One shutdown for both edges: when it comes, the UDP side stops taking sessions while the
+    // TCP side's loop has the rooms close every session (WebTransport ones too) and waits for
+    // them; then the UDP endpoint closes.
+    let (draining, drain) = tokio::sync::watch::channel(false);
+    let (closing, close) = tokio::sync::watch::channel(false);
+    let until = |mut signal: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = signal.wait_for(|set| *set).await;
+    };
+    let quic = quic.map(|quic| tokio::spawn(net::quic::serve(quic, state.clone(), until(drain), until(close))));
+    net::serve(listener, state, async move {
+        shutdown.await;
+        let _ = draining.send(true);
+    })
+    .await;
+    let _ = closing.send(true);
+    if let Some(quic) = quic {
+        let _ = quic.await;
+    }
     rooms.closed().await;
     drop(rooms);
     // Every handle is gone now: the store thread finishes the queued writes and exits.

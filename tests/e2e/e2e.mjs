@@ -6,6 +6,7 @@
 import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import dgram from 'node:dgram';
 import net from 'node:net';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -32,10 +33,10 @@ const running = { servers: new Set(), browser: null };
 // One data directory for the whole run, so a restarted server finds its boards again.
 const DATA_DIR = mkdtempSync(path.join(os.tmpdir(), 'easel-e2e-'));
 
-function startServer(port = 0) {
+function startServer(port = 0, extra = []) {
   return new Promise((resolve, reject) => {
     const proc = spawn(BIN, ['serve', '--bind', '127.0.0.1', '--port', String(port), '--assets-dir', DIST,
-      '--data-dir', DATA_DIR, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
+      '--data-dir', DATA_DIR, '--log-level', 'warn', ...extra], { stdio: ['ignore', 'pipe', 'inherit'] });
     running.servers.add(proc);
     const timer = setTimeout(() => reject(new Error('server did not start within 20 s')), 20_000);
     let out = '';
@@ -75,8 +76,9 @@ async function waitFor(what, check, timeoutMs = 15_000) {
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }
 
-async function joinAs(page, baseUrl, name, room) {
-  await page.goto(`${baseUrl}/?room=${room}`);
+// `query` adds to the address, e.g. `&transport=ws`.
+async function joinAs(page, baseUrl, name, room, query = '') {
+  await page.goto(`${baseUrl}/?room=${room}${query}`);
   await page.waitForFunction(() => document.body.dataset.status === 'ready', null, { timeout: 15_000 });
   const prefilled = await page.inputValue('#room-input');
   if (prefilled !== room) throw new Error(`?room= should pre-fill the room field, got "${prefilled}"`);
@@ -130,14 +132,31 @@ for (const page of [pageA, pageB]) {
   page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
 }
 
-await test('two pages join the same room and each sees the other', async () => {
-  await joinAs(pageA, server.url, 'alice', room);
-  await joinAs(pageB, server.url, 'bob', room);
+// Page A plays over WebTransport (the default where the browser has it), page B over the
+// WebSocket: every test below that has them see each other crosses transports.
+await test('a page on WebTransport and a page on WebSocket join the same room and each sees the other', async () => {
+  const a = await joinAs(pageA, server.url, 'alice', room);
+  const b = await joinAs(pageB, server.url, 'bob', room, '&transport=ws');
+  if (a.transport !== 'WebTransport') throw new Error(`page A should play over WebTransport, plays over ${a.transport}`);
+  if (b.transport !== 'WebSocket') throw new Error(`?transport=ws should force the WebSocket, got ${b.transport}`);
   for (const [page, other] of [[pageA, 'bob'], [pageB, 'alice']]) {
     await waitFor(`${other} visible`, async () => {
       const s = await state(page);
       return s.players.length === 2 && player(s, other) ? s : null;
     });
+  }
+});
+
+await test('the network overlay names the transport in use', async () => {
+  for (const [page, transport] of [[pageA, 'WebTransport'], [pageB, 'WebSocket']]) {
+    await page.bringToFront();
+    await page.keyboard.press('Backquote');
+    const text = await waitFor('the overlay', async () => {
+      const shown = await page.textContent('#net-debug');
+      return shown && shown.includes('RTT') ? shown : null;
+    });
+    await page.keyboard.press('Backquote');
+    if (!text.startsWith(transport)) throw new Error(`overlay should start with ${transport}: "${text}"`);
   }
 });
 
@@ -290,6 +309,9 @@ await test('unsynced strokes survive a reload while offline and merge when back 
   // Only sockets opened after the route are held, so restart the server to make A reconnect.
   const cut = [];
   let offline = true;
+  // Page A plays over WebTransport, which the test cannot hold: told the server has none, it
+  // takes the WebSocket.
+  await pageA.route(/\/webtransport$/, (route) => route.fulfill({ status: 404, body: 'off for this test' }));
   await pageA.routeWebSocket(/\/ws$/, (ws) => {
     if (offline) cut.push(ws);
     else ws.connectToServer(); // back online: pass everything through to the real server
@@ -437,7 +459,8 @@ async function resumeThroughBrokenLink(name, breakLink) {
   try {
     const page = await context.newPage();
     page.on('console', (m) => { if (m.type() === 'error' && !/WebSocket|net::/.test(m.text())) consoleErrors.push(m.text()); });
-    const joined = await joinAs(page, proxy.url, name, room);
+    // Through the TCP proxy, so over the WebSocket (a WebTransport session would go around it).
+    const joined = await joinAs(page, proxy.url, name, room, '&transport=ws');
     const before = await waitFor(`${name} as page B sees him`, async () => player(await state(pageB), name));
     if (before.id !== joined.me) throw new Error(`page B has ${name} as ${before.id}, his page as ${joined.me}`);
     // Page B's view of him while his link is down: he must stay, under the same id.
@@ -488,6 +511,65 @@ await test('a link that goes silent is noticed within seconds and resumed the sa
   if (Date.now() - started > 20_000) throw new Error(`took ${Date.now() - started} ms`);
 });
 
+// A page whose WebTransport cannot work (QUIC off, or UDP blocked) plays over the WebSocket,
+// within about a second of trying.
+async function fallsBack(name, baseUrl) {
+  const context = await browser.newContext({ viewport: { width: 800, height: 600 } });
+  try {
+    const page = await context.newPage();
+    page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+    const started = Date.now();
+    const joined = await joinAs(page, baseUrl, name, room);
+    const took = Date.now() - started;
+    if (joined.transport !== 'WebSocket') throw new Error(`${name} plays over ${joined.transport}`);
+    await waitFor(`${name} as page A sees her`, async () => player(await state(pageA), name));
+    return took;
+  } finally {
+    await context.close();
+  }
+}
+
+await test('a page falls back to the WebSocket when the server has WebTransport off', async () => {
+  const plain = await startServer(0, ['--quic', 'off']);
+  try {
+    const context = await browser.newContext({ viewport: { width: 800, height: 600 } });
+    const page = await context.newPage();
+    const joined = await joinAs(page, plain.url, 'fay', 'plain');
+    await context.close();
+    if (joined.transport !== 'WebSocket') throw new Error(`fay plays over ${joined.transport}`);
+  } finally {
+    await stopServer(plain);
+  }
+});
+
+// The page is served through a proxy that tells it to open its WebTransport session on a UDP
+// port where nothing ever answers, as when a network blocks UDP.
+await test('a page whose WebTransport attempt goes unanswered plays over the WebSocket within seconds', async () => {
+  const blackHole = dgram.createSocket('udp4');
+  await new Promise((r) => blackHole.bind(0, '127.0.0.1', r));
+  const offer = JSON.stringify({ url: `https://127.0.0.1:${blackHole.address().port}/wt`, certificateHashes: [] });
+  const proxy = net.createServer((client) => {
+    client.once('data', (first) => {
+      if (first.toString().startsWith('GET /webtransport ')) {
+        client.end(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${offer.length}\r\nConnection: close\r\n\r\n${offer}`);
+        return;
+      }
+      const upstream = net.connect(server.port, '127.0.0.1', () => { upstream.write(first); client.pipe(upstream); upstream.pipe(client); });
+      const end = () => { client.destroy(); upstream.destroy(); };
+      upstream.on('error', end); client.on('error', end); upstream.on('close', end); client.on('close', end);
+    });
+  });
+  await new Promise((r) => proxy.listen(0, '127.0.0.1', r));
+  try {
+    const took = await fallsBack('gus', `http://127.0.0.1:${proxy.address().port}`);
+    // A second of waiting for WebTransport, then the WebSocket; page loads on a busy machine.
+    if (took > 8_000) throw new Error(`joining took ${took} ms`);
+  } finally {
+    proxy.close();
+    blackHole.close();
+  }
+});
+
 await test('a dropped connection is shown and the client reconnects', async () => {
   const code = await stopServer(server);
   if (code !== 0) throw new Error(`graceful shutdown should exit 0, got ${code}`);
@@ -505,7 +587,8 @@ await test('a dropped connection is shown and the client reconnects', async () =
 
 await test('no errors in the browser console', async () => {
   // Failed reconnect attempts while the server was down are expected network errors.
-  const unexpected = consoleErrors.filter((e) => !/WebSocket|ERR_CONNECTION_REFUSED|net::/.test(e));
+  // The 404 is the offline test's answer to /webtransport.
+  const unexpected = consoleErrors.filter((e) => !/WebSocket|WebTransport|ERR_CONNECTION_REFUSED|net::|404 \(Not Found\)/.test(e));
   if (unexpected.length) throw new Error(unexpected.join('\n'));
 });
 

@@ -1,15 +1,16 @@
 //! Helpers for workspace-level tests: start the real server on 127.0.0.1:0, connect clients, read
-//! close frames, stop the server cleanly; `raw` speaks WebSocket frame by frame; `fuzz` holds
-//! the fuzz targets' bodies.
+//! close frames, stop the server cleanly; `raw` speaks WebSocket frame by frame, `wt`
+//! WebTransport by hand; `fuzz` holds the fuzz targets' bodies.
 
 pub mod fuzz;
 pub mod raw;
+pub mod wt;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use easel::Config;
-use easel_client::headless::HeadlessClient;
+use easel_client::headless::{HeadlessClient, Transport, TransportChoice};
 use futures_util::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -43,6 +44,19 @@ impl TestServer {
 
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)
+    }
+
+    /// A server with WebTransport on (a self-signed certificate, the UDP port of the HTTP one's
+    /// number).
+    pub async fn start_with_webtransport() -> Self {
+        Self::start_with(with_webtransport(Config::for_tests())).await
+    }
+
+    /// How a client reaches this server over `choice` (asking `/webtransport` for WebTransport).
+    pub async fn transport(&self, choice: TransportChoice) -> Transport {
+        Transport::choose(&format!("http://{}", self.addr), choice)
+            .await
+            .unwrap_or_else(|e| panic!("no transport {choice:?}: {e}"))
     }
 
     /// A client that joined `room` as `name` (its `Welcome` received).
@@ -83,6 +97,16 @@ impl TestServer {
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
             .unwrap_or_else(|| panic!("metric {name} missing from:\n{body}"))
     }
+}
+
+/// `config` with WebTransport on: a self-signed certificate on the default schedule, the UDP
+/// port of the HTTP one's number.
+pub fn with_webtransport(mut config: Config) -> Config {
+    config.quic = Some(easel::config::Quic {
+        udp_port: None,
+        certificate: easel::config::CertificateSource::SelfSigned { schedule: Default::default() },
+    });
+    config
 }
 
 impl Drop for TestServer {

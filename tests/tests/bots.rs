@@ -3,13 +3,18 @@
 
 use std::time::Duration;
 
+use easel_client::headless::TransportChoice;
 use easel_load::arena::{self, Behavior, BotConfig};
 use easel_tests::TestServer;
 
 async fn run(behavior: Behavior, follow_input_timing: bool) -> arena::BotSummary {
-    let server = TestServer::start().await;
+    run_over(TransportChoice::WebSocket, behavior, follow_input_timing).await
+}
+
+async fn run_over(transport: TransportChoice, behavior: Behavior, follow_input_timing: bool) -> arena::BotSummary {
+    let server = TestServer::start_with_webtransport().await;
     let config = BotConfig {
-        url: server.ws_url(),
+        transport: server.transport(transport).await,
         room: "bots".to_owned(),
         count: 6,
         behavior,
@@ -56,4 +61,13 @@ async fn mixed_bots_move_and_draw() {
     let summary = run(Behavior::Mixed, false).await;
     assert!(summary.ok, "{:?}", summary.reason);
     assert!(summary.latency_ms.samples > 0 && summary.board_ops_acked > 0);
+}
+
+#[tokio::test]
+async fn arena_bots_play_over_webtransport() {
+    let summary = run_over(TransportChoice::WebTransport, Behavior::Mixed, false).await;
+    assert!(summary.ok, "{:?}", summary.reason);
+    assert_eq!(summary.connected, 6);
+    assert!(summary.latency_ms.samples > 0 && summary.snapshots_per_s_per_client.min > 20.0);
+    assert!(summary.board_ops_acked > 0, "strokes go over the reliable stream");
 }

@@ -385,7 +385,7 @@ async fn a_client_that_loses_a_snapshot_says_so_and_gets_decodable_snapshots_aga
                 ann_after_loss.push(core.view().players().get(&ann_id).and_then(|p| p.state).map(|s| s.x));
             }
             for message in core.poll_transmit(now()) {
-                socket.send(Message::Binary(message.into())).await.unwrap();
+                socket.send(Message::Binary(message.bytes.into())).await.unwrap();
             }
         }
     };

@@ -4,16 +4,19 @@
 //! (`/metrics`) at the window's edges, then prints one JSON line and a table, and appends the
 //! line to `bench/results/arena.jsonl`. Everything it starts it stops, by PID; a watchdog bounds each run.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use crate::process::{
+    self, Owned, histogram_percentiles, http_get, machine_ticks, metric, process_ticks, read_status_kb, round,
+    start_bots, stop_gracefully,
+};
 use crate::{Profile, cargo, step, target_dir};
 
 /// The options of one `bench arena` invocation.
@@ -26,6 +29,40 @@ pub struct ArenaOptions {
     /// Bots follow the server's input-timing reports (`--input-timing`): a configuration of its
     /// own, since the workload's schedule is fixed.
     pub input_timing: bool,
+}
+
+/// The transport the bots use (`--transport ws|quic`): the workload's baseline is the WebSocket.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub enum BenchTransport {
+    #[default]
+    WebSocket,
+    WebTransport,
+}
+
+impl BenchTransport {
+    fn parse(value: &str) -> Result<Self> {
+        match value {
+            "ws" | "websocket" => Ok(BenchTransport::WebSocket),
+            "wt" | "quic" | "webtransport" => Ok(BenchTransport::WebTransport),
+            other => bail!("--transport is ws or quic, not {other:?}"),
+        }
+    }
+
+    /// `easel-bot`'s `--transport`.
+    fn arg(self) -> &'static str {
+        match self {
+            BenchTransport::WebSocket => "ws",
+            BenchTransport::WebTransport => "wt",
+        }
+    }
+
+    /// Its name in results.
+    fn name(self) -> &'static str {
+        match self {
+            BenchTransport::WebSocket => "websocket",
+            BenchTransport::WebTransport => "webtransport",
+        }
+    }
 }
 
 /// What the server sends each client: the workload's baseline (every player, no budget), or the
@@ -103,6 +140,9 @@ impl ArenaOptions {
         if let Some(workers) = self.common.server_workers {
             name.push_str(&format!("+workers={workers}"));
         }
+        if self.common.transport == BenchTransport::WebTransport {
+            name.push_str("+webtransport");
+        }
         name
     }
 }
@@ -112,6 +152,7 @@ impl ArenaOptions {
 /// (another build of the server, for before/after runs; never recorded).
 pub struct CommonOptions {
     pub profile: Profile,
+    pub transport: BenchTransport,
     /// Append results to `bench/results/*.jsonl` (off for smoke runs).
     pub record: bool,
     pub server_workers: Option<usize>,
@@ -121,16 +162,25 @@ pub struct CommonOptions {
 
 impl Default for CommonOptions {
     fn default() -> Self {
-        Self { profile: Profile::Release, record: true, server_workers: None, server_binary: None }
+        Self {
+            profile: Profile::Release,
+            transport: BenchTransport::WebSocket,
+            record: true,
+            server_workers: None,
+            server_binary: None,
+        }
     }
 }
 
 impl CommonOptions {
     /// Takes `arg` (and its value from `rest`) if it is a common flag.
-    fn parse<'a>(&mut self, arg: &str, rest: &mut impl Iterator<Item = &'a String>) -> Result<bool> {
+    pub fn parse<'a>(&mut self, arg: &str, rest: &mut impl Iterator<Item = &'a String>) -> Result<bool> {
         match arg {
             "--dev" => self.profile = Profile::Dev,
             "--no-record" => self.record = false,
+            "--transport" => {
+                self.transport = BenchTransport::parse(rest.next().context("--transport needs a value")?)?;
+            }
             "--server-workers" => {
                 let value = rest.next().context("--server-workers needs a value")?;
                 self.server_workers = Some(value.parse().context("--server-workers")?);
@@ -187,13 +237,13 @@ fn ensure_all_ok(rows: &[Value]) -> Result<()> {
 }
 
 /// The two programs of a benchmark run.
-struct Binaries {
-    server: PathBuf,
-    bots: PathBuf,
+pub struct Binaries {
+    pub server: PathBuf,
+    pub bots: PathBuf,
 }
 
 /// Builds the bots, and the server unless another build of it was given.
-fn build(root: &Path, common: &CommonOptions) -> Result<Binaries> {
+pub fn build(root: &Path, common: &CommonOptions) -> Result<Binaries> {
     let (flag, dir) = match common.profile {
         Profile::Release => (Some("--release"), "release"),
         Profile::Dev => (None, "debug"),
@@ -252,16 +302,13 @@ impl RunContext {
     }
 }
 
-/// A process we started, killed (by PID) if still running when dropped.
-struct Owned(Child);
-
-impl Drop for Owned {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+/// Starts a server for a workload: its rules, visibility and worker count.
+fn start_server(binary: &Path, rules: &str, visibility: Visibility, workers: Option<usize>) -> Result<(Owned, String)> {
+    let (view_distance, budget) = visibility.settings();
+    let mut args: Vec<String> = ["--rules", rules, "--log-level", "warn", "--view-distance"].map(String::from).to_vec();
+    args.extend([view_distance.to_string(), "--snapshot-budget".to_owned(), budget.to_string()]);
+    args.extend(workers.iter().flat_map(|n| ["--workers".to_owned(), n.to_string()]));
+    process::start_server(binary, &args)
 }
 
 /// What we read at one edge of the window.
@@ -275,55 +322,6 @@ struct Sample {
     /// took some can be told apart.
     machine_steal: u64,
     metrics: String,
-}
-
-/// Starts a server on a free port with a fresh data directory; returns it and its address.
-fn start_server(binary: &Path, rules: &str, visibility: Visibility, workers: Option<usize>) -> Result<(Owned, String)> {
-    let (view_distance, budget) = visibility.settings();
-    let assets = std::env::temp_dir().join("easel-bench-assets");
-    std::fs::create_dir_all(&assets)?;
-    let data = std::env::temp_dir().join(format!("easel-bench-data-{}-{rules}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
-    let mut server = Owned(
-        Command::new(binary)
-            .args(["serve", "--bind", "127.0.0.1", "--port", "0", "--rules", rules, "--log-level", "warn"])
-            .args(["--view-distance", &view_distance.to_string(), "--snapshot-budget", &budget.to_string()])
-            .args(workers.iter().flat_map(|n| ["--workers".to_owned(), n.to_string()]))
-            .arg("--assets-dir")
-            .arg(&assets)
-            .arg("--data-dir")
-            .arg(&data)
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("starting the server")?,
-    );
-    let mut first_line = String::new();
-    BufReader::new(server.0.stdout.take().context("server stdout")?).read_line(&mut first_line)?;
-    let address = first_line.trim().strip_prefix("Easel listening on http://").context("no listening line")?.to_owned();
-    Ok((server, address))
-}
-
-/// Starts the bots at `nice 10` and returns them with a channel of their output lines.
-fn start_bots(binary: &Path, args: &[String]) -> Result<(Owned, mpsc::Receiver<String>)> {
-    let mut bots = Owned(
-        Command::new("nice")
-            .args(["-n", "10"])
-            .arg(binary)
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("starting the bots")?,
-    );
-    let (lines_tx, lines) = mpsc::channel();
-    let stdout = bots.0.stdout.take().context("bot stdout")?;
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    Ok((bots, lines))
 }
 
 /// One bot run against one server, sampled at the window's edges.
@@ -395,8 +393,10 @@ fn run_arena(binaries: &Binaries, n: usize, options: &ArenaOptions, context: &Ru
         "--room",
         "arena",
         "--json",
-        "--url",
-        &format!("ws://{address}/ws"),
+        "--server",
+        &format!("http://{address}"),
+        "--transport",
+        options.common.transport.arg(),
         "--count",
         &n.to_string(),
         "--warmup",
@@ -443,6 +443,7 @@ fn run_arena(binaries: &Binaries, n: usize, options: &ArenaOptions, context: &Ru
         "workload": "arena",
         "config": options.config_name(),
         "input_timing": options.input_timing,
+        "transport": options.common.transport.name(),
         "server_workers": options.common.server_workers,
         "view_distance": options.visibility.settings().0,
         "snapshot_budget_bytes_per_s": options.visibility.settings().1,
@@ -491,97 +492,10 @@ fn sample(server_pid: u32, bots_pid: u32, address: &str) -> Result<Sample> {
     })
 }
 
-/// utime + stime of a process, in clock ticks (`/proc/PID/stat` fields 14 and 15).
-fn process_ticks(pid: u32) -> Result<u64> {
-    let stat =
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // The command name (field 2) may contain spaces; the fields after its ')' are plain.
-    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).context("malformed stat")?;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
-    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
-    Ok(utime + stime)
-}
-
-/// (busy, total, steal) jiffies of the whole machine from `/proc/stat`.
-fn machine_ticks() -> Result<(u64, u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let cpu = stat.lines().next().context("empty /proc/stat")?;
-    let values: Vec<u64> = cpu.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
-    let total: u64 = values.iter().sum();
-    // idle + iowait
-    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
-    let steal = values.get(7).copied().unwrap_or(0);
-    Ok((total - idle, total, steal))
-}
-
 /// Cores' worth of one `/proc/stat` counter between two samples.
 fn cores_of(start: &Sample, end: &Sample, counter: impl Fn(&Sample) -> u64) -> f64 {
     (counter(end) - counter(start)) as f64 / (end.machine_total - start.machine_total).max(1) as f64
         * std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
-}
-
-fn read_status_kb(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok())
-}
-
-fn stop_gracefully(server: &mut Child) {
-    let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = server.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = server.kill();
-    let _ = server.wait();
-}
-
-fn http_get(address: &str, path: &str) -> Result<String> {
-    let mut stream = TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    Ok(response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default())
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
-}
-
-/// p50 / p99 / max in ms over the window of the server's histogram `name` (seconds), from the
-/// difference of two readings; each figure is the upper bound of its bucket (≤ 50% above the
-/// true value).
-fn histogram_percentiles(name: &str, start: &str, end: &str) -> Value {
-    let prefix = format!("{name}_bucket{{le=\"");
-    let buckets = |text: &str| -> Vec<(f64, f64)> {
-        text.lines()
-            .filter_map(|l| {
-                let rest = l.strip_prefix(prefix.as_str())?;
-                let (bound, count) = rest.split_once("\"} ")?;
-                let bound = if bound == "+Inf" { f64::INFINITY } else { bound.parse().ok()? };
-                Some((bound, count.trim().parse().ok()?))
-            })
-            .collect()
-    };
-    let (a, b) = (buckets(start), buckets(end));
-    let cumulative: Vec<(f64, f64)> = b.iter().zip(&a).map(|((bound, cb), (_, ca))| (*bound, cb - ca)).collect();
-    let total = cumulative.last().map_or(0.0, |(_, c)| *c);
-    if total == 0.0 {
-        return json!({ "p50": null, "p99": null, "max": null });
-    }
-    let at = |q: f64| cumulative.iter().find(|(_, c)| *c >= q * total).map(|(bound, _)| round(bound * 1000.0, 3));
-    json!({ "p50": at(0.5), "p99": at(0.99), "max": at(1.0) })
-}
-
-fn round(value: f64, places: i32) -> f64 {
-    let scale = 10f64.powi(places);
-    (value * scale).round() / scale
 }
 
 fn append(path: &Path, result: &Value) -> Result<()> {
@@ -731,12 +645,20 @@ fn run_whiteboard(binaries: &Binaries, w: usize, options: &WhiteboardOptions, co
     let (server, address) = start_server(&binaries.server, "game", Visibility::Full, workers)?;
     // Each phase may take this long; the run as a whole is bounded by the watchdog below.
     let phase = Duration::from_secs(180);
-    let args: Vec<String> = ["--behavior", "whiteboard", "--json", "--url", &format!("ws://{address}/ws")]
-        .iter()
-        .map(|a| a.to_string())
-        .chain(["--writers".to_owned(), w.to_string(), "--join-timeout".to_owned(), format!("{}s", phase.as_secs())])
-        .chain(["--strokes".to_owned(), strokes.to_string()])
-        .collect();
+    let args: Vec<String> = [
+        "--behavior",
+        "whiteboard",
+        "--json",
+        "--server",
+        &format!("http://{address}"),
+        "--transport",
+        options.common.transport.arg(),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .chain(["--writers".to_owned(), w.to_string(), "--join-timeout".to_owned(), format!("{}s", phase.as_secs())])
+    .chain(["--strokes".to_owned(), strokes.to_string()])
+    .collect();
     let Measured { start, end, summary, server_alive, rss_peak_kb } =
         measure(binaries, &args, phase * 4, server, &address)?.map_err(anyhow::Error::msg)?;
     let cpu_s = (end.server_ticks - start.server_ticks) as f64 / context.clock_ticks;
@@ -755,6 +677,7 @@ fn run_whiteboard(binaries: &Binaries, w: usize, options: &WhiteboardOptions, co
         // Rows without a configuration are the server's defaults (report.rs names them so).
         "config": workers.map(|n| format!("workers={n}")),
         "server_workers": workers,
+        "transport": options.common.transport.name(),
         "w": w,
         "ok": reasons.is_empty(),
         "reason": if reasons.is_empty() { Value::Null } else { Value::from(reasons.join("; ")) },
@@ -776,25 +699,4 @@ fn run_whiteboard(binaries: &Binaries, w: usize, options: &WhiteboardOptions, co
         "date": context.date,
         "machine": context.machine,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histogram_percentiles_come_from_bucket_differences() {
-        let start = "easel_tick_seconds_bucket{le=\"0.001\"} 10\neasel_tick_seconds_bucket{le=\"0.002\"} 10\neasel_tick_seconds_bucket{le=\"+Inf\"} 10\n";
-        let end = "easel_tick_seconds_bucket{le=\"0.001\"} 108\neasel_tick_seconds_bucket{le=\"0.002\"} 110\neasel_tick_seconds_bucket{le=\"+Inf\"} 110\n";
-        let p = histogram_percentiles("easel_tick_seconds", start, end);
-        assert_eq!(p["p50"], json!(1.0));
-        assert_eq!(p["p99"], json!(2.0));
-        assert_eq!(p["max"], json!(2.0));
-    }
-
-    #[test]
-    fn process_ticks_survive_spaces_in_the_command_name() {
-        // Our own process always exists; its utime+stime is a number.
-        assert!(process_ticks(std::process::id()).is_ok());
-    }
 }

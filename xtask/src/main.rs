@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 mod apt;
 mod bench;
 mod fuzz;
+mod process;
 mod report;
 
 const USAGE: &str = "usage: cargo xtask <command>
@@ -21,10 +22,10 @@ commands:
   test                install what is missing, then run all tests: lint, Rust, browser end-to-end
   lint                rustfmt check and clippy -D warnings (native and wasm32)
   bench arena [--n 50,200,500,1000] [--visibility full|interest] [--input-timing] [--warmup S] [--window S]
-              [--server-workers N] [--server PATH] [--dev] [--no-record]
+              [--server-workers N] [--server PATH] [--transport ws|quic] [--dev] [--no-record]
                       the arena workload (docs/bench/WORKLOADS.md): JSON line + table per N,
                       appended to bench/results/arena.jsonl
-  bench whiteboard [--w 4,16,64] [--server-workers N] [--server PATH] [--dev] [--no-record]
+  bench whiteboard [--w 4,16,64] [--server-workers N] [--server PATH] [--transport ws|quic] [--dev] [--no-record]
                       the whiteboard workload: JSON line + table per W,
                       appended to bench/results/whiteboard.jsonl
   bench report        SVG plots of the recorded results into docs/bench/

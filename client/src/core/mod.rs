@@ -38,6 +38,42 @@ const PING_INTERVAL_MS: f64 = 1000.0;
 /// round trip a game can be played at.
 pub const SILENCE_LIMIT_MS: f64 = 5000.0;
 
+/// How a message must travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// In order and without loss: the handshake, chat, board ops, pings, loss reports.
+    Reliable,
+    /// As soon as it can, and it may be lost: inputs (each repeats the ones before it) and
+    /// acknowledgements (the next supersedes it). Over WebTransport these are datagrams; over a
+    /// WebSocket everything is reliable.
+    Unreliable,
+}
+
+/// A message to send, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub bytes: Vec<u8>,
+    pub channel: Channel,
+}
+
+impl Transmit {
+    fn reliable(bytes: Vec<u8>) -> Self {
+        Self { bytes, channel: Channel::Reliable }
+    }
+
+    fn unreliable(bytes: Vec<u8>) -> Self {
+        Self { bytes, channel: Channel::Unreliable }
+    }
+}
+
+impl std::ops::Deref for Transmit {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// Where the connection stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
@@ -279,7 +315,7 @@ impl ClientCore {
     /// (each is one tick of movement, predicted at once), the first at once when it changes; an
     /// acknowledgement of the newest snapshot when no input carries it; `SnapshotLost` after a
     /// snapshot whose baseline was lost; a ping once a second.
-    pub fn poll_transmit(&mut self, now_ms: f64) -> Vec<Vec<u8>> {
+    pub fn poll_transmit(&mut self, now_ms: f64) -> Vec<Transmit> {
         let mut out = Vec::new();
         if self.status != Status::Joined {
             return out;
@@ -296,23 +332,25 @@ impl ClientCore {
             self.input.acked = self.snapshots.newest();
             let input = self.input.window.push(held, self.input.acked);
             self.predictor.input(now_ms, self.input.window.seq(), held);
-            out.push(encode(&input));
+            out.push(Transmit::unreliable(encode(&input)));
         }
         if self.snapshots.take_loss() {
-            out.push(encode(&ClientMsg::SnapshotLost { newest: self.snapshots.newest() }));
+            out.push(Transmit::reliable(encode(&ClientMsg::SnapshotLost { newest: self.snapshots.newest() })));
         }
         if self.snapshots.newest() != self.input.acked {
             self.input.acked = self.snapshots.newest();
-            out.push(encode(&ClientMsg::Ack { tick: self.input.acked }));
+            out.push(Transmit::unreliable(encode(&ClientMsg::Ack { tick: self.input.acked })));
         }
         if now_ms >= self.ping.next_at_ms {
             self.ping.nonce = self.ping.nonce.wrapping_add(1);
             self.ping.outstanding = Some((self.ping.nonce, now_ms));
             self.ping.unanswered_since.get_or_insert(now_ms);
             self.ping.next_at_ms = now_ms + PING_INTERVAL_MS;
-            out.push(encode(&ClientMsg::Ping { nonce: self.ping.nonce }));
+            out.push(Transmit::reliable(encode(&ClientMsg::Ping { nonce: self.ping.nonce })));
         }
-        self.whiteboard.poll_transmit(now_ms, &mut out);
+        let mut board = Vec::new();
+        self.whiteboard.poll_transmit(now_ms, &mut board);
+        out.extend(board.into_iter().map(Transmit::reliable));
         for message in &out {
             self.stats.sent(message.len());
         }
@@ -358,7 +396,7 @@ mod tests {
         core
     }
 
-    fn inputs(messages: &[Vec<u8>]) -> Vec<ClientMsg> {
+    fn inputs(messages: &[Transmit]) -> Vec<ClientMsg> {
         messages.iter().map(|m| decode_client(m).unwrap()).filter(|m| matches!(m, ClientMsg::Input { .. })).collect()
     }
 

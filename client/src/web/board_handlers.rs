@@ -96,7 +96,7 @@ pub(super) fn install(app: &Rc<RefCell<App>>, page: &Page) -> Result<(), JsValue
             }
             event.prevent_default();
             let rect = app.page.canvas.get_bounding_client_rect();
-            let (x, y) = (f64::from(event.client_x()) - rect.left(), f64::from(event.client_y()) - rect.top());
+            let (x, y) = (event.client_x() - rect.left(), event.client_y() - rect.top());
             let factor = (-event.delta_y() * 0.0015).exp();
             let App { page, board_ui, .. } = &mut *app;
             board_ui.zoom_at(page, x, y, factor);

@@ -118,6 +118,12 @@ impl Page {
 
     /// The simulated network of `?lag=150&loss=2&jitter=20` (round trip ms, percent, ms), if
     /// any of them is given.
+    /// A parameter of the page's address (`?name=value`).
+    pub fn search_param(&self, name: &str) -> Option<String> {
+        let search = self.window.location().search().unwrap_or_default();
+        web_sys::UrlSearchParams::new_with_str(&search).ok()?.get(name)
+    }
+
     pub fn simulated_network(&self) -> Option<Conditions> {
         let search = self.window.location().search().unwrap_or_default();
         let params = web_sys::UrlSearchParams::new_with_str(&search).ok()?;
@@ -131,13 +137,20 @@ impl Page {
     }
 
     /// The network overlay's text.
-    pub fn update_net_debug(&self, core: &ClientCore, now: f64, simulated: Option<Conditions>) {
+    pub fn update_net_debug(
+        &self,
+        core: &ClientCore,
+        now: f64,
+        simulated: Option<Conditions>,
+        transport: Option<&str>,
+    ) {
         if self.net_debug.hidden() {
             return;
         }
         let info = core.debug_info(now);
         let mut text = format!(
-            "RTT {} · jitter {:.1} ms\nsnapshots {:.1}/s · interpolation delay {:.0} ms\ndown {:.1} KB/s · up {:.1} KB/s\ncorrections {:.1}/s · input wait {}",
+            "{} · RTT {} · jitter {:.1} ms\nsnapshots {:.1}/s · interpolation delay {:.0} ms\ndown {:.1} KB/s · up {:.1} KB/s\ncorrections {:.1}/s · input wait {}",
+            transport.unwrap_or("not connected"),
             info.rtt_ms.map_or("–".to_owned(), |r| format!("{r:.0} ms")),
             info.jitter_ms,
             info.snapshots_per_s,
@@ -207,7 +220,7 @@ impl Page {
     /// A pointer's position in CSS pixels relative to the canvas.
     pub fn canvas_point(&self, event: &PointerEvent) -> (f64, f64) {
         let rect = self.canvas.get_bounding_client_rect();
-        (f64::from(event.client_x()) - rect.left(), f64::from(event.client_y()) - rect.top())
+        (event.client_x() - rect.left(), event.client_y() - rect.top())
     }
 
     /// Shows the arena or the board and the controls that go with it.
@@ -307,13 +320,13 @@ impl Page {
         if let Some(notice) = core.view().notices().last() {
             self.append_notice(notice);
         }
-        self.chat_log.set_scroll_top(self.chat_log.scroll_height());
+        self.chat_log.set_scroll_top(f64::from(self.chat_log.scroll_height()));
     }
 
     /// A message about the player's own input that never went to the server.
     pub fn show_local_notice(&self, message: &str) {
         self.append_notice(message);
-        self.chat_log.set_scroll_top(self.chat_log.scroll_height());
+        self.chat_log.set_scroll_top(f64::from(self.chat_log.scroll_height()));
     }
 
     fn append_notice(&self, message: &str) {
@@ -333,10 +346,8 @@ impl Page {
         }
         let rect = self.joystick.get_bounding_client_rect();
         let radius = rect.width() / 2.0;
-        let (mut x, mut y) = (
-            (f64::from(event.client_x()) - rect.left() - radius) / radius,
-            (f64::from(event.client_y()) - rect.top() - radius) / radius,
-        );
+        let (mut x, mut y) =
+            ((event.client_x() - rect.left() - radius) / radius, (event.client_y() - rect.top() - radius) / radius);
         let length = (x * x + y * y).sqrt();
         if released || length < STICK_DEAD_ZONE || radius <= 0.0 {
             let _ = self.joystick_knob.style().set_property("transform", "none");
@@ -382,7 +393,7 @@ pub(super) fn direction_of_keys<'a>(codes: impl Iterator<Item = &'a str>) -> (i8
 }
 
 /// The client state as JSON for tests.
-pub(super) fn debug_json(core: Option<&ClientCore>, now: f64) -> String {
+pub(super) fn debug_json(core: Option<&ClientCore>, now: f64, transport: Option<&str>) -> String {
     let Some(core) = core else { return r#"{"status":"idle"}"#.to_owned() };
     let view = core.view();
     let status = match core.status() {
@@ -391,7 +402,8 @@ pub(super) fn debug_json(core: Option<&ClientCore>, now: f64) -> String {
         Status::Closed { .. } => "closed",
     };
     let mut out = format!(
-        r#"{{"status":"{status}","room":{},"me":{},"tick":{},"players":["#,
+        r#"{{"status":"{status}","transport":{},"room":{},"me":{},"tick":{},"players":["#,
+        transport.map_or("null".to_owned(), json_string),
         json_string(core.room()),
         view.me().map_or("null".to_owned(), |m| m.to_string()),
         view.tick()

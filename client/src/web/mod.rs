@@ -1,7 +1,8 @@
 //! The browser front (wasm32 only): wires the page's DOM, controls and connection to the pure
 //! `ClientCore`, and draws it on the canvas. Kept thin: decisions live in the core.
 //!
-//! `connection` is the WebSocket and reconnecting, `network_sim` the page's simulated bad
+//! `connection` is the WebTransport session or WebSocket and reconnecting, `network_sim` the
+//! page's simulated bad
 //! network, `controls` the keys and the touch stick, `board_handlers` the board's tools,
 //! `board` the board's drawing and pointer input, `dom` the page's elements, `render` the arena.
 
@@ -21,10 +22,11 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{Event, HtmlInputElement};
 
+use crate::core::Channel;
 use crate::core::ClientCore;
 use crate::core::base64::{from_base64, to_base64};
 use board::BoardUi;
-use connection::{Connection, connect, schedule_reconnect};
+use connection::{Connection, Preference, connect, schedule_reconnect};
 use controls::Controls;
 use dom::Page;
 use network_sim::SimulatedNetwork;
@@ -43,6 +45,10 @@ struct App {
     page: Page,
     core: Option<ClientCore>,
     socket: Option<Connection>,
+    /// Which transports to try (`?transport=`, or what this tab learned).
+    preference: Preference,
+    /// Numbers connections, so a late event of an old one is not taken for the current one's.
+    connection_generation: u64,
     controls: Controls,
     reconnect_attempt: u32,
     reconnect_pending: bool,
@@ -63,10 +69,13 @@ pub fn start() -> Result<(), JsValue> {
     let page = Page::find()?;
     page.prefill_join_form();
     let simulated = page.simulated_network().map(SimulatedNetwork::new);
+    let preference = Preference::of_page(&page);
     let app = Rc::new(RefCell::new(App {
         page,
         core: None,
         socket: None,
+        preference,
+        connection_generation: 0,
         controls: Controls::default(),
         reconnect_attempt: 0,
         reconnect_pending: false,
@@ -89,7 +98,7 @@ pub fn debug_state() -> String {
     APP.with(|slot| match slot.borrow().as_ref() {
         Some(app) => {
             let app = app.borrow();
-            dom::debug_json(app.core.as_ref(), app.page.now())
+            dom::debug_json(app.core.as_ref(), app.page.now(), app.socket.as_ref().map(Connection::name))
         }
         None => "{}".to_owned(),
     })
@@ -173,7 +182,7 @@ fn send_chat(app: &Rc<RefCell<App>>) {
     let Some(core) = app.core.as_ref() else { return };
     match core.chat(&line) {
         Ok(bytes) => {
-            app.send(&bytes);
+            app.send(&bytes, Channel::Reliable);
             input.set_value("");
         }
         Err(e) => app.page.show_local_notice(&e.to_string()),
@@ -194,8 +203,8 @@ fn poll_network(app_handle: &Rc<RefCell<App>>) {
         for bytes in arrived {
             app.receive(now, &bytes);
         }
-        for bytes in due {
-            app.send_now(&bytes);
+        for transmit in due {
+            app.send_now(&transmit.bytes, transmit.channel);
         }
     }
     let Some(core) = app.core.as_mut() else { return };
@@ -211,8 +220,8 @@ fn poll_network(app_handle: &Rc<RefCell<App>>) {
     }
     core.hold_direction(held.0, held.1);
     let outgoing = core.poll_transmit(now);
-    for bytes in outgoing {
-        app.send(&bytes);
+    for transmit in outgoing {
+        app.send(&transmit.bytes, transmit.channel);
     }
 }
 
@@ -228,7 +237,8 @@ impl App {
         if now - self.hud_refreshed_at >= HUD_REFRESH_MS {
             self.hud_refreshed_at = now;
             self.page.update_hud(core, now);
-            self.page.update_net_debug(core, now, self.simulated.as_ref().map(|n| n.conditions));
+            let transport = self.socket.as_ref().map(Connection::name);
+            self.page.update_net_debug(core, now, self.simulated.as_ref().map(|n| n.conditions), transport);
             let version = core.whiteboard().version();
             if self.saved_version != Some(version) {
                 self.saved_version = Some(version);

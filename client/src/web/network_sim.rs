@@ -3,13 +3,12 @@
 //! inputs and acknowledgements may be lost or reordered; everything else is only delayed, as
 //! over TCP.
 
-use easel_protocol::ClientMsg;
-
 use crate::core::link::{Conditions, LinkConditioner};
+use crate::core::{Channel, Transmit};
 
 pub(super) struct SimulatedNetwork {
     pub conditions: Conditions,
-    up: LinkConditioner<Vec<u8>>,
+    up: LinkConditioner<Transmit>,
     down: LinkConditioner<Vec<u8>>,
 }
 
@@ -35,14 +34,13 @@ impl SimulatedNetwork {
     }
 
     /// A message to the server, sent by `poll` when its time comes.
-    pub fn send_later(&mut self, now: f64, bytes: &[u8]) {
-        let droppable =
-            matches!(easel_protocol::decode_client(bytes), Ok(ClientMsg::Input { .. } | ClientMsg::Ack { .. }));
-        self.up.send(now, bytes.to_vec(), droppable);
+    pub fn send_later(&mut self, now: f64, bytes: &[u8], channel: Channel) {
+        let droppable = channel == Channel::Unreliable;
+        self.up.send(now, Transmit { bytes: bytes.to_vec(), channel }, droppable);
     }
 
     /// What arrives from the server now, and what leaves for it now.
-    pub fn poll(&mut self, now: f64) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    pub fn poll(&mut self, now: f64) -> (Vec<Vec<u8>>, Vec<Transmit>) {
         (self.down.poll(now), self.up.poll(now))
     }
 }

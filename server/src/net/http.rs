@@ -1,4 +1,5 @@
-//! HTTP routes: the static browser client, `/healthz`, `/metrics`, and `/ws`.
+//! HTTP routes: the static browser client, `/healthz`, `/metrics`, `/ws`, and `/webtransport`
+//! (where pages learn how to open a WebTransport session).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -15,6 +16,7 @@ pub(super) fn router(state: AppState) -> Router {
         .route("/", get(index))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
+        .route("/webtransport", get(webtransport))
         .route("/ws", get(super::ws::upgrade));
     #[cfg(feature = "autobahn-echo")]
     let router = router.route("/autobahn-echo", get(super::ws::echo::upgrade));
@@ -33,6 +35,37 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     (headers, state.metrics.render()).into_response()
+}
+
+/// `GET /webtransport`: the session URL on the host the page was served from, and the hashes of
+/// the server's own certificates to trust (`serverCertificateHashes`; none when the host
+/// brought a certificate browsers check the usual way), as JSON. 404 when WebTransport is off,
+/// which pages take as "use the WebSocket".
+async fn webtransport(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(offer) = &state.webtransport else {
+        return (StatusCode::NOT_FOUND, "WebTransport is off on this server\n").into_response();
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+    let url = format!("https://{}:{}{}", hostname(host), offer.port, super::quic::PATH);
+    let hashes: Vec<String> = offer.hashes.current().iter().map(|hash| format!("\"{}\"", hex(hash))).collect();
+    let body = format!("{{\"url\":\"{url}\",\"certificateHashes\":[{}]}}\n", hashes.join(","));
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // Hashes change when the certificate is replaced.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    (headers, body).into_response()
+}
+
+/// `host[:port]` without the port (an IPv6 literal keeps its brackets).
+fn hostname(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn serve_file(state: &AppState, path: &str) -> Response {
@@ -91,6 +124,14 @@ mod tests {
         assert_eq!(resolve(dir, "../etc/passwd"), None);
         assert_eq!(resolve(dir, "/etc/passwd"), None);
         assert_eq!(resolve(dir, "a/../../b"), None);
+    }
+
+    #[test]
+    fn the_session_url_names_the_pages_host_without_its_port() {
+        assert_eq!(hostname("127.0.0.1:8080"), "127.0.0.1");
+        assert_eq!(hostname("[::1]:8080"), "[::1]");
+        assert_eq!(hostname("play.example.com"), "play.example.com");
+        assert_eq!(hex(&[0, 15, 255]), "000fff");
     }
 
     #[test]

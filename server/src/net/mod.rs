@@ -1,7 +1,11 @@
 //! The only part of the server that knows sockets: HTTP (static client, health, metrics) and the
-//! WebSocket upgrade on one port.
+//! WebSocket upgrade on one TCP port, and WebTransport (`quic`) on the UDP port of the same
+//! number.
 
 mod http;
+pub mod origin;
+mod player;
+pub mod quic;
 mod socket;
 pub mod ws;
 
@@ -30,9 +34,14 @@ pub(crate) struct AppState {
     pub metrics: Arc<Metrics>,
     pub sessions: SessionTracker,
     pub store: crate::store::Store,
+    /// The port pages are served on (the same-origin check of WebTransport names it).
+    pub http_port: u16,
+    /// What pages are told about WebTransport, when it is on.
+    pub webtransport: Option<quic::Offer>,
 }
 
-/// Counts live WebSocket sessions so shutdown can wait until each has sent its close frame.
+/// Counts live sessions (WebSocket and WebTransport), for the connection limit and so that
+/// shutdown can wait until each has sent its close.
 #[derive(Clone, Default)]
 pub(crate) struct SessionTracker(Arc<(AtomicUsize, Notify)>);
 
@@ -42,6 +51,10 @@ impl SessionTracker {
     pub fn enter(&self) -> SessionGuard {
         self.0.0.fetch_add(1, Ordering::AcqRel);
         SessionGuard(self.clone())
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.0.load(Ordering::Acquire)
     }
 
     async fn drained(&self) {
@@ -68,6 +81,9 @@ impl Drop for SessionGuard {
 pub(crate) async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()>) {
     let router = http::router(state.clone());
     let header_timeout = state.config.limits.http_header_timeout;
+    // Tells every HTTP connection to finish what it serves and close: an idle keep-alive one
+    // would otherwise live until its header timeout, holding the server (and its store) open.
+    let (stopping, stop) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, _peer) = tokio::select! {
@@ -84,17 +100,29 @@ pub(crate) async fn serve(listener: TcpListener, state: AppState, shutdown: impl
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
+        let mut stop = stop.clone();
         tokio::spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
-            if let Err(e) = connection.await {
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = async { let _ = stop.wait_for(|stop| *stop).await; } => {
+                    // An upgraded connection (a WebSocket) has left hyper already; this ends the
+                    // rest once their response is out.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!("http connection ended: {e}");
             }
         });
     }
+    let _ = stopping.send(true);
     tracing::info!("shutting down: closing all sessions");
     state.rooms.shutdown();
     if tokio::time::timeout(DRAIN_TIMEOUT, state.sessions.drained()).await.is_err() {

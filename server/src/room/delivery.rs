@@ -15,6 +15,12 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// A client whose link may lose snapshots from the start (datagrams): only its
+    /// acknowledgements count.
+    pub fn for_lossy_link() -> Self {
+        Self { newest: AtomicU32::new(0), loses_snapshots: AtomicBool::new(true) }
+    }
+
     /// The baseline for the next snapshot (0: none, send it in full).
     pub fn tick(&self) -> u32 {
         self.newest.load(Ordering::Relaxed)

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use easel_protocol::close;
 use easel_protocol::codec::MAX_CLIENT_MESSAGE_BYTES;
@@ -48,6 +48,8 @@ const MAX_WRITE_BUFFER: usize = 4 * 1024 * 1024;
 const READ_BUFFER: usize = 1024;
 /// How long a closing connection waits for the client's side of the closing handshake.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A client that sent nothing for this long after the server's close has sent all it will.
+const QUIET: Duration = Duration::from_millis(100);
 
 /// A WebSocket as every endpoint gets it.
 pub(super) type Socket = WebSocketStream<SocketIo>;
@@ -64,9 +66,15 @@ where
     Serve: FnOnce(Socket, Arc<SocketWriter>, AppState) -> Served + Send + 'static,
     Served: Future<Output = ()> + Send,
 {
-    if let Err(reason) = check_origin(request.headers(), &state.config.allowed_origins) {
+    let headers = request.headers();
+    let origin = headers.get(header::ORIGIN).map(|o| o.to_str().unwrap_or("(unreadable)"));
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    if let Err(reason) = super::origin::check(origin, host, &state.config.allowed_origins) {
         tracing::info!("refused WebSocket: {reason}");
         return (StatusCode::FORBIDDEN, reason).into_response();
+    }
+    if state.sessions.count() >= state.config.limits.max_connections {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the server is full: try again later").into_response();
     }
     let accept = match handshake::accept_key(request.version(), request.headers()) {
         Ok(accept) => accept,
@@ -119,22 +127,6 @@ where
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// Browsers always send `Origin` on a WebSocket upgrade, so checking it stops other sites'
-/// pages from joining on a visitor's behalf. Native clients (bots, tests) send none and pass.
-fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), String> {
-    let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
-    let origin = origin.to_str().map_err(|_| "unreadable Origin header".to_owned())?;
-    let permitted = if allowed.is_empty() {
-        // Same origin: the Origin's host[:port] must be the Host the request was sent to.
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-        let origin_host = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
-        origin_host.is_some_and(|o| o.eq_ignore_ascii_case(host))
-    } else {
-        allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
-    };
-    if permitted { Ok(()) } else { Err(format!("origin {origin} is not allowed")) }
-}
-
 /// What one read from the client means.
 pub(super) enum Read {
     /// A data message, or a ping or pong (tungstenite answers pings itself).
@@ -184,9 +176,10 @@ pub(super) async fn answer_close(socket: &mut Socket) {
 }
 
 /// Sends a close frame (best effort, bounded in time) and lets the client finish the closing
-/// handshake. A client that goes on sending instead (a flood, a broken frame stream) has what it
-/// sends read and dropped until it stops: closing a socket with unread bytes makes the kernel
-/// answer with a reset, and a reset makes the client's kernel discard the close frame unread.
+/// handshake; then the server closes the TCP connection, as RFC 6455 prefers. A client that goes
+/// on sending instead (a flood, a broken frame stream) has what it sends read and dropped until
+/// it pauses: closing a socket with unread bytes makes the kernel answer with a reset, and a
+/// reset makes the client's kernel discard the close frame unread.
 pub(super) async fn close(socket: &mut Socket, reason: CloseReason, write_timeout: Duration) {
     let frame = CloseFrame { code: reason.code.into(), reason: reason.reason.into() };
     let _ = tokio::time::timeout(write_timeout.min(CLOSE_TIMEOUT), async {
@@ -198,40 +191,11 @@ pub(super) async fn close(socket: &mut Socket, reason: CloseReason, write_timeou
                 Err(_) => break,
             }
         }
-        // tungstenite ends its stream at the first error; read the rest raw.
+        // tungstenite ends its stream at the first error; read the rest raw, until the client
+        // falls quiet (its close reply, if it sends one, is among what is read).
         let mut scrap = [0u8; 4096];
-        while let Ok(1..) = socket.get_mut().read(&mut scrap).await {}
+        while let Ok(Ok(1..)) = tokio::time::timeout(QUIET, socket.get_mut().read(&mut scrap)).await {}
         Ok::<(), tungstenite::Error>(())
     })
     .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(origin: &str, host: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::ORIGIN, origin.parse().unwrap());
-        h.insert(header::HOST, host.parse().unwrap());
-        h
-    }
-
-    #[test]
-    fn same_origin_is_allowed_by_default_and_others_are_not() {
-        assert!(check_origin(&headers("http://127.0.0.1:8080", "127.0.0.1:8080"), &[]).is_ok());
-        assert!(check_origin(&headers("http://evil.example", "127.0.0.1:8080"), &[]).is_err());
-    }
-
-    #[test]
-    fn an_allowlist_replaces_the_same_origin_rule() {
-        let allowed = vec!["https://play.example.com".to_owned()];
-        assert!(check_origin(&headers("https://play.example.com", "10.0.0.1:8080"), &allowed).is_ok());
-        assert!(check_origin(&headers("http://127.0.0.1:8080", "127.0.0.1:8080"), &allowed).is_err());
-    }
-
-    #[test]
-    fn clients_without_origin_are_not_browsers_and_pass() {
-        assert!(check_origin(&HeaderMap::new(), &[]).is_ok());
-    }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use easel_client::core::ClientCore;
 use easel_client::core::link::{Conditions, LinkConditioner};
+use easel_client::core::{Channel, ClientCore};
 use easel_protocol::codec::is_snapshot;
 use easel_protocol::{ClientMsg, decode_client};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -174,9 +174,9 @@ async fn run(seconds: f64, setup: Setup) -> Observed {
                 [(1, 0), (0, 1), (-1, 0), (0, -1)][(now / 1000.0) as usize % 4]
             };
             peer.core.hold_direction(dir.0, dir.1);
-            for bytes in peer.core.poll_transmit(now) {
-                let droppable = matches!(decode_client(&bytes), Ok(ClientMsg::Input { .. } | ClientMsg::Ack { .. }));
-                peer.up.send(now, bytes, droppable);
+            for transmit in peer.core.poll_transmit(now) {
+                let droppable = transmit.channel == Channel::Unreliable;
+                peer.up.send(now, transmit.bytes, droppable);
             }
             // Once everyone is drawn (after the first second), measure how far each moved.
             for (id, x, y) in peer.core.render_positions(now) {

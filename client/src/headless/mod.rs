@@ -1,18 +1,19 @@
-//! The headless front: the same `ClientCore` over tokio-tungstenite, for integration tests; and
-//! the socket the load generator's bots open. A background task owns the socket; the handle shares the core.
+//! The headless front: the same `ClientCore` over either transport (`link`), for integration
+//! tests and the load generator. A background task owns the connection; the handle shares the
+//! core.
+
+mod link;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use easel_protocol::text::TextError;
-use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 
-use crate::core::{ClientCore, Status};
+use crate::core::{Channel, ClientCore, Status};
+pub use link::{Link, LinkError, Received, Transport, TransportChoice};
 
 /// How often the task polls the core for inputs and pings: faster than any tick rate we run.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
@@ -20,7 +21,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(5);
 #[derive(Debug, thiserror::Error)]
 pub enum HeadlessError {
     #[error("cannot connect: {0}")]
-    Connect(#[from] tokio_tungstenite::tungstenite::Error),
+    Connect(#[from] LinkError),
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, &'static str),
     #[error("connection closed ({code}): {reason}")]
@@ -49,21 +50,37 @@ impl HeadlessClient {
         Self::connect_with(url, ClientCore::new(name, room)).await
     }
 
-    /// Connects with an existing core: a client coming back with its offline edits.
-    pub async fn connect_with(url: &str, mut core: ClientCore) -> Result<Self, HeadlessError> {
-        let socket = connect_socket(url).await?;
+    /// Connects over a WebSocket with an existing core: a client coming back with its offline
+    /// edits.
+    pub async fn connect_with(url: &str, core: ClientCore) -> Result<Self, HeadlessError> {
+        Self::connect_over(&Transport::WebSocket { url: url.to_owned() }, core).await
+    }
+
+    /// Connects over `transport` with `core`, and sends `Hello`.
+    pub async fn connect_over(transport: &Transport, mut core: ClientCore) -> Result<Self, HeadlessError> {
+        let link = Link::open(transport).await?;
         let hello = core.hello();
         let core = Arc::new(Mutex::new(core));
         let (changed_tx, changed) = watch::channel(0);
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let _ = commands.send(Command::Send(hello));
-        let task = tokio::spawn(drive(socket, core.clone(), changed_tx, commands_rx));
+        let task = tokio::spawn(drive(link, core.clone(), changed_tx, commands_rx));
         Ok(Self { core, changed, commands, task })
     }
 
-    /// Connects and waits for `Welcome`.
+    /// Connects over a WebSocket and waits for `Welcome`.
     pub async fn join(url: &str, name: &str, room: &str, timeout: Duration) -> Result<Self, HeadlessError> {
-        let client = Self::connect(url, name, room).await?;
+        Self::join_over(&Transport::WebSocket { url: url.to_owned() }, name, room, timeout).await
+    }
+
+    /// Connects over `transport` and waits for `Welcome`.
+    pub async fn join_over(
+        transport: &Transport,
+        name: &str,
+        room: &str,
+        timeout: Duration,
+    ) -> Result<Self, HeadlessError> {
+        let client = Self::connect_over(transport, ClientCore::new(name, room)).await?;
         client.joined(timeout).await?;
         Ok(client)
     }
@@ -175,66 +192,47 @@ fn lock(core: &Mutex<ClientCore>) -> MutexGuard<'_, ClientCore> {
 }
 
 async fn drive(
-    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    mut link: Link,
     core: Arc<Mutex<ClientCore>>,
     changed: watch::Sender<u64>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let start = Instant::now();
     let now_ms = move || start.elapsed().as_secs_f64() * 1000.0;
-    let (mut sink, mut stream) = socket.split();
     let mut poll = tokio::time::interval(POLL_INTERVAL);
     let bump = |changed: &watch::Sender<u64>| changed.send_modify(|v| *v += 1);
     loop {
         tokio::select! {
-            frame = stream.next() => match frame {
-                Some(Ok(Message::Binary(bytes))) => {
-                    let result = lock(&core).handle_message(now_ms(), &bytes);
-                    if let Err(e) = result {
-                        lock(&core).handle_close(easel_protocol::close::PROTOCOL_ERROR, &format!("bad message from server: {e}"));
+            received = link.recv() => {
+                match received {
+                    Received::Message { bytes, .. } => {
+                        let result = lock(&core).handle_message(now_ms(), &bytes);
+                        if let Err(e) = result {
+                            let reason = format!("bad message from server: {e}");
+                            lock(&core).handle_close(easel_protocol::close::PROTOCOL_ERROR, &reason);
+                            bump(&changed);
+                            break;
+                        }
+                    }
+                    Received::Closed { code, reason } => {
+                        lock(&core).handle_close(code, &reason);
                         bump(&changed);
                         break;
                     }
-                    bump(&changed);
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    let (code, reason) = frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
-                    lock(&core).handle_close(code, &reason);
-                    bump(&changed);
-                    // Let tungstenite complete the closing handshake.
-                    let _ = sink.close().await;
-                    break;
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    lock(&core).handle_close(easel_protocol::close::ABNORMAL, &e.to_string());
-                    bump(&changed);
-                    break;
-                }
-                None => {
-                    lock(&core).handle_close(easel_protocol::close::ABNORMAL, "connection ended");
-                    bump(&changed);
-                    break;
-                }
-            },
-            command = commands.recv() => match command {
-                Some(Command::Send(bytes)) => {
-                    if sink.send(Message::Binary(bytes.into())).await.is_err() {
-                        continue;
+                    Received::Lost(why) => {
+                        lock(&core).handle_close(easel_protocol::close::ABNORMAL, &why);
+                        bump(&changed);
+                        break;
                     }
                 }
+                bump(&changed);
+            }
+            command = commands.recv() => match command {
+                Some(Command::Send(bytes)) => {
+                    let _ = link.send(&bytes, Channel::Reliable).await;
+                }
                 Some(Command::Close) | None => {
-                    let frame = CloseFrame { code: 1000.into(), reason: "bye".into() };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    // Wait (bounded) for the server's reply so it sees a clean close.
-                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                        while let Some(Ok(message)) = stream.next().await {
-                            if matches!(message, Message::Close(_)) {
-                                break;
-                            }
-                        }
-                    })
-                    .await;
+                    link.close().await;
                     lock(&core).handle_close(1000, "closed by client");
                     bump(&changed);
                     break;
@@ -246,26 +244,12 @@ async fn drive(
                     break;
                 }
                 let outgoing = lock(&core).poll_transmit(now_ms());
-                for bytes in outgoing {
-                    if sink.send(Message::Binary(bytes.into())).await.is_err() {
+                for transmit in outgoing {
+                    if link.send(&transmit.bytes, transmit.channel).await.is_err() {
                         break;
                     }
                 }
             }
         }
     }
-}
-
-/// The socket every native client opens: tungstenite's default 128 KiB read buffer is zeroed on
-/// every read, which for a process of a thousand bots or a hundred board clients costs more CPU
-/// than the messages themselves; 16 KiB holds any message but a board chunk in one read.
-pub async fn connect_socket(
-    url: &str,
-) -> Result<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    tokio_tungstenite::tungstenite::Error,
-> {
-    let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
-    let (socket, _response) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
-    Ok(socket)
 }

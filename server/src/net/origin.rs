@@ -1,0 +1,56 @@
+//! Which pages may open a connection. Browsers always send `Origin` on a WebSocket upgrade and a
+//! WebTransport session, so checking it stops other sites' pages from joining on a visitor's
+//! behalf; native clients (bots, tests) send none and pass.
+
+/// Whether `origin` may connect to `host` (`host[:port]`, as the page's own address would name
+/// it): the same origin by default, or one of `allowed` when the host lists them.
+pub fn check(origin: Option<&str>, host: &str, allowed: &[String]) -> Result<(), String> {
+    let Some(origin) = origin else { return Ok(()) };
+    let permitted = if allowed.is_empty() {
+        let origin_host = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+        origin_host.is_some_and(|o| o.eq_ignore_ascii_case(host))
+    } else {
+        allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
+    };
+    if permitted { Ok(()) } else { Err(format!("origin {origin} is not allowed")) }
+}
+
+/// `authority` (`host:port` of a WebTransport request, whose port is the UDP one) as the page
+/// that opened it names its own address: the same host on the HTTP port.
+pub fn page_host(authority: &str, http_port: u16) -> String {
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    format!("{host}:{http_port}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_origin_is_allowed_by_default_and_others_are_not() {
+        assert!(check(Some("http://127.0.0.1:8080"), "127.0.0.1:8080", &[]).is_ok());
+        assert!(check(Some("http://evil.example"), "127.0.0.1:8080", &[]).is_err());
+    }
+
+    #[test]
+    fn an_allowlist_replaces_the_same_origin_rule() {
+        let allowed = vec!["https://play.example.com".to_owned()];
+        assert!(check(Some("https://play.example.com"), "10.0.0.1:8080", &allowed).is_ok());
+        assert!(check(Some("http://127.0.0.1:8080"), "127.0.0.1:8080", &allowed).is_err());
+    }
+
+    #[test]
+    fn clients_without_origin_are_not_browsers_and_pass() {
+        assert!(check(None, "127.0.0.1:8080", &[]).is_ok());
+    }
+
+    #[test]
+    fn a_webtransport_authority_names_the_page_by_its_http_port() {
+        assert_eq!(page_host("127.0.0.1:4433", 8080), "127.0.0.1:8080");
+        assert_eq!(page_host("[::1]:4433", 8080), "[::1]:8080");
+        assert_eq!(page_host("play.example.com", 443), "play.example.com:443");
+    }
+}
