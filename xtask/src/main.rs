@@ -9,6 +9,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 mod apt;
+mod autobahn;
 mod bench;
 mod fuzz;
 mod process;
@@ -21,6 +22,8 @@ commands:
   dist [--dev]        build the browser client into dist/ (wasm + glue + assets)
   test                install what is missing, then run all tests: lint, Rust, browser end-to-end
   lint                rustfmt check and clippy -D warnings (native and wasm32)
+  autobahn            Autobahn|Testsuite against the server's WebSocket edge (needs Python 2.7),
+                      compared with tests/autobahn/expected.json; then against /ws, summarised
   bench arena [--n 50,200,500,1000] [--visibility full|interest] [--input-timing] [--warmup S] [--window S]
               [--server-workers N] [--server PATH] [--transport ws|quic] [--dev] [--no-record]
                       the arena workload (docs/bench/WORKLOADS.md): JSON line + table per N,
@@ -42,6 +45,7 @@ fn main() -> Result<()> {
         Some("dist") => dist(&root, if args.iter().any(|a| a == "--dev") { Profile::Dev } else { Profile::Release }),
         Some("test") => test(&root),
         Some("lint") => lint(),
+        Some("autobahn") => autobahn::run(&root, autobahn::Scope::EdgeAndProduction),
         Some("fuzz") => fuzz::run(&root, &fuzz::FuzzOptions::parse(&args[1..])?),
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("arena") => bench::arena(&root, &bench::ArenaOptions::parse(&args[2..])?),
@@ -155,6 +159,11 @@ fn test(root: &Path) -> Result<()> {
     let browser = run_counting(&mut node).context("running node (Node 20 is required)")?;
     if !browser.success {
         bail!("browser tests failed");
+    }
+    if autobahn::available() {
+        autobahn::run(root, autobahn::Scope::Edge).context("the WebSocket edge's Autobahn results changed")?;
+    } else {
+        step("Autobahn|Testsuite skipped: no Python 2.7 on this machine (see `cargo xtask autobahn`)");
     }
     for visibility in [bench::Visibility::Full, bench::Visibility::Interest] {
         step("benchmark smoke run (arena, N = 10, not recorded)");
