@@ -5,8 +5,10 @@
 //! - `arena`: N bots moving on the workload's fixed schedule (or drawing, or both).
 //! - `whiteboard`: W writers and W readers building a 10,000-stroke board, then a late joiner and
 //!   the offline merge, every phase verified against the exact expected board.
+//! - `soak`: clients coming and going for a long time, some cut off, some breaking rules.
 //! - `measure`: the milestones a harness samples the server at, and percentiles.
 
 pub mod arena;
 pub mod measure;
+pub mod soak;
 pub mod whiteboard;

@@ -8,6 +8,7 @@ use clap::{Parser, ValueEnum};
 use easel_client::headless::{Transport, TransportChoice};
 use easel_load::arena::{self, Behavior, BotConfig};
 use easel_load::measure::Milestone;
+use easel_load::soak::{self, SoakConfig};
 use easel_load::whiteboard::{self, WORKLOAD_STROKES, WhiteboardConfig};
 
 #[derive(Parser)]
@@ -17,7 +18,7 @@ struct Cli {
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     server: String,
     /// How the bots connect: `wt` (WebTransport), `ws` (WebSocket), or `auto`, as a page does
-    /// (WebTransport when the server offers it).
+    /// (WebTransport when the server offers it). The soak uses both in turn.
     #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
     transport: TransportArg,
     /// Room the bots join.
@@ -86,6 +87,9 @@ enum Workload {
     /// The whiteboard workload: --writers writers and as many readers on room `board`
     /// (--count, --room and --duration are ignored).
     Whiteboard,
+    /// Clients coming and going for --duration, --count at a time in a few rooms: playing,
+    /// cut off and resuming, breaking rules (`cargo xtask soak` runs it).
+    Soak,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -95,6 +99,7 @@ fn main() -> anyhow::Result<()> {
         Workload::Draw => Behavior::Draw,
         Workload::Mixed => Behavior::Mixed,
         Workload::Whiteboard => return whiteboard_bots(cli),
+        Workload::Soak => return soak_bots(cli),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let transport = runtime.block_on(Transport::choose(&cli.server, cli.transport.into()))?;
@@ -165,6 +170,30 @@ fn whiteboard_bots(cli: Cli) -> anyhow::Result<()> {
         summary.load_ms,
         summary.offline.converge_ms,
         summary.offline.strokes,
+    );
+    finish(&summary, summary.ok, summary.reason.as_deref(), cli.json)
+}
+
+fn soak_bots(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let mut transports = vec![runtime.block_on(Transport::choose(&cli.server, TransportChoice::WebSocket))?];
+    // The soak runs both transports in turn where the server has both.
+    if let Ok(webtransport) = runtime.block_on(Transport::choose(&cli.server, TransportChoice::WebTransport)) {
+        transports.push(webtransport);
+    }
+    let config = SoakConfig { transports, clients: cli.count, duration: cli.duration };
+    let summary = runtime.block_on(soak::run(config, print_milestone));
+    println!(
+        "soak: {} joins, {} closes, {} resumes ({} lost), {} rule breakers closed ({} wrongly), {} chats, {} strokes, {} errors",
+        summary.joins,
+        summary.closes,
+        summary.resumes,
+        summary.resumes_lost,
+        summary.rule_breakers_closed,
+        summary.rule_breakers_wrongly_closed,
+        summary.chats,
+        summary.strokes,
+        summary.errors,
     );
     finish(&summary, summary.ok, summary.reason.as_deref(), cli.json)
 }

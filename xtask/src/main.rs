@@ -14,6 +14,7 @@ mod bench;
 mod fuzz;
 mod process;
 mod report;
+mod soak;
 
 const USAGE: &str = "usage: cargo xtask <command>
 
@@ -34,7 +35,10 @@ commands:
   bench report        SVG plots of the recorded results into docs/bench/
   fuzz [--seconds 60] [--target NAME] [--minimize]
                       coverage-guided fuzzing of every decoder and state machine of untrusted
-                      input (nightly + cargo-fuzz); grows fuzz/corpus/, crashers in fuzz/artifacts/";
+                      input (nightly + cargo-fuzz); grows fuzz/corpus/, crashers in fuzz/artifacts/
+  soak [--minutes 30] [--clients 60] [--server PATH] [--dev]
+                      clients coming and going against a server sampled each minute; fails
+                      when memory grows over 5 % after the warm-up or descriptors leak";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -46,6 +50,7 @@ fn main() -> Result<()> {
         Some("test") => test(&root),
         Some("lint") => lint(),
         Some("autobahn") => autobahn::run(&root, autobahn::Scope::EdgeAndProduction),
+        Some("soak") => soak::run(&root, &soak::SoakOptions::parse(&args[1..])?),
         Some("fuzz") => fuzz::run(&root, &fuzz::FuzzOptions::parse(&args[1..])?),
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("arena") => bench::arena(&root, &bench::ArenaOptions::parse(&args[2..])?),

@@ -1,0 +1,268 @@
+//! The soak workload: clients that come and go for as long as the run lasts, in a few rooms.
+//! Each plays for a while (moving, chatting, drawing) and then leaves one of four ways: it
+//! closes, its connection is cut and it comes back with its resume token, it breaks a rule (and
+//! must be closed for it with the right code), or its network goes silent and it reconnects.
+//! `cargo xtask soak` runs it beside a server and watches the server's memory, file
+//! descriptors and ticks.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use easel_client::core::Status;
+use easel_client::headless::{HeadlessClient, Transport};
+use easel_protocol::rng::Mulberry32;
+use easel_protocol::{ClientMsg, close, encode};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::measure::Milestone;
+use crate::whiteboard::workload_points;
+
+/// Rooms the clients spread over.
+const ROOMS: u32 = 6;
+/// How long one client plays before it leaves: 5 to 40 s.
+const LIFETIME_MS: (u64, u64) = (5_000, 40_000);
+/// Every wait for the server in this workload.
+const WAIT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone)]
+pub struct SoakConfig {
+    /// The transports clients use, in turn (one per lane).
+    pub transports: Vec<Transport>,
+    /// Clients playing at any moment.
+    pub clients: usize,
+    pub duration: Duration,
+}
+
+/// What the clients did and saw, for the run's verdict.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SoakSummary {
+    pub ok: bool,
+    pub reason: Option<String>,
+    pub joins: u64,
+    pub closes: u64,
+    pub resumes: u64,
+    /// Resumes that did not get the same player back.
+    pub resumes_lost: u64,
+    pub rule_breakers_closed: u64,
+    /// Rule breakers closed with another code than the rule's, or not at all.
+    pub rule_breakers_wrongly_closed: u64,
+    pub chats: u64,
+    pub strokes: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+}
+
+#[derive(Default)]
+struct Counters {
+    joins: AtomicU64,
+    closes: AtomicU64,
+    resumes: AtomicU64,
+    resumes_lost: AtomicU64,
+    rule_breakers_closed: AtomicU64,
+    rule_breakers_wrongly_closed: AtomicU64,
+    chats: AtomicU64,
+    strokes: AtomicU64,
+    errors: AtomicU64,
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+impl Counters {
+    fn error(&self, what: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        first.get_or_insert(what);
+    }
+}
+
+/// How a client leaves.
+#[derive(Debug, Clone, Copy)]
+enum Exit {
+    Close,
+    /// Its connection is cut; it comes back with its resume token.
+    Cut,
+    /// It sends what the server must close it for.
+    BreakRule(Rule),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    Garbage,
+    Oversize,
+    Flood,
+}
+
+impl Rule {
+    fn close_code(self) -> u16 {
+        match self {
+            Rule::Garbage => close::PROTOCOL_ERROR,
+            Rule::Oversize => close::MESSAGE_TOO_BIG,
+            Rule::Flood => close::POLICY_VIOLATION,
+        }
+    }
+}
+
+/// Runs `config.clients` clients in churn until `config.duration` has passed.
+pub async fn run(config: SoakConfig, mut milestone: impl FnMut(Milestone)) -> SoakSummary {
+    let counters = Arc::new(Counters::default());
+    let end = Instant::now() + config.duration;
+    milestone(Milestone::WindowStart);
+    let lanes: Vec<_> = (0..config.clients)
+        .map(|lane| {
+            let transport = config.transports[lane % config.transports.len().max(1)].clone();
+            tokio::spawn(lane_loop(transport, lane as u32, end, counters.clone()))
+        })
+        .collect();
+    for lane in lanes {
+        let _ = lane.await;
+    }
+    milestone(Milestone::WindowEnd);
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    let c = &counters;
+    let mut summary = SoakSummary {
+        ok: true,
+        reason: None,
+        joins: load(&c.joins),
+        closes: load(&c.closes),
+        resumes: load(&c.resumes),
+        resumes_lost: load(&c.resumes_lost),
+        rule_breakers_closed: load(&c.rule_breakers_closed),
+        rule_breakers_wrongly_closed: load(&c.rule_breakers_wrongly_closed),
+        chats: load(&c.chats),
+        strokes: load(&c.strokes),
+        errors: load(&c.errors),
+        first_error: c.first_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
+    };
+    let problems = [
+        (summary.errors > 0, "clients failed"),
+        (summary.resumes_lost > 0, "a resume did not get its player back"),
+        (summary.rule_breakers_wrongly_closed > 0, "a rule breaker was not closed with its rule's code"),
+        (summary.joins == 0, "nobody joined"),
+    ];
+    if let Some((_, why)) = problems.iter().find(|(failed, _)| *failed) {
+        summary.ok = false;
+        summary.reason = Some((*why).to_owned());
+    }
+    summary
+}
+
+/// One client after another, in one lane, until `end`.
+async fn lane_loop(transport: Transport, lane: u32, end: Instant, counters: Arc<Counters>) {
+    let mut rng = Mulberry32::new(0x50A4_0000 + lane);
+    // Lanes start spread over the first lifetime, so joins and leaves never come in waves.
+    let stagger = Duration::from_millis(u64::from(rng.next_u32()) % LIFETIME_MS.0);
+    tokio::time::sleep(stagger).await;
+    let mut generation = 0u32;
+    while Instant::now() < end {
+        generation += 1;
+        let name = format!("soak-{lane}-{generation}");
+        let room = format!("soak-{}", rng.next_u32() % ROOMS);
+        if let Err(e) = one_client(&transport, &name, &room, &mut rng, end, &counters).await {
+            counters.error(format!("{name}: {e}"));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// Joins, plays for a lifetime, leaves one of the four ways.
+async fn one_client(
+    transport: &Transport,
+    name: &str,
+    room: &str,
+    rng: &mut Mulberry32,
+    end: Instant,
+    counters: &Counters,
+) -> Result<(), String> {
+    let client = HeadlessClient::join_over(transport, name, room, WAIT).await.map_err(|e| format!("join: {e}"))?;
+    counters.joins.fetch_add(1, Ordering::Relaxed);
+    let lifetime = LIFETIME_MS.0 + u64::from(rng.next_u32()) % (LIFETIME_MS.1 - LIFETIME_MS.0);
+    let leave_at = (Instant::now() + Duration::from_millis(lifetime)).min(end);
+    let exit = match rng.next_u32() % 20 {
+        0..=13 => Exit::Close,
+        14..=16 => Exit::Cut,
+        17 => Exit::BreakRule(Rule::Garbage),
+        18 => Exit::BreakRule(Rule::Oversize),
+        _ => Exit::BreakRule(Rule::Flood),
+    };
+    let client = play_until(client, leave_at, rng, counters).await?;
+    match exit {
+        Exit::Close => {
+            client.close().await;
+            counters.closes.fetch_add(1, Ordering::Relaxed);
+        }
+        Exit::Cut => {
+            let me = client.core().view().me();
+            let core = client.lose_connection().await;
+            tokio::time::sleep(Duration::from_millis(200 + u64::from(rng.next_u32()) % 2_000)).await;
+            let back = HeadlessClient::connect_over(transport, core).await.map_err(|e| format!("reconnect: {e}"))?;
+            let again = back.joined(WAIT).await.map_err(|e| format!("resume: {e}"))?;
+            counters.resumes.fetch_add(1, Ordering::Relaxed);
+            if Some(again) != me {
+                counters.resumes_lost.fetch_add(1, Ordering::Relaxed);
+            }
+            let back = play_until(back, Instant::now() + Duration::from_secs(2), rng, counters).await?;
+            back.close().await;
+        }
+        Exit::BreakRule(rule) => {
+            match rule {
+                Rule::Garbage => client.send_raw(vec![0xFF; 9]),
+                Rule::Oversize => client.send_raw(vec![0; 20_000]),
+                Rule::Flood => {
+                    let input = encode(&ClientMsg::Input { seq: 1, ack: 0, dirs: vec![(1, 0)] });
+                    for _ in 0..600 {
+                        client.send_raw(input.clone());
+                    }
+                }
+            }
+            let code = client
+                .wait_for(WAIT, "the server's close", |core| match core.status() {
+                    Status::Closed { code, .. } => Some(*code),
+                    _ => None,
+                })
+                .await;
+            match code {
+                Ok(code) if code == rule.close_code() => counters.rule_breakers_closed.fetch_add(1, Ordering::Relaxed),
+                _ => counters.rule_breakers_wrongly_closed.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+    }
+    Ok(())
+}
+
+/// Moves (a new direction every second or so), chats now and then and draws now and then,
+/// until `until`.
+async fn play_until(
+    client: HeadlessClient,
+    until: Instant,
+    rng: &mut Mulberry32,
+    counters: &Counters,
+) -> Result<HeadlessClient, String> {
+    const DIRECTIONS: [(i8, i8); 9] = [(1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1), (0, 0)];
+    while Instant::now() < until {
+        let (dx, dy) = DIRECTIONS[rng.next_u32() as usize % DIRECTIONS.len()];
+        client.hold_direction(dx, dy);
+        match rng.next_u32() % 10 {
+            0 => {
+                client.chat("soaking").map_err(|e| format!("chat: {e}"))?;
+                counters.chats.fetch_add(1, Ordering::Relaxed);
+            }
+            1 | 2 => {
+                let points = workload_points(rng);
+                client
+                    .core()
+                    .whiteboard_mut()
+                    .draw(rng.next_u32() & 0xFF_FFFF, 3, &points)
+                    .map_err(|e| e.to_string())?;
+                counters.strokes.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        if let Status::Closed { code, reason, .. } = client.core().status().clone() {
+            return Err(format!("closed while playing ({code}): {reason}"));
+        }
+        let step = Duration::from_millis(700 + u64::from(rng.next_u32()) % 600);
+        tokio::time::sleep(step.min(until.saturating_duration_since(Instant::now()))).await;
+    }
+    Ok(client)
+}
