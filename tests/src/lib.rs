@@ -99,6 +99,22 @@ impl TestServer {
     }
 }
 
+/// A moving player keeps receiving snapshots: the server is still serving it. (It moves because
+/// a room where nothing changes sends no snapshots.)
+pub async fn still_playing(client: &HeadlessClient) {
+    let (tick, toward_centre) = {
+        let core = client.core();
+        let me = core.view().me().and_then(|id| core.view().players().get(&id)?.state);
+        (core.view().tick(), if me.is_some_and(|s| s.x > 1000.0) { -1 } else { 1 })
+    };
+    client.hold_direction(toward_centre, 0);
+    client
+        .wait_for(WAIT, "fresh snapshots", |core| (core.view().tick() > tick + 3).then_some(()))
+        .await
+        .expect("an honest player keeps playing while others misbehave");
+    client.hold_direction(0, 0);
+}
+
 /// `config` with WebTransport on: a self-signed certificate on the default schedule, the UDP
 /// port of the HTTP one's number.
 pub fn with_webtransport(mut config: Config) -> Config {

@@ -4,30 +4,13 @@
 use std::time::Duration;
 
 use easel::Config;
-use easel_client::headless::HeadlessClient;
 use easel_protocol::{ClientMsg, PROTOCOL_VERSION, close, encode};
-use easel_tests::{TestServer, WAIT, raw_connect, read_close};
+use easel_tests::{TestServer, raw_connect, read_close, still_playing};
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
 fn hello(version: u16) -> Vec<u8> {
     encode(&ClientMsg::Hello { version, name: "mallory".into(), room: "arena".into(), identity: None, resume: None })
-}
-
-/// A moving player keeps receiving snapshots: the server is still serving it. (It moves because
-/// a room where nothing changes sends no snapshots.)
-async fn still_playing(client: &HeadlessClient) {
-    let (tick, toward_centre) = {
-        let core = client.core();
-        let me = core.view().me().and_then(|id| core.view().players().get(&id)?.state);
-        (core.view().tick(), if me.is_some_and(|s| s.x > 1000.0) { -1 } else { 1 })
-    };
-    client.hold_direction(toward_centre, 0);
-    client
-        .wait_for(WAIT, "fresh snapshots", |core| (core.view().tick() > tick + 3).then_some(()))
-        .await
-        .expect("an honest player keeps playing while others misbehave");
-    client.hold_direction(0, 0);
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use easel_protocol::board::Point;
 use easel_protocol::stream::message_frame;
 use easel_protocol::{ClientMsg, PROTOCOL_VERSION, close, encode};
 use easel_tests::wt::{Ended, RawSession};
-use easel_tests::{TestServer, WAIT, with_webtransport};
+use easel_tests::{TestServer, WAIT, still_playing, with_webtransport};
 
 fn hello(name: &str, room: &str) -> Vec<u8> {
     encode(&ClientMsg::Hello {
@@ -44,21 +44,6 @@ async fn seen_moving(watcher: &HeadlessClient, mover: &HeadlessClient) {
         .await
         .expect("the watcher sees the mover move");
     mover.hold_direction(0, 0);
-}
-
-/// A player keeps receiving fresh snapshots while it moves: the server is still serving it.
-async fn still_playing(client: &HeadlessClient) {
-    let (tick, toward_centre) = {
-        let core = client.core();
-        let me = core.view().me().and_then(|id| core.view().players().get(&id)?.state);
-        (core.view().tick(), if me.is_some_and(|s| s.x > 1000.0) { -1 } else { 1 })
-    };
-    client.hold_direction(toward_centre, 0);
-    client
-        .wait_for(WAIT, "fresh snapshots", |core| (core.view().tick() > tick + 3).then_some(()))
-        .await
-        .expect("an honest player keeps playing while others misbehave");
-    client.hold_direction(0, 0);
 }
 
 #[tokio::test]

@@ -43,6 +43,13 @@ pub(super) struct Membership {
     pub fanout: Arc<Fanout>,
 }
 
+/// A joined connection's kick, reliable messages and snapshots, borrowed at once.
+pub(super) type RoomChannels<'a> = (
+    Option<&'a mut oneshot::Receiver<CloseReason>>,
+    Option<&'a mut mpsc::Receiver<Bytes>>,
+    Option<&'a mut watch::Receiver<EncodedSnapshot>>,
+);
+
 pub(super) struct Player {
     session: Session,
     state: AppState,
@@ -72,6 +79,16 @@ impl Player {
 
     pub fn membership(&mut self) -> Option<&mut Membership> {
         self.membership.as_mut()
+    }
+
+    /// What a connection's loop waits on from the room: its kick, its reliable messages and its
+    /// snapshots (each `None` before joining, which `kicked`, `next_message` and
+    /// `next_snapshot` take as never).
+    pub fn room_channels(&mut self) -> RoomChannels<'_> {
+        match self.membership.as_mut() {
+            Some(m) => (Some(&mut m.kick), Some(&mut m.messages), Some(&mut m.snapshots)),
+            None => (None, None, None),
+        }
     }
 
     /// One binary message from the client, read at `now`. `Ok(Some(bytes))` is an encoded

@@ -67,10 +67,7 @@ impl Connection {
         loop {
             let deadline = self.player.deadline();
             let step = {
-                let (kick, messages, snapshots) = match self.player.membership() {
-                    Some(m) => (Some(&mut m.kick), Some(&mut m.messages), Some(&mut m.snapshots)),
-                    None => (None, None, None),
-                };
+                let (kick, messages, snapshots) = self.player.room_channels();
                 tokio::select! {
                     biased;
                     reason = kicked(kick) => Step::Close(reason),
