@@ -1,6 +1,7 @@
 //! WebTransport over real QUIC on 127.0.0.1: native clients play beside WebSocket ones in the
 //! same room, misbehaving sessions are closed with a reason while others play on, a player
-//! resumes across transports, and the server's own certificate is replaced under a live session.
+//! resumes across transports, the server's own certificate is replaced under a live session, and
+//! one connection cap holds for both transports.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use easel_client::headless::{HeadlessClient, Transport, TransportChoice};
 use easel_protocol::board::Point;
 use easel_protocol::stream::message_frame;
 use easel_protocol::{ClientMsg, PROTOCOL_VERSION, close, encode};
+use easel_tests::raw::{http_exchange, upgrade_request};
 use easel_tests::wt::{Ended, RawSession};
 use easel_tests::{TestServer, WAIT, still_playing, with_webtransport};
 
@@ -235,5 +237,36 @@ async fn the_servers_own_certificate_is_replaced_and_a_live_session_plays_on() {
 
     still_playing(&live).await;
     seen_moving(&late, &live).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_both_transports_count_against_one_cap() {
+    let mut config = with_webtransport(Config::for_tests());
+    config.limits.max_connections = 2;
+    let server = TestServer::start_with(config).await;
+    let webtransport = server.transport(TransportChoice::WebTransport).await;
+    let quic = HeadlessClient::join_over(&webtransport, "quic", "full", WAIT).await.unwrap();
+    let tcp = server.join("tcp", "full").await;
+
+    let response = http_exchange(server.addr, &upgrade_request(server.addr)).await;
+    assert!(response.starts_with("HTTP/1.1 503"), "a WebSocket over the cap is refused: {response}");
+    assert!(
+        HeadlessClient::join_over(&webtransport, "third", "full", Duration::from_secs(3)).await.is_err(),
+        "a QUIC connection over the cap is refused"
+    );
+
+    // A place frees up: the next one gets in.
+    tcp.close().await;
+    let mut joined = None;
+    for _ in 0..50 {
+        if let Ok(client) = HeadlessClient::join_over(&webtransport, "next", "full", WAIT).await {
+            joined = Some(client);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(joined.is_some(), "a freed place is taken again");
+    still_playing(&quic).await;
     server.stop().await;
 }
