@@ -184,7 +184,7 @@ fn soak_bots(cli: Cli) -> anyhow::Result<()> {
     let config = SoakConfig { transports, clients: cli.count, duration: cli.duration };
     let summary = runtime.block_on(soak::run(config, print_milestone));
     println!(
-        "soak: {} joins, {} closes, {} resumes ({} lost), {} rule breakers closed ({} wrongly), {} chats, {} strokes, {} errors",
+        "soak: {} joins, {} closes, {} resumes ({} lost), {} rule breakers closed ({} wrongly), {} chats, {} strokes, {} erased, {} errors",
         summary.joins,
         summary.closes,
         summary.resumes,
@@ -193,6 +193,7 @@ fn soak_bots(cli: Cli) -> anyhow::Result<()> {
         summary.rule_breakers_wrongly_closed,
         summary.chats,
         summary.strokes,
+        summary.erases,
         summary.errors,
     );
     finish(&summary, summary.ok, summary.reason.as_deref(), cli.json)

@@ -1,7 +1,8 @@
 //! The soak workload: clients that come and go for as long as the run lasts, in a few rooms.
-//! Each plays for a while (moving, chatting, drawing) and then leaves one of four ways: it
-//! closes, its connection is cut and it comes back with its resume token, it breaks a rule (and
-//! must be closed for it with the right code), or its network goes silent and it reconnects.
+//! Each plays for a while (moving, chatting, drawing and erasing, so that boards stay the same
+//! size) and then leaves one of four ways: it closes, its connection is cut and it comes back
+//! with its resume token, it breaks a rule (and must be closed for it with the right code), or
+//! its network goes silent and it reconnects.
 //! `cargo xtask soak` runs it beside a server and watches the server's memory, file
 //! descriptors and ticks.
 
@@ -25,6 +26,9 @@ const ROOMS: u32 = 6;
 const LIFETIME_MS: (u64, u64) = (5_000, 40_000);
 /// Every wait for the server in this workload.
 const WAIT: Duration = Duration::from_secs(15);
+/// Strokes a room's board holds at most: past this, whoever draws also erases the first ones
+/// (by id). A board that only grew would grow the server's memory by design, and hide a leak.
+const BOARD_STROKES: usize = 200;
 
 #[derive(Debug, Clone)]
 pub struct SoakConfig {
@@ -50,6 +54,7 @@ pub struct SoakSummary {
     pub rule_breakers_wrongly_closed: u64,
     pub chats: u64,
     pub strokes: u64,
+    pub erases: u64,
     pub errors: u64,
     pub first_error: Option<String>,
 }
@@ -64,6 +69,7 @@ struct Counters {
     rule_breakers_wrongly_closed: AtomicU64,
     chats: AtomicU64,
     strokes: AtomicU64,
+    erases: AtomicU64,
     errors: AtomicU64,
     first_error: std::sync::Mutex<Option<String>>,
 }
@@ -131,6 +137,7 @@ pub async fn run(config: SoakConfig, mut milestone: impl FnMut(Milestone)) -> So
         rule_breakers_wrongly_closed: load(&c.rule_breakers_wrongly_closed),
         chats: load(&c.chats),
         strokes: load(&c.strokes),
+        erases: load(&c.erases),
         errors: load(&c.errors),
         first_error: c.first_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
     };
@@ -255,6 +262,13 @@ async fn play_until(
                     .draw(rng.next_u32() & 0xFF_FFFF, 3, &points)
                     .map_err(|e| e.to_string())?;
                 counters.strokes.fetch_add(1, Ordering::Relaxed);
+                let mut core = client.core();
+                let board = core.whiteboard().board();
+                if board.len() > BOARD_STROKES {
+                    let oldest: Vec<_> = board.strokes().take(board.len() - BOARD_STROKES).map(|s| s.id).collect();
+                    let erased = core.whiteboard_mut().erase_ids(&oldest);
+                    counters.erases.fetch_add(erased as u64, Ordering::Relaxed);
+                }
             }
             _ => {}
         }
