@@ -9,6 +9,8 @@
 /// A frame's kind byte.
 const MESSAGE: u8 = 0;
 const CLOSE: u8 = 1;
+/// Bytes a frame adds to its body: the length and the kind.
+pub const FRAME_HEADER_BYTES: usize = 5;
 
 /// One frame of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +52,7 @@ pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
 
 fn frame(kind: u8, parts: &[&[u8]]) -> Vec<u8> {
     let body: usize = parts.iter().map(|p| p.len()).sum();
-    let mut bytes = Vec::with_capacity(5 + body);
+    let mut bytes = Vec::with_capacity(FRAME_HEADER_BYTES + body);
     bytes.extend_from_slice(&(body as u32 + 1).to_be_bytes());
     bytes.push(kind);
     for part in parts {

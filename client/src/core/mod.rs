@@ -6,6 +6,7 @@
 
 mod backoff;
 pub mod base64;
+pub mod certificate_hash;
 mod input_schedule;
 mod input_window;
 mod interpolation;

@@ -8,7 +8,7 @@ use easel_protocol::close;
 use easel_protocol::codec::MAX_SERVER_MESSAGE_BYTES;
 use easel_protocol::datagram::{self, Reassembler};
 use easel_protocol::frame::server_frame_header;
-use easel_protocol::stream::{FrameReader, StreamFrame, close_frame, message_frame};
+use easel_protocol::stream::{FRAME_HEADER_BYTES, FrameReader, StreamFrame, close_frame, message_frame};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -17,7 +17,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use wtransport::tls::Sha256Digest;
 use wtransport::{ClientConfig, Connection, Endpoint, RecvStream, SendStream, VarInt};
 
-use crate::core::Channel;
+use crate::core::{Channel, certificate_hash};
 
 /// How a native client reaches a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,15 +95,9 @@ async fn offer(http_base: &str) -> Result<Option<Transport>, LinkError> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|hash| hash.as_str().and_then(unhex))
+        .filter_map(|hash| hash.as_str().and_then(certificate_hash::from_hex))
         .collect();
     Ok(Some(Transport::WebTransport { url, certificate_hashes }))
-}
-
-fn unhex(hex: &str) -> Option<[u8; 32]> {
-    let bytes: Vec<u8> =
-        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect::<Option<_>>()?;
-    bytes.try_into().ok()
 }
 
 /// What came from the server.
@@ -257,7 +251,7 @@ impl WebTransportLink {
         loop {
             match self.frames.next_frame() {
                 Ok(Some(StreamFrame::Message(bytes))) => {
-                    let wire = bytes.len() + 5;
+                    let wire = bytes.len() + FRAME_HEADER_BYTES;
                     return Received::Message { bytes, wire };
                 }
                 Ok(Some(StreamFrame::Close { code, reason })) => return Received::Closed { code, reason },
@@ -287,17 +281,5 @@ impl WebTransportLink {
                 },
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hashes_come_as_hex() {
-        let hex: String = (0..32u8).map(|b| format!("{b:02x}")).collect();
-        assert_eq!(unhex(&hex), Some(std::array::from_fn(|i| i as u8)));
-        assert_eq!(unhex("abc"), None);
     }
 }

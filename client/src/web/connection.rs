@@ -23,7 +23,7 @@ use web_sys::{
 };
 
 use super::App;
-use crate::core::{Channel, ClientCore, Status, reconnect_delay_ms};
+use crate::core::{Channel, ClientCore, Status, certificate_hash, reconnect_delay_ms};
 
 /// How long a WebTransport session may take to be ready before the page uses the WebSocket.
 const FALLBACK_MS: i32 = 1000;
@@ -182,7 +182,7 @@ async fn open_session(app: &Rc<RefCell<App>>, generation: u64) -> Result<Session
     let url = Reflect::get(&offer, &"url".into())?.as_string().ok_or("no url in the offer")?;
     let hashes: Vec<WebTransportHash> = Array::from(&Reflect::get(&offer, &"certificateHashes".into())?)
         .iter()
-        .filter_map(|hash| hash.as_string().and_then(|hex| unhex(&hex)))
+        .filter_map(|hash| hash.as_string().and_then(|hex| certificate_hash::from_hex(&hex)))
         .map(|bytes| {
             let hash = WebTransportHash::new();
             hash.set_algorithm("sha-256");
@@ -376,10 +376,6 @@ pub(super) fn schedule_reconnect(app: &Rc<RefCell<App>>) {
     if window.set_timeout_with_callback_and_timeout_and_arguments_0(retry.unchecked_ref(), delay as i32).is_err() {
         app.borrow_mut().reconnect_pending = false;
     }
-}
-
-fn unhex(hex: &str) -> Option<Vec<u8>> {
-    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
 }
 
 impl App {

@@ -46,7 +46,7 @@ async fn webtransport(State(state): State<AppState>, headers: HeaderMap) -> Resp
         return (StatusCode::NOT_FOUND, "WebTransport is off on this server\n").into_response();
     };
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
-    let url = format!("https://{}:{}{}", hostname(host), offer.port, super::quic::PATH);
+    let url = format!("https://{}:{}{}", super::origin::without_port(host), offer.port, super::quic::PATH);
     let hashes: Vec<String> = offer.hashes.current().iter().map(|hash| format!("\"{}\"", hex(hash))).collect();
     let body = format!("{{\"url\":\"{url}\",\"certificateHashes\":[{}]}}\n", hashes.join(","));
     let mut headers = HeaderMap::new();
@@ -54,14 +54,6 @@ async fn webtransport(State(state): State<AppState>, headers: HeaderMap) -> Resp
     // Hashes change when the certificate is replaced.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     (headers, body).into_response()
-}
-
-/// `host[:port]` without the port (an IPv6 literal keeps its brackets).
-fn hostname(host: &str) -> &str {
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
-        _ => host,
-    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -128,9 +120,10 @@ mod tests {
 
     #[test]
     fn the_session_url_names_the_pages_host_without_its_port() {
-        assert_eq!(hostname("127.0.0.1:8080"), "127.0.0.1");
-        assert_eq!(hostname("[::1]:8080"), "[::1]");
-        assert_eq!(hostname("play.example.com"), "play.example.com");
+        use super::super::origin::without_port;
+        assert_eq!(without_port("127.0.0.1:8080"), "127.0.0.1");
+        assert_eq!(without_port("[::1]:8080"), "[::1]");
+        assert_eq!(without_port("play.example.com"), "play.example.com");
         assert_eq!(hex(&[0, 15, 255]), "000fff");
     }
 

@@ -18,11 +18,15 @@ pub fn check(origin: Option<&str>, host: &str, allowed: &[String]) -> Result<(),
 /// `authority` (`host:port` of a WebTransport request, whose port is the UDP one) as the page
 /// that opened it names its own address: the same host on the HTTP port.
 pub fn page_host(authority: &str, http_port: u16) -> String {
-    let host = match authority.rsplit_once(':') {
-        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
-        _ => authority,
-    };
-    format!("{host}:{http_port}")
+    format!("{}:{http_port}", without_port(authority))
+}
+
+/// `host[:port]` without the port (an IPv6 literal keeps its brackets).
+pub fn without_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    }
 }
 
 #[cfg(test)]
