@@ -1,9 +1,10 @@
 //! Helpers for workspace-level tests: start the real server on 127.0.0.1:0, connect clients, read
 //! close frames, stop the server cleanly; `raw` speaks WebSocket frame by frame, `wt`
-//! WebTransport by hand; `fuzz` holds the fuzz targets' bodies.
+//! WebTransport by hand, `relay` makes a lossy UDP path; `fuzz` holds the fuzz targets' bodies.
 
 pub mod fuzz;
 pub mod raw;
+pub mod relay;
 pub mod wt;
 
 use std::net::SocketAddr;
