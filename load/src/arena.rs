@@ -94,6 +94,11 @@ pub struct BotSummary {
     pub rx_tcp_bytes_per_client_s: f64,
     pub snapshots_per_s_per_client: MeanMin,
     pub latency_ms: Percentiles,
+    /// Time between two snapshots arriving at a probe, whatever they carry.
+    pub snapshot_gap_ms: Percentiles,
+    /// Time between two snapshots that advanced a probe's view of the others (arrived, decoded
+    /// against a baseline it holds, newer than the last): how long remote players stood frozen.
+    pub freeze_ms: Percentiles,
     pub disconnected_during_run: usize,
     /// Whiteboard strokes sent and stored (acknowledged) during the window.
     pub board_ops_sent: u64,
@@ -122,6 +127,8 @@ struct Shared {
     disconnected: AtomicU64,
     recording: AtomicBool,
     latencies_ms: Mutex<Vec<f64>>,
+    snapshot_gaps_ms: Mutex<Vec<f64>>,
+    freezes_ms: Mutex<Vec<f64>>,
     first_error: Mutex<Option<String>>,
 }
 
@@ -182,6 +189,8 @@ pub async fn run(config: BotConfig, mut milestone: impl FnMut(Milestone)) -> Res
     }
 
     let latencies = std::mem::take(&mut *shared.latencies_ms.lock().await);
+    let snapshot_gaps = std::mem::take(&mut *shared.snapshot_gaps_ms.lock().await);
+    let freezes = std::mem::take(&mut *shared.freezes_ms.lock().await);
     let disconnected = shared.disconnected.load(Ordering::Acquire) as usize;
     let clients = config.count as f64;
     let per_client_rates: Vec<f64> =
@@ -203,6 +212,8 @@ pub async fn run(config: BotConfig, mut milestone: impl FnMut(Milestone)) -> Res
             min: per_client_rates.iter().copied().fold(f64::INFINITY, f64::min),
         },
         latency_ms: Percentiles::of(latencies),
+        snapshot_gap_ms: Percentiles::of(snapshot_gaps),
+        freeze_ms: Percentiles::of(freezes),
         disconnected_during_run: disconnected,
         board_ops_sent: end.board_sent - start.board_sent,
         board_ops_acked: end.board_acked - start.board_acked,
@@ -428,13 +439,24 @@ impl Bot {
             snapshots.newest = snapshots.newest.max(tick);
             return;
         }
+        let now = Instant::now();
+        let recording = shared.recording.load(Ordering::Acquire);
+        if let Some(previous) = snapshots.last_arrival.replace(now)
+            && recording
+        {
+            shared.snapshot_gaps_ms.lock().await.push((now - previous).as_secs_f64() * 1000.0);
+        }
         let Ok(ServerMsg::Snapshot { tick, baseline, entities }) = decode_server(bytes) else { return };
         let Ok(Some(players)) = snapshots.decoder.receive(tick, baseline, &entities) else { return };
+        if tick > snapshots.newest
+            && let Some(previous) = snapshots.last_fresh.replace(now)
+            && recording
+        {
+            shared.freezes_ms.lock().await.push((now - previous).as_secs_f64() * 1000.0);
+        }
         snapshots.newest = tick;
         let Ok(found) = players.binary_search_by_key(&me, |p| p.id) else { return };
         let applied = players[found].last_input_seq;
-        let now = Instant::now();
-        let recording = shared.recording.load(Ordering::Acquire);
         let mut seen = Vec::new();
         while let Some(&(seq, sent)) = pending.front() {
             if seq > applied {
@@ -465,6 +487,9 @@ impl Bot {
 struct Snapshots {
     decoder: SnapshotReceiver,
     newest: u32,
+    /// When the last snapshot arrived, and when the last one that advanced the view did.
+    last_arrival: Option<Instant>,
+    last_fresh: Option<Instant>,
 }
 
 /// The `n`-th stroke of a drawing bot, shaped as the whiteboard workload's.

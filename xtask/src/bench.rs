@@ -29,6 +29,9 @@ pub struct ArenaOptions {
     /// Bots follow the server's input-timing reports (`--input-timing`): a configuration of its
     /// own, since the workload's schedule is fixed.
     pub input_timing: bool,
+    /// The share of packets (%) the loopback drops (`--loss`): the run happens in a network
+    /// namespace of its own (`lossy`).
+    pub loss_percent: Option<f64>,
 }
 
 /// The transport the bots use (`--transport ws|quic`): the workload's baseline is the WebSocket.
@@ -99,6 +102,7 @@ impl ArenaOptions {
             common: CommonOptions::default(),
             visibility: Visibility::Full,
             input_timing: false,
+            loss_percent: None,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -124,6 +128,7 @@ impl ArenaOptions {
                     }
                 }
                 "--input-timing" => options.input_timing = true,
+                "--loss" => options.loss_percent = Some(value()?.parse().context("--loss percent")?),
                 other => bail!("unknown bench option {other}"),
             }
         }
@@ -142,6 +147,9 @@ impl ArenaOptions {
         }
         if self.common.transport == BenchTransport::WebTransport {
             name.push_str("+webtransport");
+        }
+        if let Some(loss) = self.loss_percent {
+            name.push_str(&format!("+loss={loss}%"));
         }
         name
     }
@@ -444,6 +452,7 @@ fn run_arena(binaries: &Binaries, n: usize, options: &ArenaOptions, context: &Ru
         "config": options.config_name(),
         "input_timing": options.input_timing,
         "transport": options.common.transport.name(),
+        "loss_percent": options.loss_percent,
         "server_workers": options.common.server_workers,
         "view_distance": options.visibility.settings().0,
         "snapshot_budget_bytes_per_s": options.visibility.settings().1,
@@ -460,6 +469,8 @@ fn run_arena(binaries: &Binaries, n: usize, options: &ArenaOptions, context: &Ru
         "rx_payload_bytes_per_client_s": round(summary["rx_payload_bytes_per_client_s"].as_f64().unwrap_or(0.0), 1),
         "rx_tcp_bytes_per_client_s": round(summary["rx_tcp_bytes_per_client_s"].as_f64().unwrap_or(0.0), 1),
         "latency_ms": summary["latency_ms"],
+        "snapshot_gap_ms": summary["snapshot_gap_ms"],
+        "freeze_ms": summary["freeze_ms"],
         "snapshots_per_s_per_client": summary["snapshots_per_s_per_client"],
         "tick_ms": tick_ms,
         "fanout_ms": fanout_ms,
@@ -512,7 +523,7 @@ fn print_table(rows: &[Value]) {
         println!("\n{config}");
     }
     println!(
-        "{:>6} {:>4} {:>9} {:>11} {:>8} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>10} {:>7} {:>6}",
+        "{:>6} {:>4} {:>9} {:>11} {:>8} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>9} {:>10} {:>10} {:>7} {:>6}",
         "N",
         "ok",
         "CPU cores",
@@ -522,6 +533,9 @@ fn print_table(rows: &[Value]) {
         "lat p50",
         "lat p99",
         "lat max",
+        "gap p99",
+        "gap max",
+        "freeze max",
         "snaps min",
         "tick p99ms",
         "fanout p99",
@@ -537,7 +551,7 @@ fn print_table(rows: &[Value]) {
             value.as_f64().map_or("-".to_owned(), |v| format!("{v:.2}"))
         };
         println!(
-            "{:>6} {:>4} {:>9} {:>11} {:>8} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>10} {:>7} {:>6}",
+            "{:>6} {:>4} {:>9} {:>11} {:>8} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>9} {:>10} {:>10} {:>7} {:>6}",
             row["n"].to_string(),
             if row["ok"].as_bool().unwrap_or(false) { "yes" } else { "NO" },
             f(&["server_cpu_cores"]),
@@ -547,6 +561,9 @@ fn print_table(rows: &[Value]) {
             f(&["latency_ms", "p50"]),
             f(&["latency_ms", "p99"]),
             f(&["latency_ms", "max"]),
+            f(&["snapshot_gap_ms", "p99"]),
+            f(&["snapshot_gap_ms", "max"]),
+            f(&["freeze_ms", "max"]),
             f(&["snapshots_per_s_per_client", "min"]),
             f(&["tick_ms", "p99"]),
             f(&["fanout_ms", "p99"]),

@@ -12,6 +12,7 @@ mod apt;
 mod autobahn;
 mod bench;
 mod fuzz;
+mod lossy;
 mod process;
 mod report;
 mod soak;
@@ -26,9 +27,10 @@ commands:
   autobahn            Autobahn|Testsuite against the server's WebSocket edge (needs Python 2.7),
                       compared with tests/autobahn/expected.json; then against /ws, summarised
   bench arena [--n 50,200,500,1000] [--visibility full|interest] [--input-timing] [--warmup S] [--window S]
-              [--server-workers N] [--server PATH] [--transport ws|quic] [--dev] [--no-record]
+              [--server-workers N] [--server PATH] [--transport ws|quic] [--loss PERCENT] [--dev] [--no-record]
                       the arena workload (docs/bench/WORKLOADS.md): JSON line + table per N,
-                      appended to bench/results/arena.jsonl
+                      appended to bench/results/arena.jsonl; --loss runs it in a network
+                      namespace whose loopback drops that share of packets (root, nftables)
   bench whiteboard [--w 4,16,64] [--server-workers N] [--server PATH] [--transport ws|quic] [--dev] [--no-record]
                       the whiteboard workload: JSON line + table per W,
                       appended to bench/results/whiteboard.jsonl
@@ -53,7 +55,17 @@ fn main() -> Result<()> {
         Some("soak") => soak::run(&root, &soak::SoakOptions::parse(&args[1..])?),
         Some("fuzz") => fuzz::run(&root, &fuzz::FuzzOptions::parse(&args[1..])?),
         Some("bench") => match args.get(1).map(String::as_str) {
-            Some("arena") => bench::arena(&root, &bench::ArenaOptions::parse(&args[2..])?),
+            Some("arena") => {
+                let options = bench::ArenaOptions::parse(&args[2..])?;
+                match options.loss_percent {
+                    Some(loss) if !lossy::inside() => {
+                        // Built here: the namespace has no way out, and needs none.
+                        bench::build(&root, &options.common)?;
+                        lossy::run_inside(loss, &args)
+                    }
+                    _ => bench::arena(&root, &options),
+                }
+            }
             Some("whiteboard") => bench::whiteboard(&root, &bench::WhiteboardOptions::parse(&args[2..])?),
             Some("report") => report::render(&root),
             _ => {
@@ -180,6 +192,7 @@ fn test(root: &Path) -> Result<()> {
             visibility,
             // The second run also covers bots that follow the server's input timing.
             input_timing: visibility == bench::Visibility::Interest,
+            loss_percent: None,
         };
         bench::arena(root, &smoke).context("the arena benchmark smoke run failed")?;
     }
