@@ -176,16 +176,15 @@ fn whiteboard_bots(cli: Cli) -> anyhow::Result<()> {
 
 fn soak_bots(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    let mut transports = vec![runtime.block_on(Transport::choose(&cli.server, TransportChoice::WebSocket))?];
+    let websocket = runtime.block_on(Transport::choose(&cli.server, TransportChoice::WebSocket))?;
     // The soak runs both transports in turn where the server has both.
-    if let Ok(webtransport) = runtime.block_on(Transport::choose(&cli.server, TransportChoice::WebTransport)) {
-        transports.push(webtransport);
-    }
-    let config = SoakConfig { transports, clients: cli.count, duration: cli.duration };
+    let webtransport = runtime.block_on(Transport::choose(&cli.server, TransportChoice::WebTransport)).ok();
+    let config = SoakConfig { websocket, webtransport, clients: cli.count, duration: cli.duration };
     let summary = runtime.block_on(soak::run(config, print_milestone));
     println!(
-        "soak: {} joins, {} closes, {} resumes ({} lost), {} rule breakers closed ({} wrongly), {} chats, {} strokes, {} erased, {} errors",
+        "soak: {} joins ({} fell back to the WebSocket), {} closes, {} resumes ({} lost), {} rule breakers closed ({} wrongly), {} chats, {} strokes, {} erased, {} errors",
         summary.joins,
+        summary.webtransport_fallbacks,
         summary.closes,
         summary.resumes,
         summary.resumes_lost,

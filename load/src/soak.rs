@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use easel_client::core::Status;
-use easel_client::headless::{HeadlessClient, Transport};
+use easel_client::headless::{HeadlessClient, HeadlessError, Transport};
 use easel_protocol::rng::Mulberry32;
 use easel_protocol::{ClientMsg, close, encode};
 use serde::Serialize;
@@ -32,8 +32,9 @@ const BOARD_STROKES: usize = 200;
 
 #[derive(Debug, Clone)]
 pub struct SoakConfig {
-    /// The transports clients use, in turn (one per lane).
-    pub transports: Vec<Transport>,
+    pub websocket: Transport,
+    /// Every other lane plays over WebTransport when the server offers it.
+    pub webtransport: Option<Transport>,
     /// Clients playing at any moment.
     pub clients: usize,
     pub duration: Duration,
@@ -52,6 +53,12 @@ pub struct SoakSummary {
     pub rule_breakers_closed: u64,
     /// Rule breakers closed with another code than the rule's, or not at all.
     pub rule_breakers_wrongly_closed: u64,
+    /// WebTransport sessions that could not be opened, after which the client joined over the
+    /// WebSocket as a page does; and why the first could not.
+    pub webtransport_fallbacks: u64,
+    pub first_fallback: Option<String>,
+    /// The first of those: who, which rule, what came instead.
+    pub first_wrong_close: Option<String>,
     pub chats: u64,
     pub strokes: u64,
     pub erases: u64,
@@ -67,6 +74,9 @@ struct Counters {
     resumes_lost: AtomicU64,
     rule_breakers_closed: AtomicU64,
     rule_breakers_wrongly_closed: AtomicU64,
+    first_wrong_close: std::sync::Mutex<Option<String>>,
+    webtransport_fallbacks: AtomicU64,
+    first_fallback: std::sync::Mutex<Option<String>>,
     chats: AtomicU64,
     strokes: AtomicU64,
     erases: AtomicU64,
@@ -77,9 +87,26 @@ struct Counters {
 impl Counters {
     fn error(&self, what: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        let mut first = self.first_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        first.get_or_insert(what);
+        keep_first(&self.first_error, what);
     }
+
+    fn fallback(&self, why: String) {
+        self.webtransport_fallbacks.fetch_add(1, Ordering::Relaxed);
+        keep_first(&self.first_fallback, why);
+    }
+
+    fn wrong_close(&self, what: String) {
+        self.rule_breakers_wrongly_closed.fetch_add(1, Ordering::Relaxed);
+        keep_first(&self.first_wrong_close, what);
+    }
+}
+
+fn keep_first(slot: &std::sync::Mutex<Option<String>>, what: String) {
+    slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(what);
+}
+
+fn first(slot: &std::sync::Mutex<Option<String>>) -> Option<String> {
+    slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
 }
 
 /// How a client leaves.
@@ -116,8 +143,12 @@ pub async fn run(config: SoakConfig, mut milestone: impl FnMut(Milestone)) -> So
     milestone(Milestone::WindowStart);
     let lanes: Vec<_> = (0..config.clients)
         .map(|lane| {
-            let transport = config.transports[lane % config.transports.len().max(1)].clone();
-            tokio::spawn(lane_loop(transport, lane as u32, end, counters.clone()))
+            let transport = match &config.webtransport {
+                Some(webtransport) if lane % 2 == 1 => webtransport.clone(),
+                _ => config.websocket.clone(),
+            };
+            let transports = Transports { chosen: transport, websocket: config.websocket.clone() };
+            tokio::spawn(lane_loop(transports, lane as u32, end, counters.clone()))
         })
         .collect();
     for lane in lanes {
@@ -135,11 +166,14 @@ pub async fn run(config: SoakConfig, mut milestone: impl FnMut(Milestone)) -> So
         resumes_lost: load(&c.resumes_lost),
         rule_breakers_closed: load(&c.rule_breakers_closed),
         rule_breakers_wrongly_closed: load(&c.rule_breakers_wrongly_closed),
+        webtransport_fallbacks: load(&c.webtransport_fallbacks),
+        first_fallback: first(&c.first_fallback),
+        first_wrong_close: first(&c.first_wrong_close),
         chats: load(&c.chats),
         strokes: load(&c.strokes),
         erases: load(&c.erases),
         errors: load(&c.errors),
-        first_error: c.first_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
+        first_error: first(&c.first_error),
     };
     let problems = [
         (summary.errors > 0, "clients failed"),
@@ -154,8 +188,14 @@ pub async fn run(config: SoakConfig, mut milestone: impl FnMut(Milestone)) -> So
     summary
 }
 
+/// A lane's transport, and the WebSocket a page falls back to.
+struct Transports {
+    chosen: Transport,
+    websocket: Transport,
+}
+
 /// One client after another, in one lane, until `end`.
-async fn lane_loop(transport: Transport, lane: u32, end: Instant, counters: Arc<Counters>) {
+async fn lane_loop(transports: Transports, lane: u32, end: Instant, counters: Arc<Counters>) {
     let mut rng = Mulberry32::new(0x50A4_0000 + lane);
     // Lanes start spread over the first lifetime, so joins and leaves never come in waves.
     let stagger = Duration::from_millis(u64::from(rng.next_u32()) % LIFETIME_MS.0);
@@ -165,7 +205,7 @@ async fn lane_loop(transport: Transport, lane: u32, end: Instant, counters: Arc<
         generation += 1;
         let name = format!("soak-{lane}-{generation}");
         let room = format!("soak-{}", rng.next_u32() % ROOMS);
-        if let Err(e) = one_client(&transport, &name, &room, &mut rng, end, &counters).await {
+        if let Err(e) = one_client(&transports, &name, &room, &mut rng, end, &counters).await {
             counters.error(format!("{name}: {e}"));
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -174,14 +214,29 @@ async fn lane_loop(transport: Transport, lane: u32, end: Instant, counters: Arc<
 
 /// Joins, plays for a lifetime, leaves one of the four ways.
 async fn one_client(
-    transport: &Transport,
+    transports: &Transports,
     name: &str,
     room: &str,
     rng: &mut Mulberry32,
     end: Instant,
     counters: &Counters,
 ) -> Result<(), String> {
-    let client = HeadlessClient::join_over(transport, name, room, WAIT).await.map_err(|e| format!("join: {e}"))?;
+    let transport = &transports.chosen;
+    let mut over = transport.name();
+    let client = match HeadlessClient::join_over(transport, name, room, WAIT).await {
+        Ok(client) => client,
+        // The session could not be opened: a page would play over the WebSocket after a
+        // second, and so does this client.
+        Err(HeadlessError::Connect(e)) if matches!(transport, Transport::WebTransport { .. }) => {
+            counters.fallback(format!("{name}: {e}"));
+            over = transports.websocket.name();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            HeadlessClient::join_over(&transports.websocket, name, room, WAIT)
+                .await
+                .map_err(|e| format!("join after falling back to the WebSocket: {e}"))?
+        }
+        Err(e) => return Err(format!("join: {e}")),
+    };
     counters.joins.fetch_add(1, Ordering::Relaxed);
     let lifetime = LIFETIME_MS.0 + u64::from(rng.next_u32()) % (LIFETIME_MS.1 - LIFETIME_MS.0);
     let leave_at = (Instant::now() + Duration::from_millis(lifetime)).min(end);
@@ -222,16 +277,21 @@ async fn one_client(
                     }
                 }
             }
-            let code = client
+            let closed = client
                 .wait_for(WAIT, "the server's close", |core| match core.status() {
-                    Status::Closed { code, .. } => Some(*code),
+                    Status::Closed { code, reason, .. } => Some((*code, reason.clone())),
                     _ => None,
                 })
                 .await;
-            match code {
-                Ok(code) if code == rule.close_code() => counters.rule_breakers_closed.fetch_add(1, Ordering::Relaxed),
-                _ => counters.rule_breakers_wrongly_closed.fetch_add(1, Ordering::Relaxed),
-            };
+            match closed {
+                Ok((code, _)) if code == rule.close_code() => {
+                    counters.rule_breakers_closed.fetch_add(1, Ordering::Relaxed);
+                }
+                other => counters.wrong_close(format!(
+                    "{name} over {over}: {rule:?} ended with {other:?}, not {}",
+                    rule.close_code()
+                )),
+            }
         }
     }
     Ok(())
