@@ -15,6 +15,9 @@ use easel_protocol::Identity;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
+/// The most memory SQLite keeps for its page cache.
+const PAGE_CACHE_KIB: u32 = 512;
+
 /// Where the database lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
@@ -159,6 +162,11 @@ fn migrate(connection: &Connection) -> Result<(), StoreError> {
     // WAL: readers never block the writer; FULL: a commit is on disk before it returns.
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "FULL")?;
+    // SQLite's own page cache (2 MiB by default) fills with every page ever touched and keeps
+    // it, which a long run sees as memory that only grows. The store appends ops and
+    // identities and reads a room's board once when the room opens; the hot pages are the
+    // right edges of three B-trees, and the kernel's page cache serves everything else.
+    connection.pragma_update(None, "cache_size", -(PAGE_CACHE_KIB as i64))?;
     connection.execute_batch(
         "CREATE TABLE IF NOT EXISTS board_snapshots (
              room TEXT PRIMARY KEY,
