@@ -259,6 +259,8 @@ impl WebTransportLink {
                 Err(e) => return Received::Lost(format!("bad stream from the server: {e}")),
             }
             tokio::select! {
+                // The stream first: its close frame says more than the connection's end.
+                biased;
                 read = self.recv.read(&mut self.buffer) => match read {
                     Ok(Some(n)) => self.frames.push(&self.buffer[..n]),
                     Ok(None) => return Received::Lost("the server ended its stream".to_owned()),
