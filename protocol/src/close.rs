@@ -18,5 +18,7 @@ pub const POLICY_VIOLATION: u16 = 1008;
 pub const MESSAGE_TOO_BIG: u16 = 1009;
 /// The server met a condition it cannot serve through (its random source failed).
 pub const INTERNAL_ERROR: u16 = 1011;
+/// The server is restarting (it drains for a deploy): join again, here or on another server.
+pub const SERVICE_RESTART: u16 = 1012;
 /// The server is overloaded or the client could not keep up: come back later.
 pub const TRY_AGAIN_LATER: u16 = 1013;

@@ -210,6 +210,7 @@ mod tests {
                 .prop_map(|(index, total, bytes)| ServerMsg::BoardChunk { index, total, bytes }),
             any::<u64>().prop_map(|client_seq| ServerMsg::BoardAck { client_seq }),
             (any::<u32>(), any::<u32>()).prop_map(|(from_seq, wait_us)| ServerMsg::InputWait { from_seq, wait_us }),
+            any_text().prop_map(|text| ServerMsg::Notice { text }),
         ]
     }
 

@@ -120,6 +120,11 @@ pub enum ServerMsg {
         from_seq: u32,
         wait_us: u32,
     },
+    /// A word from the server to everyone on it, not a player's chat line: its restart is
+    /// coming (drain), or a message from its host.
+    Notice {
+        text: String,
+    },
 }
 
 /// A whiteboard author: the server hands one out, the tab keeps it (with its secret token) so

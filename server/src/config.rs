@@ -78,6 +78,11 @@ pub struct ServeArgs {
     /// refused [default: 10000].
     #[arg(long, env = "EASEL_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
+    /// On SIGTERM or Ctrl-C, how long rooms play on while the server takes no new players and
+    /// /readyz says it is not ready; it stops sooner once everyone has left. 0 stops at once
+    /// [default: 20s].
+    #[arg(long, env = "EASEL_DRAIN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub drain_timeout: Option<Duration>,
 }
 
 /// A feature turned on or off.
@@ -109,6 +114,7 @@ struct FileSettings {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     max_connections: Option<usize>,
+    drain_timeout: Option<String>,
 }
 
 /// The validated configuration of a server.
@@ -133,6 +139,8 @@ pub struct Config {
     pub workers: Option<usize>,
     /// WebTransport, unless it is off.
     pub quic: Option<Quic>,
+    /// How long rooms play on after a stop is asked for, taking no new players.
+    pub drain_timeout: Duration,
 }
 
 /// WebTransport's settings.
@@ -272,6 +280,8 @@ impl Config {
             storage: Location::Memory,
             workers: None,
             quic: None,
+            // Tests stop at once unless they test the drain.
+            drain_timeout: Duration::ZERO,
         }
     }
 
@@ -323,6 +333,10 @@ impl RulesPreset {
     }
 }
 
+/// How long rooms play on after a stop by default: inside the 30 s a service manager or an
+/// orchestrator usually waits after SIGTERM before it kills.
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -332,6 +346,8 @@ pub enum ConfigError {
     ParseFile { path: PathBuf, message: String },
     #[error("resume_grace: {0}")]
     ResumeGrace(String),
+    #[error("drain_timeout: {0}")]
+    DrainTimeout(String),
     #[error("tick_rate must be between 1 and 120, got {0}")]
     TickRate(u16),
     #[error("assets directory {0} does not exist: build the client with `cargo xtask dist`, or pass --assets-dir")]
@@ -409,6 +425,11 @@ impl ServeArgs {
             (None, None) => CertificateSource::SelfSigned { schedule: RotationSchedule::default() },
             (Some(_), None) | (None, Some(_)) => return Err(ConfigError::TlsPair),
         };
+        let drain_timeout = match (self.drain_timeout, &file.drain_timeout) {
+            (Some(timeout), _) => timeout,
+            (None, Some(text)) => parse_duration(text).map_err(ConfigError::DrainTimeout)?,
+            (None, None) => DEFAULT_DRAIN_TIMEOUT,
+        };
         let quic = match self.quic.or(file.quic).unwrap_or(Switch::On) {
             Switch::On => Some(Quic { udp_port: self.udp_port.or(file.udp_port), certificate }),
             Switch::Off => None,
@@ -425,6 +446,7 @@ impl ServeArgs {
             limits,
             interest,
             workers,
+            drain_timeout,
         })
     }
 }
@@ -475,6 +497,22 @@ mod tests {
         assert_eq!(config.tick_rate, 30);
         assert_eq!(config.rules, Rules::GAME);
         assert_eq!(config.workers, None, "one worker per core");
+    }
+
+    #[test]
+    fn the_drain_lasts_20_s_unless_told_and_a_bad_one_is_named() {
+        assert_eq!(args_with_assets().into_config().unwrap().drain_timeout, Duration::from_secs(20));
+        let flag = ServeArgs { drain_timeout: Some(Duration::ZERO), ..args_with_assets() };
+        assert_eq!(flag.into_config().unwrap().drain_timeout, Duration::ZERO, "0 stops at once");
+        let dir = std::env::temp_dir().join(format!("easel-config-drain-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("easel.toml");
+        std::fs::write(&file, "drain_timeout = \"45s\"\n").unwrap();
+        let config = ServeArgs { config: Some(file.clone()), ..args_with_assets() }.into_config().unwrap();
+        assert_eq!(config.drain_timeout, Duration::from_secs(45));
+        std::fs::write(&file, "drain_timeout = \"soon\"\n").unwrap();
+        let error = ServeArgs { config: Some(file), ..args_with_assets() }.into_config().unwrap_err();
+        assert!(error.to_string().starts_with("drain_timeout:"), "{error}");
     }
 
     #[test]

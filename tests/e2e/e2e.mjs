@@ -35,8 +35,11 @@ const DATA_DIR = mkdtempSync(path.join(os.tmpdir(), 'easel-e2e-'));
 
 function startServer(port = 0, extra = []) {
   return new Promise((resolve, reject) => {
+    // These tests stop servers under live pages to see them resume elsewhere, so the servers
+    // stop at once instead of draining (the drain is tested in tests/tests/lifecycle.rs).
     const proc = spawn(BIN, ['serve', '--bind', '127.0.0.1', '--port', String(port), '--assets-dir', DIST,
-      '--data-dir', DATA_DIR, '--log-level', 'warn', ...extra], { stdio: ['ignore', 'pipe', 'inherit'] });
+      '--data-dir', DATA_DIR, '--log-level', 'warn', '--drain-timeout', '0', ...extra],
+    { stdio: ['ignore', 'pipe', 'inherit'] });
     running.servers.add(proc);
     const timer = setTimeout(() => reject(new Error('server did not start within 20 s')), 20_000);
     let out = '';

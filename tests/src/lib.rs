@@ -67,11 +67,17 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("{name} could not join {room}: {e}"))
     }
 
-    /// Triggers graceful shutdown and waits for `run` to return.
-    pub async fn stop(mut self) {
+    /// Asks the server to stop (it drains first when its configuration says so) and returns at
+    /// once.
+    pub fn begin_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// Triggers graceful shutdown and waits for `run` to return.
+    pub async fn stop(mut self) {
+        self.begin_stop();
         let result = tokio::time::timeout(WAIT, &mut self.task).await.expect("server stops in time");
         result.expect("server task").expect("server ran without errors");
     }

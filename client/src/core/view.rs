@@ -77,7 +77,8 @@ impl GameView {
         self.chat.iter()
     }
 
-    /// Requests the server refused (e.g. chat too fast), newest last.
+    /// Requests the server refused (e.g. chat too fast) and notices from the server (a restart
+    /// coming), newest last.
     pub fn notices(&self) -> impl Iterator<Item = &String> {
         self.notices.iter()
     }
@@ -140,8 +141,8 @@ impl GameView {
                 push_bounded(&mut self.chat, ChatLine { from, name, text });
                 self.log_version += 1;
             }
-            ServerMsg::Rejected { reason } => {
-                push_bounded(&mut self.notices, reason);
+            ServerMsg::Rejected { reason: text } | ServerMsg::Notice { text } => {
+                push_bounded(&mut self.notices, text);
                 self.log_version += 1;
             }
             // Handled by the core and the whiteboard.

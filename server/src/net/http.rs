@@ -1,5 +1,6 @@
-//! HTTP routes: the static browser client, `/healthz`, `/metrics`, `/ws`, and `/webtransport`
-//! (where pages learn how to open a WebTransport session).
+//! HTTP routes: the static browser client, `/healthz` (the process answers), `/readyz` (it
+//! takes new players: not while it drains), `/metrics`, `/ws`, and `/webtransport` (where pages
+//! learn how to open a WebTransport session).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -15,6 +16,7 @@ pub(super) fn router(state: AppState) -> Router {
     let router = Router::new()
         .route("/", get(index))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .route("/webtransport", get(webtransport))
         .route("/ws", get(super::ws::upgrade));
@@ -29,6 +31,17 @@ async fn index(State(state): State<AppState>) -> Response {
 
 async fn static_file(State(state): State<AppState>, UrlPath(path): UrlPath<String>) -> Response {
     serve_file(&state, &path).await
+}
+
+/// `GET /readyz`: 200 while the server takes new players, 503 once it drains for a stop, so a
+/// load balancer sends newcomers elsewhere while the players already here play on.
+async fn ready(State(state): State<AppState>) -> Response {
+    match state.rooms.admission() {
+        crate::room::Admission::Open => (StatusCode::OK, "ready\n").into_response(),
+        crate::room::Admission::Draining | crate::room::Admission::Closed => {
+            (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+        }
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -76,8 +76,10 @@ impl Drop for SessionGuard {
     }
 }
 
-/// Accepts connections until `shutdown` completes, then closes every session with "going away"
-/// and waits (bounded) for them to finish.
+/// Accepts connections until `shutdown` completes; then drains (no new players, a notice to
+/// everyone, rooms play on) until everyone has left or the drain timeout has passed, still
+/// answering HTTP (`/readyz` says not ready); then closes every session with "going away" and
+/// waits (bounded) for them to finish.
 pub(crate) async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()>) {
     let router = http::router(state.clone());
     let header_timeout = state.config.limits.http_header_timeout;
@@ -85,9 +87,23 @@ pub(crate) async fn serve(listener: TcpListener, state: AppState, shutdown: impl
     // would otherwise live until its header timeout, holding the server (and its store) open.
     let (stopping, stop) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
+    let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
         let (stream, _peer) = tokio::select! {
-            _ = &mut shutdown => break,
+            _ = &mut shutdown, if drain_until.is_none() => {
+                let timeout = state.config.drain_timeout;
+                if timeout.is_zero() {
+                    break;
+                }
+                tracing::info!("draining: no new players; rooms play on for up to {timeout:?}");
+                state.rooms.drain(&format!(
+                    "This server is restarting: your game ends within {} s. Join again to play on.",
+                    timeout.as_secs().max(1)
+                ));
+                drain_until = Some(tokio::time::Instant::now() + timeout);
+                continue;
+            }
+            () = drained_or_due(&state.sessions, drain_until), if drain_until.is_some() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -128,4 +144,10 @@ pub(crate) async fn serve(listener: TcpListener, state: AppState, shutdown: impl
     if tokio::time::timeout(DRAIN_TIMEOUT, state.sessions.drained()).await.is_err() {
         tracing::warn!("some sessions did not close within {DRAIN_TIMEOUT:?}");
     }
+}
+
+/// Completes once no session is left, or at `deadline`.
+async fn drained_or_due(sessions: &SessionTracker, deadline: Option<tokio::time::Instant>) {
+    let Some(deadline) = deadline else { return std::future::pending().await };
+    let _ = tokio::time::timeout_at(deadline, sessions.drained()).await;
 }

@@ -48,7 +48,7 @@ use crate::sim::TickInput;
 pub use delivery::Delivery;
 use fanout::Fanout;
 pub use handoff::DirectWrite;
-pub use registry::{JoinError, RoomHandle, Rooms};
+pub use registry::{Admission, JoinError, RoomHandle, Rooms};
 
 /// How the room reaches one member's connection.
 pub struct MemberLink {
@@ -102,8 +102,19 @@ pub enum Ending {
 
 /// Membership changes: rare, never dropped (unbounded, at most one per connection in flight).
 pub(crate) enum Control {
-    Join { name: String, identity: Identity, link: MemberLink, reply: oneshot::Sender<Result<Joined, CloseReason>> },
-    Leave { player: u32, connection: u64, ending: Ending },
+    Join {
+        name: String,
+        identity: Identity,
+        link: MemberLink,
+        reply: oneshot::Sender<Result<Joined, CloseReason>>,
+    },
+    Leave {
+        player: u32,
+        connection: u64,
+        ending: Ending,
+    },
+    /// Tell every member this (`ServerMsg::Notice`).
+    Notice(String),
     Shutdown,
 }
 

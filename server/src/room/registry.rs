@@ -1,7 +1,7 @@
 //! The server's rooms by name: created on the first join, removed when their last member leaves.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -30,7 +30,7 @@ pub struct Rooms {
     spawns: Mutex<Mulberry32>,
     next_player_id: AtomicU32,
     next_room_id: AtomicU64,
-    shutting_down: AtomicBool,
+    admission: Mutex<Admission>,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     store: Store,
@@ -46,9 +46,21 @@ pub struct RoomHandle {
     play: mpsc::Sender<Play>,
 }
 
+/// Whether the rooms take new players.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Open,
+    /// A stop was asked for: members play on, nobody new joins (`/readyz` says not ready).
+    Draining,
+    /// Every room is closing.
+    Closed,
+}
+
 /// Why a join did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
+    #[error("the server is restarting: join again in a moment")]
+    Draining,
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("the room closed while joining")]
@@ -57,7 +69,11 @@ pub enum JoinError {
 
 impl From<JoinError> for CloseReason {
     fn from(e: JoinError) -> Self {
-        CloseReason::new(close::GOING_AWAY, e.to_string())
+        let code = match e {
+            JoinError::Draining => close::SERVICE_RESTART,
+            JoinError::ShuttingDown | JoinError::RoomClosed => close::GOING_AWAY,
+        };
+        CloseReason::new(code, e.to_string())
     }
 }
 
@@ -68,7 +84,7 @@ impl Rooms {
             spawns: Mutex::new(Mulberry32::new(7)),
             next_player_id: AtomicU32::new(1),
             next_room_id: AtomicU64::new(1),
-            shutting_down: AtomicBool::new(false),
+            admission: Mutex::new(Admission::Open),
             config,
             metrics,
             store,
@@ -85,8 +101,10 @@ impl Rooms {
         identity: Identity,
         link: MemberLink,
     ) -> Result<(RoomHandle, oneshot::Receiver<Result<Joined, CloseReason>>), JoinError> {
-        if self.shutting_down.load(Ordering::Acquire) {
-            return Err(JoinError::ShuttingDown);
+        match self.admission() {
+            Admission::Open => {}
+            Admission::Draining => return Err(JoinError::Draining),
+            Admission::Closed => return Err(JoinError::ShuttingDown),
         }
         let (reply, answer) = oneshot::channel();
         let mut by_name = self.lock();
@@ -108,12 +126,29 @@ impl Rooms {
         self.lock().len()
     }
 
+    /// Takes no new players from now on, and tells everyone playing `notice`; rooms play on
+    /// until their members leave or `shutdown`.
+    pub fn drain(&self, notice: &str) {
+        self.set_admission(Admission::Draining);
+        for handle in self.lock().values() {
+            let _ = handle.control.send(Control::Notice(notice.to_owned()));
+        }
+    }
+
     /// Tells every room to disconnect its members with "going away" and close.
     pub fn shutdown(&self) {
-        self.shutting_down.store(true, Ordering::Release);
+        self.set_admission(Admission::Closed);
         for handle in self.lock().values() {
             let _ = handle.control.send(Control::Shutdown);
         }
+    }
+
+    pub fn admission(&self) -> Admission {
+        *self.admission.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn set_admission(&self, admission: Admission) {
+        *self.admission.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = admission;
     }
 
     pub(crate) fn config(&self) -> &Arc<Config> {

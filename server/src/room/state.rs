@@ -481,6 +481,11 @@ impl Room {
     }
 
     /// Tells every member's connection to close with `reason` (the server is shutting down).
+    /// Tells every member `text`, from the server.
+    pub fn notify_everyone(&mut self, now: Instant, text: String) {
+        self.broadcast(now, &ServerMsg::Notice { text });
+    }
+
     pub fn close_everyone(&mut self, reason: &CloseReason) {
         let ids: Vec<u32> = self.members.keys().copied().collect();
         for id in ids {

@@ -62,6 +62,7 @@ pub(super) async fn run_room(
                 Some(Control::Leave { player, connection, ending }) => {
                     room.connection_ended(Instant::now(), player, connection, ending);
                 }
+                Some(Control::Notice(text)) => room.notify_everyone(Instant::now(), text),
                 Some(Control::Shutdown) | None => {
                     room.close_everyone(&CloseReason::new(close::GOING_AWAY, "server shutting down"));
                     break;
