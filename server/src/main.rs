@@ -5,6 +5,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use easel::ServeArgs;
 
+/// glibc's allocator keeps what a long-running server frees in per-thread arenas, so resident
+/// memory grows with churn although the heap in use does not; jemalloc returns freed pages to
+/// the OS (decision 0040).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "easel", version, about = "Easel: a multiplayer browser game server with a shared whiteboard")]
 struct Cli {
