@@ -2,42 +2,19 @@
 //! newcomer is sent away to come back (1012), and once the last player has left the server
 //! exits 0 at once, without waiting out its drain timeout, with everything acknowledged stored.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
+mod common;
+
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
+use common::{Server, WAIT};
 use easel_client::core::Status;
 use easel_client::headless::HeadlessClient;
 use easel_protocol::board::Point;
 use easel_protocol::close;
 
-const EASEL: &str = env!("CARGO_BIN_EXE_easel");
-const WAIT: Duration = Duration::from_secs(10);
-
-/// The server process, killed if a test fails before it exits.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(data_dir: &str) -> Server {
-    let mut child = Command::new(EASEL)
-        .args(["serve", "--port", "0", "--log-level", "error", "--data-dir", data_dir, "--quic", "off"])
-        .args(["--assets-dir", env!("CARGO_MANIFEST_DIR"), "--drain-timeout", "60s"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting easel");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
-    let address = line.trim().strip_prefix("Easel listening on http://").expect("listening line").to_owned();
-    Server { child, url: format!("ws://{address}/ws") }
+    common::start(data_dir, &["--port", "0", "--quic", "off", "--drain-timeout", "60s"])
 }
 
 fn terminate(server: &Server) {

@@ -2,41 +2,18 @@
 //! draw continuously; the server is killed at random moments, restarted on the same data
 //! directory, and every stroke acknowledged before a kill must be on the board.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::{Server, WAIT};
 use easel_client::headless::HeadlessClient;
 use easel_protocol::board::{Point, StrokeId};
 use easel_protocol::rng::Mulberry32;
 
-const EASEL: &str = env!("CARGO_BIN_EXE_easel");
-const WAIT: Duration = Duration::from_secs(10);
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(data_dir: &str, port: u16) -> Server {
-    let mut child = Command::new(EASEL)
-        .args(["serve", "--port", &port.to_string(), "--log-level", "error", "--data-dir", data_dir])
-        .args(["--assets-dir", env!("CARGO_MANIFEST_DIR")])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting easel");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
-    let address = line.trim().strip_prefix("Easel listening on http://").expect("listening line").to_owned();
-    Server { child, url: format!("ws://{address}/ws") }
+    common::start(data_dir, &["--port", &port.to_string()])
 }
 
 /// Draws as fast as acks allow; returns the ids of strokes acknowledged before `stop`.

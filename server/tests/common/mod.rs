@@ -1,0 +1,38 @@
+//! The `easel` binary run as a host runs it: started on 127.0.0.1 with a data directory, its
+//! listening line read, and killed if a test ends before the server does.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const EASEL: &str = env!("CARGO_BIN_EXE_easel");
+/// Every wait on the server in these tests is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct Server {
+    pub child: Child,
+    /// Its WebSocket URL.
+    pub url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `easel serve` on `data_dir` with `flags` (a port among them), logging errors only.
+pub fn start(data_dir: &str, flags: &[&str]) -> Server {
+    let mut child = Command::new(EASEL)
+        .args(["serve", "--log-level", "error", "--data-dir", data_dir])
+        .args(["--assets-dir", env!("CARGO_MANIFEST_DIR")])
+        .args(flags)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting easel");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+    let address = line.trim().strip_prefix("Easel listening on http://").expect("listening line").to_owned();
+    Server { child, url: format!("ws://{address}/ws") }
+}
