@@ -3,6 +3,7 @@
 //! late one costs only itself: the ones behind it arrive on time, and a remote player keeps
 //! moving as smoothly as interpolation allows.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use easel::sim::MAX_STEPS_PER_TICK;
@@ -78,7 +79,8 @@ async fn over_a_lossy_udp_path_no_snapshot_waits_for_a_lost_one_and_motion_stays
             },
             _ = frames.tick() => {
                 let now = now_ms();
-                mover.hold_direction(square[(now / 1000.0) as usize % 4].0, square[(now / 1000.0) as usize % 4].1);
+                let (dx, dy) = square[(now / 1000.0) as usize % 4];
+                mover.hold_direction(dx, dy);
                 for transmit in watcher.poll_transmit(now) {
                     link.send(&transmit.bytes, transmit.channel).await.expect("the watcher sends");
                 }
@@ -98,7 +100,7 @@ async fn over_a_lossy_udp_path_no_snapshot_waits_for_a_lost_one_and_motion_stays
     }
     mover.hold_direction(0, 0);
 
-    let (dropped, held) = (relay.to_client.dropped.load(RELAXED), relay.to_client.held.load(RELAXED));
+    let (dropped, held) = (relay.to_client.dropped.load(Relaxed), relay.to_client.held.load(Relaxed));
     assert!(dropped > 5 && held > 5, "the path lost {dropped} and held back {held} datagrams toward the client");
     assert!(overtaken > 0, "no late snapshot was overtaken by a newer one");
     let longest_gap = arrivals.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
@@ -113,5 +115,3 @@ async fn over_a_lossy_udp_path_no_snapshot_waits_for_a_lost_one_and_motion_stays
     assert!(tokio::time::timeout(WAIT, link.close()).await.is_ok(), "the watcher's connection closes in time");
     server.stop().await;
 }
-
-const RELAXED: std::sync::atomic::Ordering = std::sync::atomic::Ordering::Relaxed;
