@@ -29,7 +29,8 @@ pub struct ServeArgs {
     /// Simulation ticks per second, 1 to 120 [default: 30].
     #[arg(long, env = "EASEL_TICK_RATE", value_name = "HZ")]
     pub tick_rate: Option<u16>,
-    /// Directory holding the built browser client (index.html, wasm) [default: dist].
+    /// Serve the browser client from this directory (a `cargo xtask dist` output), read on each
+    /// request, instead of the one built into the binary: for client development.
     #[arg(long, env = "EASEL_ASSETS_DIR", value_name = "DIR")]
     pub assets_dir: Option<PathBuf>,
     /// An Origin allowed to open a WebSocket, e.g. https://play.example.com; repeat for more
@@ -117,13 +118,24 @@ struct FileSettings {
     drain_timeout: Option<String>,
 }
 
+/// Where the browser client's files come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pages {
+    /// The client built into the binary from `dist/` (none in a debug build made before
+    /// `cargo xtask dist`: then every page says how to build it).
+    Embedded,
+    /// A built client in a directory (`--assets-dir`), read on each request, so a client rebuilt
+    /// in place is served at once: for client development.
+    Directory(PathBuf),
+}
+
 /// The validated configuration of a server.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub tick_rate: u16,
-    /// Where the static client is served from; `None` serves no pages (tests, headless hosting).
-    pub assets_dir: Option<PathBuf>,
+    /// Where the browser client's files come from.
+    pub pages: Pages,
     /// Origins allowed to open a WebSocket; empty means "the request's own origin only".
     pub allowed_origins: Vec<String>,
     pub log_level: LogLevel,
@@ -271,7 +283,7 @@ impl Config {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             tick_rate: 30,
-            assets_dir: None,
+            pages: Pages::Embedded,
             allowed_origins: Vec::new(),
             log_level: LogLevel::Warn,
             rules: Rules::GAME,
@@ -350,7 +362,10 @@ pub enum ConfigError {
     DrainTimeout(String),
     #[error("tick_rate must be between 1 and 120, got {0}")]
     TickRate(u16),
-    #[error("assets directory {0} does not exist: build the client with `cargo xtask dist`, or pass --assets-dir")]
+    #[error(
+        "assets directory {0} does not exist: build the client into dist/ with `cargo xtask dist`, \
+         or leave --assets-dir out to serve the client built into the server"
+    )]
     MissingAssets(PathBuf),
     #[error("allowed origin {0:?} must look like http://host[:port] or https://host[:port]")]
     Origin(String),
@@ -378,10 +393,11 @@ impl ServeArgs {
         if !(1..=120).contains(&tick_rate) {
             return Err(ConfigError::TickRate(tick_rate));
         }
-        let assets_dir = self.assets_dir.or(file.assets_dir).unwrap_or_else(|| PathBuf::from("dist"));
-        if !assets_dir.is_dir() {
-            return Err(ConfigError::MissingAssets(assets_dir));
-        }
+        let pages = match self.assets_dir.or(file.assets_dir) {
+            Some(dir) if !dir.is_dir() => return Err(ConfigError::MissingAssets(dir)),
+            Some(dir) => Pages::Directory(dir),
+            None => Pages::Embedded,
+        };
         let allowed_origins = if self.allowed_origins.is_empty() {
             file.allowed_origins.unwrap_or_default()
         } else {
@@ -439,7 +455,7 @@ impl ServeArgs {
             storage: Location::Directory(data_dir),
             listen: SocketAddr::new(bind, port),
             tick_rate,
-            assets_dir: Some(assets_dir),
+            pages,
             allowed_origins,
             log_level,
             rules,
@@ -486,13 +502,17 @@ fn validate_origin(origin: &str) -> Result<String, ConfigError> {
 mod tests {
     use super::*;
 
-    fn args_with_assets() -> ServeArgs {
-        ServeArgs { assets_dir: Some(std::env::temp_dir()), ..ServeArgs::default() }
+    #[test]
+    fn pages_come_from_the_binary_unless_a_directory_is_named() {
+        assert_eq!(ServeArgs::default().into_config().unwrap().pages, Pages::Embedded);
+        let dir = std::env::temp_dir();
+        let config = ServeArgs { assets_dir: Some(dir.clone()), ..ServeArgs::default() }.into_config().unwrap();
+        assert_eq!(config.pages, Pages::Directory(dir));
     }
 
     #[test]
     fn defaults_listen_on_localhost_8080_at_30_hz() {
-        let config = args_with_assets().into_config().unwrap();
+        let config = ServeArgs::default().into_config().unwrap();
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.tick_rate, 30);
         assert_eq!(config.rules, Rules::GAME);
@@ -501,17 +521,17 @@ mod tests {
 
     #[test]
     fn the_drain_lasts_20_s_unless_told_and_a_bad_one_is_named() {
-        assert_eq!(args_with_assets().into_config().unwrap().drain_timeout, Duration::from_secs(20));
-        let flag = ServeArgs { drain_timeout: Some(Duration::ZERO), ..args_with_assets() };
+        assert_eq!(ServeArgs::default().into_config().unwrap().drain_timeout, Duration::from_secs(20));
+        let flag = ServeArgs { drain_timeout: Some(Duration::ZERO), ..ServeArgs::default() };
         assert_eq!(flag.into_config().unwrap().drain_timeout, Duration::ZERO, "0 stops at once");
         let dir = std::env::temp_dir().join(format!("easel-config-drain-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("easel.toml");
         std::fs::write(&file, "drain_timeout = \"45s\"\n").unwrap();
-        let config = ServeArgs { config: Some(file.clone()), ..args_with_assets() }.into_config().unwrap();
+        let config = ServeArgs { config: Some(file.clone()), ..ServeArgs::default() }.into_config().unwrap();
         assert_eq!(config.drain_timeout, Duration::from_secs(45));
         std::fs::write(&file, "drain_timeout = \"soon\"\n").unwrap();
-        let error = ServeArgs { config: Some(file), ..args_with_assets() }.into_config().unwrap_err();
+        let error = ServeArgs { config: Some(file), ..ServeArgs::default() }.into_config().unwrap_err();
         assert!(error.to_string().starts_with("drain_timeout:"), "{error}");
     }
 
@@ -525,7 +545,7 @@ mod tests {
             "port = 9000\ntick_rate = 20\nrules = \"arena-benchmark\"\nview_distance = 0\nworkers = 1\n",
         )
         .unwrap();
-        let config = ServeArgs { config: Some(file), port: Some(9100), ..args_with_assets() }.into_config().unwrap();
+        let config = ServeArgs { config: Some(file), port: Some(9100), ..ServeArgs::default() }.into_config().unwrap();
         assert_eq!(config.listen.port(), 9100, "the flag wins over the file");
         assert_eq!(config.tick_rate, 20, "the file wins over the default");
         assert_eq!(config.rules, Rules::ARENA_BENCHMARK);
@@ -535,13 +555,13 @@ mod tests {
 
     #[test]
     fn bad_settings_are_refused_with_a_clear_error() {
-        let zero_tick = ServeArgs { tick_rate: Some(0), ..args_with_assets() };
+        let zero_tick = ServeArgs { tick_rate: Some(0), ..ServeArgs::default() };
         assert!(matches!(zero_tick.into_config(), Err(ConfigError::TickRate(0))));
-        let no_workers = ServeArgs { workers: Some(0), ..args_with_assets() };
+        let no_workers = ServeArgs { workers: Some(0), ..ServeArgs::default() };
         assert!(matches!(no_workers.into_config(), Err(ConfigError::Workers(0))));
-        let negative_view = ServeArgs { view_distance: Some(-5.0), ..args_with_assets() };
+        let negative_view = ServeArgs { view_distance: Some(-5.0), ..ServeArgs::default() };
         assert!(matches!(negative_view.into_config(), Err(ConfigError::ViewDistance(_))));
-        let bad_origin = ServeArgs { allowed_origins: vec!["example.com".into()], ..args_with_assets() };
+        let bad_origin = ServeArgs { allowed_origins: vec!["example.com".into()], ..ServeArgs::default() };
         assert!(matches!(bad_origin.into_config(), Err(ConfigError::Origin(_))));
         let no_assets = ServeArgs { assets_dir: Some("/nonexistent/easel".into()), ..Default::default() };
         let message = no_assets.into_config().unwrap_err().to_string();
@@ -564,10 +584,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("easel.toml");
         std::fs::write(&file, "log_level = \"verbose\"\n").unwrap();
-        let message = ServeArgs { config: Some(file.clone()), ..args_with_assets() }.into_config().unwrap_err();
+        let message = ServeArgs { config: Some(file.clone()), ..ServeArgs::default() }.into_config().unwrap_err();
         assert!(message.to_string().contains("verbose"), "{message}");
         std::fs::write(&file, "rules = \"arena-benchmark\"\nlog_level = \"debug\"\n").unwrap();
-        let config = ServeArgs { config: Some(file), ..args_with_assets() }.into_config().unwrap();
+        let config = ServeArgs { config: Some(file), ..ServeArgs::default() }.into_config().unwrap();
         assert_eq!((config.rules, config.log_level), (Rules::ARENA_BENCHMARK, LogLevel::Debug));
     }
 
@@ -577,7 +597,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("easel.toml");
         std::fs::write(&file, "tick_rte = 20\n").unwrap();
-        let result = ServeArgs { config: Some(file), ..args_with_assets() }.into_config();
+        let result = ServeArgs { config: Some(file), ..ServeArgs::default() }.into_config();
         assert!(matches!(result, Err(ConfigError::ParseFile { .. })), "a typo must not be silently ignored");
     }
 }

@@ -52,8 +52,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let address = listener.local_addr().context("reading the bound address")?;
         let shutdown = shutdown_signal()?;
         println!("Easel listening on http://{address}");
-        if let Some(dir) = &config.assets_dir {
-            tracing::info!(assets = %dir.display(), tick_rate = config.tick_rate, "serving");
+        match &config.pages {
+            easel::config::Pages::Directory(dir) => {
+                tracing::info!(assets = %dir.display(), "serving the client from a directory")
+            }
+            easel::config::Pages::Embedded if !easel::net::embedded_client() => tracing::warn!(
+                "this build has no browser client: run `cargo xtask dist` and build again, or pass --assets-dir"
+            ),
+            easel::config::Pages::Embedded => {}
         }
         easel::run(config, listener, shutdown).await?;
         tracing::info!("stopped");

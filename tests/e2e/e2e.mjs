@@ -2,7 +2,7 @@
 // driven by playwright-core. Reads state through the page's test hook (window.easel.debug_state)
 // and data-* attributes, never by guessing pixels. Screenshots go to tests/e2e/artifacts/.
 //
-// Env: EASEL_BIN (server binary), EASEL_DIST (built client). Run through `cargo xtask test`.
+// Env: EASEL_BIN (the server binary, with the client built in). Run through `cargo xtask test`.
 import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
@@ -13,15 +13,14 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
 const BIN = process.env.EASEL_BIN;
-const DIST = process.env.EASEL_DIST;
 const ARTIFACTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'artifacts');
 const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 // The whole run stops by itself, whatever hangs.
 const WATCHDOG_MS = 240_000;
 
-if (!BIN || !DIST) {
-  console.error('EASEL_BIN and EASEL_DIST must be set (use `cargo xtask test`)');
+if (!BIN) {
+  console.error('EASEL_BIN must be set (use `cargo xtask test`)');
   process.exit(2);
 }
 mkdirSync(ARTIFACTS, { recursive: true });
@@ -29,17 +28,21 @@ const watchdog = setTimeout(() => { console.error('e2e: watchdog expired'); clea
 watchdog.unref();
 
 const running = { servers: new Set(), browser: null };
+// However the run ends (an exception included), no server outlives it holding its output open.
+process.on('exit', () => { for (const proc of running.servers) proc.kill('SIGKILL'); });
 
 // One data directory for the whole run, so a restarted server finds its boards again.
 const DATA_DIR = mkdtempSync(path.join(os.tmpdir(), 'easel-e2e-'));
+// The servers run in an empty directory: the binary alone serves the page.
+const EMPTY_DIR = mkdtempSync(path.join(os.tmpdir(), 'easel-e2e-cwd-'));
 
 function startServer(port = 0, extra = []) {
   return new Promise((resolve, reject) => {
     // These tests stop servers under live pages to see them resume elsewhere, so the servers
     // stop at once instead of draining (the drain is tested in tests/tests/lifecycle.rs).
-    const proc = spawn(BIN, ['serve', '--bind', '127.0.0.1', '--port', String(port), '--assets-dir', DIST,
+    const proc = spawn(BIN, ['serve', '--bind', '127.0.0.1', '--port', String(port),
       '--data-dir', DATA_DIR, '--log-level', 'warn', '--drain-timeout', '0', ...extra],
-    { stdio: ['ignore', 'pipe', 'inherit'] });
+    { stdio: ['ignore', 'pipe', 'inherit'], cwd: EMPTY_DIR });
     running.servers.add(proc);
     const timer = setTimeout(() => reject(new Error('server did not start within 20 s')), 20_000);
     let out = '';
@@ -135,6 +138,32 @@ for (const page of [pageA, pageB]) {
   page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
 }
 
+await test('the binary alone serves the page: a security policy, hashed files kept a year, compressed', async () => {
+  const page = await fetch(`${server.url}/`);
+  const policy = page.headers.get('content-security-policy') ?? '';
+  if (!policy.includes("script-src 'self' 'wasm-unsafe-eval'")) throw new Error(`page policy: "${policy}"`);
+  if (page.headers.get('cache-control') !== 'no-cache') throw new Error('the page must be revalidated');
+  const html = await page.text();
+  if (/<script(?![^>]*\ssrc=)/.test(html)) throw new Error('the page has an inline script, which its policy forbids');
+  const names = [...html.matchAll(/(?:src|href)="([^"]+\.[0-9a-f]{16}\.[a-z]+)"/g)].map((m) => m[1]);
+  if (names.length < 3) throw new Error(`the page should name its hashed files, found ${JSON.stringify(names)}`);
+  // The boot script names the glue, the glue names the wasm module.
+  const boot = names.find((n) => n.startsWith('boot.'));
+  const glue = (await (await fetch(`${server.url}/${boot}`)).text()).match(/easel_client\.[0-9a-f]{16}\.js/)?.[0];
+  const wasm = (await (await fetch(`${server.url}/${glue}`)).text()).match(/easel_client_bg\.[0-9a-f]{16}\.wasm/)?.[0];
+  if (!glue || !wasm) throw new Error(`the hashed glue and module are not named: ${glue}, ${wasm}`);
+  for (const name of [...names, glue, wasm]) {
+    const file = await fetch(`${server.url}/${name}`, { headers: { 'accept-encoding': 'br' } });
+    if (file.status !== 200) throw new Error(`${name}: ${file.status}`);
+    if (file.headers.get('cache-control') !== 'public, max-age=31536000, immutable') throw new Error(`${name} is not kept`);
+    // Files under 512 bytes are stored only as they are.
+    const stored = name.startsWith('style.') || name === glue || name === wasm;
+    if (stored && file.headers.get('content-encoding') !== 'br') throw new Error(`${name} was not sent in its brotli form`);
+  }
+  const again = await fetch(`${server.url}/`, { headers: { 'if-none-match': page.headers.get('etag') } });
+  if (again.status !== 304) throw new Error(`an unchanged page should be 304, got ${again.status}`);
+});
+
 // Page A plays over WebTransport (the default where the browser has it), page B over the
 // WebSocket: every test below that has them see each other crosses transports.
 await test('a page on WebTransport and a page on WebSocket join the same room and each sees the other', async () => {
@@ -196,6 +225,8 @@ await test('the scoreboard, ping and status are shown', async () => {
   await waitFor('a ping figure', async () => /ping \d+ ms/.test(await pageB.textContent('#ping')));
   const rows = await pageB.$$eval('#scoreboard li', (items) => items.map((li) => li.textContent));
   if (rows.length !== 2) throw new Error(`scoreboard should list 2 players, got ${JSON.stringify(rows)}`);
+  const swatches = await pageB.$$eval('#scoreboard .swatch', (items) => items.map((s) => getComputedStyle(s).backgroundColor));
+  if (swatches.length !== 2 || swatches.some((c) => c === 'rgba(0, 0, 0, 0)')) throw new Error(`each row shows its player's colour: ${swatches}`);
   const status = await pageB.textContent('#status');
   if (!status.includes('connected')) throw new Error(`status should say connected, got "${status}"`);
 });
@@ -591,7 +622,9 @@ await test('a dropped connection is shown and the client reconnects', async () =
 await test('no errors in the browser console', async () => {
   // Failed reconnect attempts while the server was down are expected network errors.
   // The 404 is the offline test's answer to /webtransport.
-  const unexpected = consoleErrors.filter((e) => !/WebSocket|WebTransport|ERR_CONNECTION_REFUSED|net::|404 \(Not Found\)/.test(e));
+  // Anything the page's Content-Security-Policy refused is a bug, whatever it names.
+  const unexpected = consoleErrors.filter((e) => /Content Security Policy/.test(e)
+    || !/WebSocket|WebTransport|ERR_CONNECTION_REFUSED|net::|404 \(Not Found\)/.test(e));
   if (unexpected.length) throw new Error(unexpected.join('\n'));
 });
 

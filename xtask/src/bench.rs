@@ -256,6 +256,10 @@ pub fn build(root: &Path, common: &CommonOptions) -> Result<Binaries> {
         Profile::Release => (Some("--release"), "release"),
         Profile::Dev => (None, "debug"),
     };
+    if common.profile == Profile::Release && common.server_binary.is_none() {
+        // A release server embeds the client and will not build without it.
+        crate::dist::dist(root, Profile::Release)?;
+    }
     step(&format!("building the server and the bots ({dir})"));
     let mut command = cargo();
     command.arg("build");

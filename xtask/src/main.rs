@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 mod apt;
 mod autobahn;
 mod bench;
+mod dist;
 mod fuzz;
 mod lossy;
 mod process;
@@ -21,7 +22,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   run [SERVE FLAGS]   build the browser client and start the server (release) on http://127.0.0.1:8080
-  dist [--dev]        build the browser client into dist/ (wasm + glue + assets)
+  dist [--dev]        build the browser client into dist/ (wasm + glue + assets, hashed names,
+                      gzip and brotli forms), which the server's build embeds
   test                install what is missing, then run all tests: lint, Rust, browser end-to-end
   lint                rustfmt check and clippy -D warnings (native and wasm32)
   autobahn            Autobahn|Testsuite against the server's WebSocket edge (needs Python 2.7),
@@ -48,7 +50,9 @@ fn main() -> Result<()> {
     std::env::set_current_dir(&root)?;
     match args.first().map(String::as_str) {
         Some("run") => run(&root, &args[1..]),
-        Some("dist") => dist(&root, if args.iter().any(|a| a == "--dev") { Profile::Dev } else { Profile::Release }),
+        Some("dist") => {
+            dist::dist(&root, if args.iter().any(|a| a == "--dev") { Profile::Dev } else { Profile::Release })
+        }
         Some("test") => test(&root),
         Some("lint") => lint(),
         Some("autobahn") => autobahn::run(&root, autobahn::Scope::EdgeAndProduction),
@@ -92,63 +96,17 @@ fn workspace_root() -> PathBuf {
 }
 
 fn run(root: &Path, serve_flags: &[String]) -> Result<()> {
-    dist(root, Profile::Release)?;
+    dist::dist(root, Profile::Release)?;
     let mut command = cargo();
-    command.args(["run", "--release", "--package", "easel-server", "--bin", "easel", "--", "serve", "--assets-dir"]);
-    command.arg(root.join("dist")).args(serve_flags);
+    // The server embeds the client just built (its build script reads dist/).
+    command.args(["run", "--release", "--package", "easel-server", "--bin", "easel", "--", "serve"]);
+    command.args(serve_flags);
     // Ctrl-C reaches the server too (same process group); it shuts down gracefully and we
     // pass its exit status on.
     let status = command.status().context("starting the server")?;
     if !status.success() {
         bail!("server exited with {status}");
     }
-    Ok(())
-}
-
-/// Builds the wasm client and assembles `dist/`: the page's assets plus the generated module.
-fn dist(root: &Path, profile: Profile) -> Result<()> {
-    ensure_wasm_target()?;
-    let cargo_profile = match profile {
-        Profile::Dev => "dev",
-        Profile::Release => "wasm-release",
-    };
-    step(&format!("building the browser client ({cargo_profile})"));
-    let status = cargo()
-        .args([
-            "build",
-            "--package",
-            "easel-client",
-            "--lib",
-            "--target",
-            "wasm32-unknown-unknown",
-            "--profile",
-            cargo_profile,
-        ])
-        .status()?;
-    if !status.success() {
-        bail!("building the wasm client failed");
-    }
-    let profile_dir = if profile == Profile::Dev { "debug" } else { cargo_profile };
-    let wasm = target_dir(root).join("wasm32-unknown-unknown").join(profile_dir).join("easel_client.wasm");
-    let out = root.join("dist");
-    if out.exists() {
-        std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
-    }
-    std::fs::create_dir_all(&out)?;
-    wasm_bindgen_cli_support::Bindgen::new()
-        .input_path(&wasm)
-        .web(true)?
-        .typescript(false)
-        .omit_default_module_path(false)
-        .generate(&out)
-        .context("generating the JavaScript glue")?;
-    for entry in std::fs::read_dir(root.join("assets"))? {
-        let entry = entry?;
-        if entry.file_type()?.is_file() {
-            std::fs::copy(entry.path(), out.join(entry.file_name()))?;
-        }
-    }
-    println!("client built into {}", out.display());
     Ok(())
 }
 
@@ -162,7 +120,7 @@ fn test(root: &Path) -> Result<()> {
     if !rust.success {
         bail!("Rust tests failed");
     }
-    dist(root, Profile::Release)?;
+    dist::dist(root, Profile::Release)?;
     step("building the server for the browser tests");
     let status = cargo().args(["build", "--package", "easel-server", "--bin", "easel", "--locked"]).status()?;
     if !status.success() {
@@ -170,9 +128,7 @@ fn test(root: &Path) -> Result<()> {
     }
     step("browser end-to-end tests (headless chromium)");
     let mut node = Command::new("node");
-    node.arg("tests/e2e/e2e.mjs")
-        .env("EASEL_BIN", target_dir(root).join("debug").join("easel"))
-        .env("EASEL_DIST", root.join("dist"));
+    node.arg("tests/e2e/e2e.mjs").env("EASEL_BIN", target_dir(root).join("debug").join("easel"));
     let browser = run_counting(&mut node).context("running node (Node 20 is required)")?;
     if !browser.success {
         bail!("browser tests failed");
@@ -279,7 +235,7 @@ fn lint() -> Result<()> {
     Ok(())
 }
 
-fn ensure_wasm_target() -> Result<()> {
+pub(crate) fn ensure_wasm_target() -> Result<()> {
     let installed =
         Command::new("rustup").args(["target", "list", "--installed"]).output().context("running rustup")?;
     if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == "wasm32-unknown-unknown") {

@@ -295,9 +295,11 @@ impl Page {
             if Some(info.id) == me {
                 row.set_class_name("me");
             }
-            if let Ok(swatch) = self.document.create_element("span") {
+            if let Ok(swatch) = self.document.create_element("span").map(JsCast::unchecked_into::<HtmlElement>) {
                 swatch.set_class_name("swatch");
-                let _ = swatch.set_attribute("style", &format!("background:#{:06x}", info.color & 0xFF_FFFF));
+                // Through the style object: the page's policy refuses a `style` attribute.
+                let color = format!("#{:06x}", info.color & 0xFF_FFFF);
+                let _ = swatch.style().set_property("background", &color);
                 let _ = row.append_child(&swatch);
             }
             let _ = row.append_child(&self.document.create_text_node(&format!("{} · {score}", info.name)));

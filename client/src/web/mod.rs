@@ -63,7 +63,7 @@ struct App {
     simulated: Option<SimulatedNetwork>,
 }
 
-/// Entry point, called by index.html once the module is loaded.
+/// Entry point, called by the page's boot script once the module is loaded.
 #[wasm_bindgen]
 pub fn start() -> Result<(), JsValue> {
     let page = Page::find()?;

@@ -1,8 +1,6 @@
-//! HTTP routes: the static browser client, `/healthz` (the process answers), `/readyz` (it
+//! HTTP routes: the browser client (`pages`), `/healthz` (the process answers), `/readyz` (it
 //! takes new players: not while it drains), `/metrics`, `/ws`, and `/webtransport` (where pages
 //! learn how to open a WebTransport session).
-
-use std::path::{Component, Path, PathBuf};
 
 use axum::Router;
 use axum::extract::{Path as UrlPath, State};
@@ -10,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::AppState;
+use super::{AppState, pages};
 
 pub(super) fn router(state: AppState) -> Router {
     let router = Router::new()
@@ -22,15 +20,30 @@ pub(super) fn router(state: AppState) -> Router {
         .route("/ws", get(super::ws::upgrade));
     #[cfg(feature = "autobahn-echo")]
     let router = router.route("/autobahn-echo", get(super::ws::echo::upgrade));
-    router.route("/{*path}", get(static_file)).with_state(state)
+    router.route("/{*path}", get(static_file)).layer(axum::middleware::map_response(common_headers)).with_state(state)
 }
 
-async fn index(State(state): State<AppState>) -> Response {
-    serve_file(&state, "index.html").await
+async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    client_file(&state, pages::PAGE, &headers).await
 }
 
-async fn static_file(State(state): State<AppState>, UrlPath(path): UrlPath<String>) -> Response {
-    serve_file(&state, &path).await
+async fn static_file(State(state): State<AppState>, UrlPath(path): UrlPath<String>, headers: HeaderMap) -> Response {
+    client_file(&state, &path, &headers).await
+}
+
+async fn client_file(state: &AppState, name: &str, headers: &HeaderMap) -> Response {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let policy = pages::page_policy(host, state.webtransport.as_ref().map(|offer| offer.port));
+    pages::serve(&state.config.pages, name, headers, &policy).await
+}
+
+/// Headers every response carries: no type sniffing (a file is what its type says), and no
+/// `Referer` leaking the room's address to anyone the page links to.
+async fn common_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
 }
 
 /// `GET /readyz`: 200 while the server takes new players, 503 once it drains for a stop, so a
@@ -73,63 +86,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn serve_file(state: &AppState, path: &str) -> Response {
-    let Some(dir) = &state.config.assets_dir else {
-        return (StatusCode::NOT_FOUND, "this server serves no pages\n").into_response();
-    };
-    let Some(file) = resolve(dir, path) else {
-        return (StatusCode::NOT_FOUND, "not found\n").into_response();
-    };
-    match tokio::fs::read(&file).await {
-        Ok(body) => {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(&file)));
-            // The client is rebuilt in place during development; always revalidate.
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-            (headers, body).into_response()
-        }
-        Err(_) => (StatusCode::NOT_FOUND, "not found\n").into_response(),
-    }
-}
-
-/// The file for a URL path inside `dir`, refusing anything that could leave it.
-fn resolve(dir: &Path, path: &str) -> Option<PathBuf> {
-    let relative = Path::new(path);
-    if !relative.components().all(|c| matches!(c, Component::Normal(_))) {
-        return None;
-    }
-    Some(dir.join(relative))
-}
-
-fn content_type(file: &Path) -> &'static str {
-    match file.extension().and_then(|e| e.to_str()) {
-        Some("html") => "text/html; charset=utf-8",
-        Some("js" | "mjs") => "text/javascript; charset=utf-8",
-        // Required by WebAssembly.instantiateStreaming.
-        Some("wasm") => "application/wasm",
-        Some("css") => "text/css; charset=utf-8",
-        Some("svg") => "image/svg+xml",
-        Some("png") => "image/png",
-        Some("ico") => "image/x-icon",
-        Some("json") => "application/json",
-        Some("woff2") => "font/woff2",
-        _ => "application/octet-stream",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_cannot_escape_the_assets_directory() {
-        let dir = Path::new("/srv/easel");
-        assert_eq!(resolve(dir, "pkg/easel.js"), Some(PathBuf::from("/srv/easel/pkg/easel.js")));
-        assert_eq!(resolve(dir, "../etc/passwd"), None);
-        assert_eq!(resolve(dir, "/etc/passwd"), None);
-        assert_eq!(resolve(dir, "a/../../b"), None);
-    }
 
     #[test]
     fn the_session_url_names_the_pages_host_without_its_port() {
@@ -138,10 +97,5 @@ mod tests {
         assert_eq!(without_port("[::1]:8080"), "[::1]");
         assert_eq!(without_port("play.example.com"), "play.example.com");
         assert_eq!(hex(&[0, 15, 255]), "000fff");
-    }
-
-    #[test]
-    fn wasm_is_served_with_its_streaming_type() {
-        assert_eq!(content_type(Path::new("x_bg.wasm")), "application/wasm");
     }
 }

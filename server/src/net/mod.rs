@@ -4,6 +4,8 @@
 
 mod http;
 pub mod origin;
+mod pages;
+pub use pages::embedded_client;
 mod player;
 pub mod quic;
 mod socket;
@@ -22,6 +24,11 @@ use tokio::sync::Notify;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::room::Rooms;
+
+/// The most a request's head (request line and headers) may take; more is answered 431. A
+/// browser's head is under 2 KB; hyper's default, about 400 KB, is memory a slow client could
+/// hold per connection.
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
 /// How long shutdown waits for clients to receive their close frames.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -121,6 +128,7 @@ pub(crate) async fn serve(listener: TcpListener, state: AppState, shutdown: impl
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
+                .max_buf_size(MAX_REQUEST_HEAD)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             tokio::pin!(connection);
