@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// The least severe log lines written [default: info].
     #[arg(long, env = "EASEL_LOG_LEVEL", value_name = "LEVEL", value_enum)]
     pub log_level: Option<LogLevel>,
+    /// How log lines are written: `text` for people, `json` (one object per line, a connection's
+    /// id, room and peer address in its `span`) for log shippers [default: text].
+    #[arg(long, env = "EASEL_LOG_FORMAT", value_name = "FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Directory of the embedded database (whiteboards, identities) [default: data].
     #[arg(long, env = "EASEL_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -104,6 +108,7 @@ struct FileSettings {
     assets_dir: Option<PathBuf>,
     allowed_origins: Option<Vec<String>>,
     log_level: Option<LogLevel>,
+    log_format: Option<LogFormat>,
     rules: Option<RulesPreset>,
     data_dir: Option<PathBuf>,
     resume_grace: Option<String>,
@@ -139,6 +144,7 @@ pub struct Config {
     /// Origins allowed to open a WebSocket; empty means "the request's own origin only".
     pub allowed_origins: Vec<String>,
     pub log_level: LogLevel,
+    pub log_format: LogFormat,
     pub rules: Rules,
     pub limits: Limits,
     pub interest: Interest,
@@ -286,6 +292,7 @@ impl Config {
             pages: Pages::Embedded,
             allowed_origins: Vec::new(),
             log_level: LogLevel::Warn,
+            log_format: LogFormat::Text,
             rules: Rules::GAME,
             limits: Limits::default(),
             interest: Interest::default(),
@@ -324,6 +331,16 @@ impl From<LogLevel> for tracing::Level {
             LogLevel::Trace => tracing::Level::TRACE,
         }
     }
+}
+
+/// How log lines are written (to stderr, decision 0029).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 /// The game rules every room of a server plays by.
@@ -406,6 +423,7 @@ impl ServeArgs {
         let allowed_origins =
             allowed_origins.into_iter().map(|o| validate_origin(o.trim())).collect::<Result<Vec<_>, _>>()?;
         let log_level = self.log_level.or(file.log_level).unwrap_or(LogLevel::Info);
+        let log_format = self.log_format.or(file.log_format).unwrap_or(LogFormat::Text);
         let rules = self.rules.or(file.rules).unwrap_or(RulesPreset::Game).rules();
         let data_dir = self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data"));
         let mut limits = Limits::default();
@@ -458,6 +476,7 @@ impl ServeArgs {
             pages,
             allowed_origins,
             log_level,
+            log_format,
             rules,
             limits,
             interest,

@@ -1,9 +1,12 @@
 //! The `easel` binary: parses the command line, sets up logging and the runtime, and runs the
 //! server until Ctrl-C or SIGTERM. (The load generator is its own binary, `easel-bot`.)
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use easel::ServeArgs;
+use easel::config::LogFormat;
 
 /// glibc's allocator keeps what a long-running server frees in per-thread arenas, so resident
 /// memory grows with churn although the heap in use does not; jemalloc returns freed pages to
@@ -35,11 +38,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
     // Logs go to stderr, where a service manager collects them; stdout carries only the line
     // that says where the server listens, for whoever started it (decision 0029).
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(tracing::Level::from(config.log_level))
         .with_target(false)
-        .init();
+        // Colours only for a person at a terminal: a service manager's journal would keep the
+        // escape codes.
+        .with_ansi(std::io::stderr().is_terminal());
+    match config.log_format {
+        LogFormat::Text => logs.init(),
+        // The innermost span (a connection's id, transport, peer and room) as `span`; the
+        // event's own fields at the top level, beside `level`, `timestamp` and `message`.
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(workers) = config.workers {
         runtime.worker_threads(workers);

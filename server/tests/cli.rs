@@ -26,6 +26,7 @@ fn serve_help_documents_every_flag() {
         "--assets-dir",
         "--allowed-origin",
         "--log-level",
+        "--log-format",
         "--config",
         "--data-dir",
     ] {

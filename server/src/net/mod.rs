@@ -16,10 +16,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
+use hyper::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -96,7 +100,7 @@ pub(crate) async fn serve(listener: TcpListener, state: AppState, shutdown: impl
     tokio::pin!(shutdown);
     let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut shutdown, if drain_until.is_none() => {
                 let timeout = state.config.drain_timeout;
                 if timeout.is_zero() {
@@ -122,7 +126,11 @@ pub(crate) async fn serve(listener: TcpListener, state: AppState, shutdown: impl
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // Handlers learn the client's address (`ConnectInfo`): connections log it.
+        let service = TowerToHyperService::new(router.clone().map_request(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request
+        }));
         let mut stop = stop.clone();
         tokio::spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()

@@ -4,6 +4,7 @@
 //! client's messages and the time, and writes what it hands back and what the room sends.
 
 use std::future::pending;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -11,6 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use easel_protocol::{Identity, close, encode};
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::field::Empty;
 
 use super::AppState;
 use crate::room::fanout::Fanout;
@@ -18,8 +20,18 @@ use crate::room::{Delivery, DirectWrite, EncodedSnapshot, Ending, Joined, Member
 use crate::session::{CloseReason, Session, SessionEvent};
 use crate::sim::TickInput;
 
-/// Numbers connections, so a room can tell a resumed player's new connection from its old one.
+/// Numbers connections: logs name them, and a room tells a resumed player's new connection from
+/// its old one by them.
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
+/// A new connection's number and the span every log line about it is written in: its id,
+/// transport and peer address, and once it joined, its room and player.
+pub(super) fn connection_span(transport: &'static str, peer: Option<SocketAddr>) -> (u64, tracing::Span) {
+    let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+    let peer = peer.map(tracing::field::display);
+    let span = tracing::info_span!("connection", id, transport = %transport, peer, room = Empty, player = Empty);
+    (id, span)
+}
 
 /// How the room reaches a connection's client, as its transport has it.
 pub(super) struct Reach {
@@ -54,13 +66,15 @@ pub(super) struct Player {
     session: Session,
     state: AppState,
     reach: Reach,
+    /// Its number (`connection_span`).
+    connection: u64,
     membership: Option<Membership>,
 }
 
 impl Player {
-    pub fn new(state: AppState, reach: Reach) -> Self {
+    pub fn new(state: AppState, reach: Reach, connection: u64) -> Self {
         let session = Session::new(Instant::now(), &state.config.limits);
-        Self { session, state, reach, membership: None }
+        Self { session, state, reach, connection, membership: None }
     }
 
     /// When `handle_timeout` is due, if ever.
@@ -158,7 +172,7 @@ impl Player {
         })?;
         let (messages_tx, messages) = mpsc::channel(self.state.config.limits.outbound_queue);
         let (kick_tx, kick) = oneshot::channel();
-        let connection = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+        let connection = self.connection;
         let link = MemberLink {
             messages: messages_tx,
             kick: kick_tx,
@@ -167,12 +181,16 @@ impl Player {
             resume,
             socket: self.reach.direct.clone(),
         };
-        let (handle, answer) = self.state.rooms.join(room, name, identity, link)?;
+        let author = identity.author;
+        let (handle, answer) = self.state.rooms.join(room, name.clone(), identity, link)?;
         let joined: Joined = match tokio::time::timeout(self.state.config.limits.hello_timeout, answer).await {
             Ok(Ok(result)) => result?,
             Ok(Err(_)) | Err(_) => return Err(CloseReason::new(close::TRY_AGAIN_LATER, "the room did not answer")),
         };
         self.session.joined();
+        let span = tracing::Span::current();
+        span.record("room", tracing::field::display(room)).record("player", joined.player_id);
+        tracing::info!(name, author, resumed = joined.resumed, "joined");
         self.membership = Some(Membership {
             room: handle,
             player_id: joined.player_id,
@@ -189,6 +207,10 @@ impl Player {
     /// The connection ended: the room keeps the player for a resume, or lets it go.
     pub fn leave(&self, ending: Ending) {
         if let Some(m) = &self.membership {
+            match ending {
+                Ending::Closed => tracing::info!("left"),
+                Ending::Dropped => tracing::info!("connection lost (the player may resume)"),
+            }
             m.room.leave(m.player_id, m.connection, ending);
         }
     }

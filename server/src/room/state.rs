@@ -131,7 +131,7 @@ impl Room {
             detached_at: None,
             input_waits: InputWaits::default(),
         };
-        tracing::info!(room = %self.name, player_id, name = %member.info.name, author = identity.author, "player joined");
+        tracing::debug!(room = %self.name, player_id, name = %member.info.name, author = identity.author, "player joined");
         self.members.insert(player_id, member);
         self.metrics.players.inc();
         Ok(self.attach(player_id, identity, link, false))
@@ -185,7 +185,7 @@ impl Room {
             let _ = member.messages.try_send(chunk);
         }
         if resumed {
-            tracing::info!(room = %self.name, player_id, "player resumed");
+            tracing::debug!(room = %self.name, player_id, "player resumed");
         }
         Joined {
             player_id,
@@ -201,7 +201,7 @@ impl Room {
             self.sim.remove_player(player_id);
             self.metrics.players.dec();
             self.broadcast(now, &ServerMsg::PlayerLeft { id: player_id });
-            tracing::info!(room = %self.name, player_id, "player left");
+            tracing::debug!(room = %self.name, player_id, "player left");
         }
     }
 
@@ -233,7 +233,7 @@ impl Room {
         member.kick = None;
         // Nothing is written to a detached member, and the socket closes once nobody holds it.
         member.socket = None;
-        tracing::info!(room = %self.name, player_id, "connection dropped; waiting for a resume");
+        tracing::debug!(room = %self.name, player_id, "connection dropped; waiting for a resume");
     }
 
     /// A member whose queue is full is not buffered for: its connection is closed with 1013,

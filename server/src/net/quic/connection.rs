@@ -13,13 +13,14 @@ use easel_protocol::close;
 use easel_protocol::codec::MAX_CLIENT_MESSAGE_BYTES;
 use easel_protocol::datagram;
 use easel_protocol::stream::{FrameReader, StreamError, StreamFrame, close_frame, message_frame};
+use tracing::Instrument;
 use wtransport::endpoint::IncomingSession;
 use wtransport::{Connection, RecvStream, SendStream, VarInt};
 
 use super::PATH;
 use crate::metrics::Metrics;
 use crate::net::AppState;
-use crate::net::player::{Player, Reach, ending_of, kicked, next_message, next_snapshot, sleep_until};
+use crate::net::player::{Player, Reach, connection_span, ending_of, kicked, next_message, next_snapshot, sleep_until};
 use crate::room::{Delivery, DirectWrite, EncodedSnapshot, Ending};
 use crate::session::CloseReason;
 
@@ -30,6 +31,11 @@ const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Takes a session request through its checks and serves it.
 pub(super) async fn accept(incoming: IncomingSession, state: AppState) {
+    let (id, span) = connection_span("webtransport", Some(incoming.remote_address()));
+    accept_as(incoming, state, id).instrument(span).await;
+}
+
+async fn accept_as(incoming: IncomingSession, state: AppState, id: u64) {
     let handshake = state.config.limits.hello_timeout;
     let Ok(Ok(request)) = tokio::time::timeout(handshake, incoming).await else { return };
     if request.path() != PATH {
@@ -46,7 +52,7 @@ pub(super) async fn accept(incoming: IncomingSession, state: AppState) {
     let guard = state.sessions.enter();
     state.metrics.connections.inc();
     state.metrics.connections_total.inc();
-    Session::new(connection, state.clone()).run().await;
+    Session::new(connection, state.clone(), id).run().await;
     state.metrics.connections.dec();
     drop(guard);
 }
@@ -111,12 +117,12 @@ enum Step {
 }
 
 impl Session {
-    fn new(connection: Connection, state: AppState) -> Self {
+    fn new(connection: Connection, state: AppState, id: u64) -> Self {
         let link =
             DatagramLink { connection: connection.clone(), group: AtomicU16::new(0), metrics: state.metrics.clone() };
         // Datagrams may be lost: only what the client acknowledges is a baseline.
         let reach = Reach { delivery: Arc::new(Delivery::for_lossy_link()), direct: Some(Arc::new(link)) };
-        let player = Player::new(state.clone(), reach);
+        let player = Player::new(state.clone(), reach, id);
         Self { connection, player, state }
     }
 

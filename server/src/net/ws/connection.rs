@@ -39,10 +39,10 @@ enum Step {
 }
 
 impl Connection {
-    pub fn new(socket: Socket, writer: Arc<SocketWriter>, state: AppState) -> Self {
+    pub fn new(socket: Socket, writer: Arc<SocketWriter>, state: AppState, id: u64) -> Self {
         // Over TCP a written snapshot arrives before anything written after it: writes count.
         let reach = Reach { delivery: Arc::clone(&writer.delivery), direct: Some(writer.clone()) };
-        let player = Player::new(state.clone(), reach);
+        let player = Player::new(state.clone(), reach, id);
         Self { socket, writer, player, state }
     }
 

@@ -21,7 +21,7 @@ pub(in crate::net) async fn upgrade(State(state): State<AppState>, request: Requ
     super::accept(state, request, echo)
 }
 
-async fn echo(mut socket: Socket, _writer: Arc<SocketWriter>, state: AppState) {
+async fn echo(mut socket: Socket, _writer: Arc<SocketWriter>, state: AppState, _connection: u64) {
     let write_timeout = state.config.limits.write_timeout;
     loop {
         match Read::of(socket.next().await) {

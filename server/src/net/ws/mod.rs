@@ -13,11 +13,12 @@ pub mod frame_meter;
 pub mod handshake;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use easel_protocol::close;
@@ -31,6 +32,7 @@ use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
+use tracing::Instrument;
 
 use super::AppState;
 use super::socket::{SocketIo, SocketWriter, TooManyFrames};
@@ -56,14 +58,14 @@ pub(super) type Socket = WebSocketStream<SocketIo>;
 
 /// `GET /ws`: Easel's protocol.
 pub(super) async fn upgrade(State(state): State<AppState>, request: Request) -> Response {
-    accept(state, request, |socket, writer, state| connection::Connection::new(socket, writer, state).run())
+    accept(state, request, |socket, writer, state, id| connection::Connection::new(socket, writer, state, id).run())
 }
 
 /// Checks the origin and the handshake (RFC 6455, 4.2.1), answers 101 and runs `serve` on the
 /// upgraded socket; or answers why not.
 fn accept<Serve, Served>(state: AppState, mut request: Request, serve: Serve) -> Response
 where
-    Serve: FnOnce(Socket, Arc<SocketWriter>, AppState) -> Served + Send + 'static,
+    Serve: FnOnce(Socket, Arc<SocketWriter>, AppState, u64) -> Served + Send + 'static,
     Served: Future<Output = ()> + Send,
 {
     let headers = request.headers();
@@ -88,9 +90,11 @@ where
             return response;
         }
     };
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
+    let (id, span) = super::player::connection_span("websocket", peer);
     let upgrading = hyper::upgrade::on(&mut request);
     let guard = state.sessions.enter();
-    tokio::spawn(async move {
+    let connection = async move {
         let upgraded = match upgrading.await {
             Ok(upgraded) => upgraded,
             Err(e) => {
@@ -114,10 +118,11 @@ where
             WebSocketStream::from_partially_read(io, parts.read_buf.to_vec(), Role::Server, Some(config)).await;
         state.metrics.connections.inc();
         state.metrics.connections_total.inc();
-        serve(socket, writer, state.clone()).await;
+        serve(socket, writer, state.clone(), id).await;
         state.metrics.connections.dec();
         drop(guard);
-    });
+    };
+    tokio::spawn(connection.instrument(span));
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
