@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use easel_client::headless::{Transport, TransportChoice};
+use easel_client::headless::{Transport, TransportChoice, Trust};
 use easel_load::arena::{self, Behavior, BotConfig};
 use easel_load::measure::Milestone;
 use easel_load::soak::{self, SoakConfig};
@@ -14,9 +14,13 @@ use easel_load::whiteboard::{self, WORKLOAD_STROKES, WhiteboardConfig};
 #[derive(Parser)]
 #[command(name = "easel-bot", version, about = "Headless bots for Easel: load generation and the benchmark workloads")]
 struct Cli {
-    /// The server: where its pages are (`http://host:port`).
+    /// The server: where its pages are (`http://host:port`, or `https://host:port`).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     server: String,
+    /// Over HTTPS, trust only the certificate in this PEM file (e.g. `easel cert dev`'s)
+    /// instead of the system's authorities.
+    #[arg(long, value_name = "FILE")]
+    trust_cert: Option<std::path::PathBuf>,
     /// How the bots connect: `wt` (WebTransport), `ws` (WebSocket), or `auto`, as a page does
     /// (WebTransport when the server offers it). The soak uses both in turn.
     #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
@@ -92,6 +96,14 @@ enum Workload {
     Soak,
 }
 
+/// The certificates the bots trust over HTTPS.
+fn trust(cli: &Cli) -> anyhow::Result<Trust> {
+    match &cli.trust_cert {
+        Some(path) => Ok(Trust::only_from_pem_file(path)?),
+        None => Ok(Trust::System),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let behavior = match cli.behavior {
@@ -102,7 +114,7 @@ fn main() -> anyhow::Result<()> {
         Workload::Soak => return soak_bots(cli),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    let transport = runtime.block_on(Transport::choose(&cli.server, cli.transport.into()))?;
+    let transport = runtime.block_on(Transport::choose(&cli.server, cli.transport.into(), &trust(&cli)?))?;
     println!("easel-bot: transport {}", transport.name());
     let config = BotConfig {
         transport,
@@ -146,7 +158,7 @@ fn main() -> anyhow::Result<()> {
 fn whiteboard_bots(cli: Cli) -> anyhow::Result<()> {
     anyhow::ensure!(cli.strokes >= 100, "--strokes must be at least 100 (the offline case walks 100 strokes)");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    let transport = runtime.block_on(Transport::choose(&cli.server, cli.transport.into()))?;
+    let transport = runtime.block_on(Transport::choose(&cli.server, cli.transport.into(), &trust(&cli)?))?;
     println!("easel-bot: transport {}", transport.name());
     let config = WhiteboardConfig {
         transport,
@@ -176,9 +188,10 @@ fn whiteboard_bots(cli: Cli) -> anyhow::Result<()> {
 
 fn soak_bots(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    let websocket = runtime.block_on(Transport::choose(&cli.server, TransportChoice::WebSocket))?;
+    let websocket = runtime.block_on(Transport::choose(&cli.server, TransportChoice::WebSocket, &trust(&cli)?))?;
     // The soak runs both transports in turn where the server has both.
-    let webtransport = runtime.block_on(Transport::choose(&cli.server, TransportChoice::WebTransport)).ok();
+    let webtransport =
+        runtime.block_on(Transport::choose(&cli.server, TransportChoice::WebTransport, &trust(&cli)?)).ok();
     let config = SoakConfig { websocket, webtransport, clients: cli.count, duration: cli.duration };
     let summary = runtime.block_on(soak::run(config, print_milestone));
     println!(

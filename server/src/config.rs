@@ -72,13 +72,19 @@ pub struct ServeArgs {
     /// UDP port for WebTransport; 0 picks a free one [default: the HTTP port's number].
     #[arg(long, env = "EASEL_UDP_PORT", value_name = "PORT")]
     pub udp_port: Option<u16>,
-    /// Certificate chain (PEM) that WebTransport presents, with --tls-key [default: a self-signed
-    /// one, valid 14 days and replaced weekly, whose hash pages fetch from /webtransport].
+    /// Certificate chain (PEM), with --tls-key: the TCP port then serves HTTPS and wss:// (and
+    /// HTTP/2 for pages), and WebTransport presents it too. Reloaded when the files change or
+    /// on SIGHUP [default: plain HTTP, and WebTransport with a self-signed certificate valid 14
+    /// days and replaced weekly, whose hash pages fetch from /webtransport].
     #[arg(long, env = "EASEL_TLS_CERT", value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// Private key (PEM) of --tls-cert.
     #[arg(long, env = "EASEL_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Also listen on this TCP port for plain HTTP and answer every request with a redirect to
+    /// HTTPS (needs --tls-cert), e.g. 80.
+    #[arg(long, env = "EASEL_REDIRECT_HTTP", value_name = "PORT")]
+    pub redirect_http: Option<u16>,
     /// Connections (WebSocket and WebTransport together) the server holds at most; more are
     /// refused [default: 10000].
     #[arg(long, env = "EASEL_MAX_CONNECTIONS", value_name = "N")]
@@ -119,6 +125,7 @@ struct FileSettings {
     udp_port: Option<u16>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    redirect_http: Option<u16>,
     max_connections: Option<usize>,
     drain_timeout: Option<String>,
 }
@@ -155,6 +162,10 @@ pub struct Config {
     /// woken again around every burst of work: with one worker a room costs a quarter to a half
     /// less CPU (docs/bench/HISTORY.md), for a host whose server shares its cores with other work.
     pub workers: Option<usize>,
+    /// The host's certificate: HTTPS and `wss://` on the TCP port. `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// A plain-HTTP port that redirects every request to HTTPS.
+    pub redirect_http: Option<u16>,
     /// WebTransport, unless it is off.
     pub quic: Option<Quic>,
     /// How long rooms play on after a stop is asked for, taking no new players.
@@ -169,11 +180,18 @@ pub struct Quic {
     pub certificate: CertificateSource,
 }
 
+/// A certificate chain and its private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// Where the certificate WebTransport presents comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertificateSource {
-    /// PEM files: a chain and its private key.
-    Files { cert: PathBuf, key: PathBuf },
+    /// The host's certificate, the one HTTPS presents.
+    Files(TlsFiles),
     /// Made by the server and replaced on `schedule` (browsers accept such a certificate, by its
     /// hash, only if it is valid for at most 14 days).
     SelfSigned { schedule: RotationSchedule },
@@ -298,6 +316,8 @@ impl Config {
             interest: Interest::default(),
             storage: Location::Memory,
             workers: None,
+            tls: None,
+            redirect_http: None,
             quic: None,
             // Tests stop at once unless they test the drain.
             drain_timeout: Duration::ZERO,
@@ -392,8 +412,10 @@ pub enum ConfigError {
     Workers(usize),
     #[error("max_connections must be at least 1")]
     MaxConnections,
-    #[error("tls_cert and tls_key go together: give both, or neither for a self-signed certificate")]
+    #[error("tls_cert and tls_key go together: give both, or neither for plain HTTP")]
     TlsPair,
+    #[error("redirect_http redirects to HTTPS: it needs tls_cert and tls_key")]
+    RedirectWithoutTls,
 }
 
 impl ServeArgs {
@@ -454,10 +476,18 @@ impl ServeArgs {
             }
             limits.max_connections = max;
         }
-        let certificate = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
-            (Some(cert), Some(key)) => CertificateSource::Files { cert, key },
-            (None, None) => CertificateSource::SelfSigned { schedule: RotationSchedule::default() },
+        let tls = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
             (Some(_), None) | (None, Some(_)) => return Err(ConfigError::TlsPair),
+        };
+        let redirect_http = self.redirect_http.or(file.redirect_http);
+        if redirect_http.is_some() && tls.is_none() {
+            return Err(ConfigError::RedirectWithoutTls);
+        }
+        let certificate = match &tls {
+            Some(files) => CertificateSource::Files(files.clone()),
+            None => CertificateSource::SelfSigned { schedule: RotationSchedule::default() },
         };
         let drain_timeout = match (self.drain_timeout, &file.drain_timeout) {
             (Some(timeout), _) => timeout,
@@ -469,6 +499,8 @@ impl ServeArgs {
             Switch::Off => None,
         };
         Ok(Config {
+            tls,
+            redirect_http,
             quic,
             storage: Location::Directory(data_dir),
             listen: SocketAddr::new(bind, port),

@@ -30,6 +30,10 @@ pub enum RunError {
     Quic(#[from] net::quic::QuicError),
     #[error("cannot read the listener's address: {0}")]
     Listener(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] net::tls::TlsError),
+    #[error("cannot listen on {address} for the redirect to HTTPS: {source}")]
+    Redirect { address: SocketAddr, source: std::io::Error },
 }
 
 /// Serves `config` on `listener` until `shutdown` completes, then closes every client with
@@ -38,6 +42,18 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     // Every resume and author token comes from the OS's random source: fail now, not at a join.
     secret::token()?;
     let http_port = listener.local_addr().map_err(RunError::Listener)?.port();
+    let tls = config.tls.as_ref().map(net::tls::Tls::load).transpose()?;
+    // Counts certificate reloads, for WebTransport to present the new one too.
+    let (reloaded, certificate_reloads) = tokio::sync::watch::channel(0_u64);
+    let watching = tls.clone().map(|tls| tokio::spawn(tls.watch(reloaded)));
+    let redirecting = match config.redirect_http {
+        Some(port) => {
+            let address = SocketAddr::new(config.listen.ip(), port);
+            let redirect = TcpListener::bind(address).await.map_err(|source| RunError::Redirect { address, source })?;
+            Some(tokio::spawn(net::redirect::serve(redirect, http_port, config.limits.http_header_timeout)))
+        }
+        None => None,
+    };
     let quic = match &config.quic {
         Some(quic) => {
             let address = SocketAddr::new(config.listen.ip(), quic.udp_port.unwrap_or(http_port));
@@ -59,6 +75,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         store,
         http_port,
         webtransport: quic.as_ref().map(|quic| quic.offer.clone()),
+        tls,
     };
     // One shutdown for both edges: when it comes, the UDP side stops taking sessions while the
     // TCP side's loop has the rooms close every session (WebTransport ones too) and waits for
@@ -68,7 +85,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let until = |mut signal: tokio::sync::watch::Receiver<bool>| async move {
         let _ = signal.wait_for(|set| *set).await;
     };
-    let quic = quic.map(|quic| tokio::spawn(net::quic::serve(quic, state.clone(), until(drain), until(close))));
+    let quic = quic.map(|quic| {
+        tokio::spawn(net::quic::serve(quic, state.clone(), certificate_reloads, until(drain), until(close)))
+    });
     net::serve(listener, state, async move {
         shutdown.await;
         let _ = draining.send(true);
@@ -77,6 +96,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let _ = closing.send(true);
     if let Some(quic) = quic {
         let _ = quic.await;
+    }
+    for task in [watching, redirecting].into_iter().flatten() {
+        task.abort();
     }
     rooms.closed().await;
     drop(rooms);

@@ -2,6 +2,7 @@
 //! server until Ctrl-C or SIGTERM. (The load generator is its own binary, `easel-bot`.)
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -24,13 +25,38 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the game server (HTTP, WebSocket and the browser client on one port).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Certificates for HTTPS.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Write a self-signed certificate and key for local testing (valid 14 days; browsers do
+    /// not trust it unless told to): easel-dev-cert.pem and easel-dev-key.pem.
+    Dev {
+        /// Where to write them.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// A name the certificate is for, besides localhost, 127.0.0.1 and ::1; repeatable.
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
+        Command::Cert(CertCommand::Dev { out, names }) => {
+            let mut all = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+            all.extend(names);
+            let files = easel::net::tls::write_dev_certificate(&out, &all)?;
+            println!("wrote {} and {} (for {})", files.cert.display(), files.key.display(), all.join(", "));
+            println!("serve with: easel serve --tls-cert {} --tls-key {}", files.cert.display(), files.key.display());
+            Ok(())
+        }
     }
 }
 
@@ -62,7 +88,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let address = listener.local_addr().context("reading the bound address")?;
         let shutdown = shutdown_signal()?;
-        println!("Easel listening on http://{address}");
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        println!("Easel listening on {scheme}://{address}");
         match &config.pages {
             easel::config::Pages::Directory(dir) => {
                 tracing::info!(assets = %dir.display(), "serving the client from a directory")

@@ -55,7 +55,7 @@ impl TestServer {
 
     /// How a client reaches this server over `choice` (asking `/webtransport` for WebTransport).
     pub async fn transport(&self, choice: TransportChoice) -> Transport {
-        Transport::choose(&format!("http://{}", self.addr), choice)
+        Transport::choose(&format!("http://{}", self.addr), choice, &easel_client::headless::Trust::System)
             .await
             .unwrap_or_else(|e| panic!("no transport {choice:?}: {e}"))
     }

@@ -176,11 +176,11 @@ fn run_suite(server: &Path, wstest: &Path, work: &Path, route: &str) -> Result<B
     let reports = work.join(route);
     let _ = std::fs::remove_dir_all(&reports);
     std::fs::create_dir_all(&reports)?;
-    let (_server, address) = process::start_server(server, &["--log-level".to_owned(), "error".to_owned()])?;
+    let (_server, reach) = process::start_server(server, &["--log-level".to_owned(), "error".to_owned()])?;
     let excluded: Vec<&str> = EXCLUDED.iter().map(|(cases, _)| *cases).collect();
     let spec = json!({
         "outdir": reports,
-        "servers": [{ "agent": "easel", "url": format!("ws://{address}/{route}") }],
+        "servers": [{ "agent": "easel", "url": format!("ws://{}/{route}", reach.address()) }],
         "cases": ["*"],
         "exclude-cases": excluded,
         "exclude-agent-cases": {},

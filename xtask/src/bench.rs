@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::process::{
-    self, Owned, histogram_percentiles, http_get, machine_ticks, metric, process_ticks, read_status_kb, round,
+    self, Owned, Reach, histogram_percentiles, http_get, machine_ticks, metric, process_ticks, read_status_kb, round,
     start_bots, stop_gracefully,
 };
 use crate::{Profile, cargo, step, target_dir};
@@ -34,11 +34,14 @@ pub struct ArenaOptions {
     pub loss_percent: Option<f64>,
 }
 
-/// The transport the bots use (`--transport ws|quic`): the workload's baseline is the WebSocket.
+/// The transport the bots use (`--transport ws|wss|quic`): the workload's baseline is the
+/// WebSocket; `wss` is the WebSocket over TLS, the server presenting `easel cert dev`'s
+/// certificate and the bots trusting it.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub enum BenchTransport {
     #[default]
     WebSocket,
+    SecureWebSocket,
     WebTransport,
 }
 
@@ -46,15 +49,16 @@ impl BenchTransport {
     fn parse(value: &str) -> Result<Self> {
         match value {
             "ws" | "websocket" => Ok(BenchTransport::WebSocket),
+            "wss" => Ok(BenchTransport::SecureWebSocket),
             "wt" | "quic" | "webtransport" => Ok(BenchTransport::WebTransport),
-            other => bail!("--transport is ws or quic, not {other:?}"),
+            other => bail!("--transport is ws, wss or quic, not {other:?}"),
         }
     }
 
     /// `easel-bot`'s `--transport`.
     fn arg(self) -> &'static str {
         match self {
-            BenchTransport::WebSocket => "ws",
+            BenchTransport::WebSocket | BenchTransport::SecureWebSocket => "ws",
             BenchTransport::WebTransport => "wt",
         }
     }
@@ -63,6 +67,7 @@ impl BenchTransport {
     fn name(self) -> &'static str {
         match self {
             BenchTransport::WebSocket => "websocket",
+            BenchTransport::SecureWebSocket => "websocket-tls",
             BenchTransport::WebTransport => "webtransport",
         }
     }
@@ -314,12 +319,23 @@ impl RunContext {
     }
 }
 
-/// Starts a server for a workload: its rules, visibility and worker count.
-fn start_server(binary: &Path, rules: &str, visibility: Visibility, workers: Option<usize>) -> Result<(Owned, String)> {
+/// Starts a server for a workload: its rules, visibility, worker count and transport (over
+/// TLS, with a certificate `easel cert dev` writes).
+fn start_server(binary: &Path, rules: &str, visibility: Visibility, common: &CommonOptions) -> Result<(Owned, Reach)> {
     let (view_distance, budget) = visibility.settings();
     let mut args: Vec<String> = ["--rules", rules, "--log-level", "warn", "--view-distance"].map(String::from).to_vec();
     args.extend([view_distance.to_string(), "--snapshot-budget".to_owned(), budget.to_string()]);
-    args.extend(workers.iter().flat_map(|n| ["--workers".to_owned(), n.to_string()]));
+    args.extend(common.server_workers.iter().flat_map(|n| ["--workers".to_owned(), n.to_string()]));
+    if common.transport == BenchTransport::SecureWebSocket {
+        let dir = std::env::temp_dir().join(format!("easel-bench-cert-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let made = Command::new(binary).args(["cert", "dev", "--out"]).arg(&dir).output()?;
+        if !made.status.success() {
+            bail!("`easel cert dev` failed: {}", String::from_utf8_lossy(&made.stderr));
+        }
+        args.extend(["--tls-cert".to_owned(), dir.join("easel-dev-cert.pem").display().to_string()]);
+        args.extend(["--tls-key".to_owned(), dir.join("easel-dev-key.pem").display().to_string()]);
+    }
     process::start_server(binary, &args)
 }
 
@@ -345,18 +361,20 @@ struct Measured {
     rss_peak_kb: u64,
 }
 
-/// Runs the bots with `args` against `server` (bounded by `budget`), then stops the server by
+/// Runs the bots with `args` against `server`, reached as `reach` says (bounded by `budget`),
+/// then stops the server by
 /// PID. The inner `Err` is the bots' own reason when they never reached the window.
 fn measure(
     binaries: &Binaries,
     args: &[String],
     budget: Duration,
     mut server: Owned,
-    address: &str,
+    reach: &Reach,
 ) -> Result<Result<Measured, String>> {
     let server_pid = server.0.id();
-    let (mut bots, lines) = start_bots(&binaries.bots, args)?;
-    let (start, end, summary) = follow_bots(&lines, budget, server_pid, bots.0.id(), address)?;
+    let args: Vec<String> = reach.bot_args().into_iter().chain(args.iter().cloned()).collect();
+    let (mut bots, lines) = start_bots(&binaries.bots, &args)?;
+    let (start, end, summary) = follow_bots(&lines, budget, server_pid, bots.0.id(), reach)?;
     let _ = bots.0.wait();
     let server_alive = matches!(server.0.try_wait(), Ok(None));
     let rss_peak_kb = read_status_kb(server_pid, "VmHWM").unwrap_or(0);
@@ -374,7 +392,7 @@ fn follow_bots(
     budget: Duration,
     server_pid: u32,
     bots_pid: u32,
-    address: &str,
+    reach: &Reach,
 ) -> Result<(Option<Sample>, Option<Sample>, Value)> {
     let deadline = Instant::now() + budget;
     let (mut start, mut end) = (None, None);
@@ -386,8 +404,8 @@ fn follow_bots(
             Err(mpsc::RecvTimeoutError::Disconnected) => bail!("the bots printed no summary"),
         };
         match line.as_str() {
-            "easel-bot: window-start" => start = Some(sample(server_pid, bots_pid, address)?),
-            "easel-bot: window-end" => end = Some(sample(server_pid, bots_pid, address)?),
+            "easel-bot: window-start" => start = Some(sample(server_pid, bots_pid, reach)?),
+            "easel-bot: window-end" => end = Some(sample(server_pid, bots_pid, reach)?),
             json if json.starts_with('{') => return Ok((start, end, serde_json::from_str(json)?)),
             _ => {}
         }
@@ -395,8 +413,7 @@ fn follow_bots(
 }
 
 fn run_arena(binaries: &Binaries, n: usize, options: &ArenaOptions, context: &RunContext) -> Result<Value> {
-    let (server, address) =
-        start_server(&binaries.server, "arena-benchmark", options.visibility, options.common.server_workers)?;
+    let (server, reach) = start_server(&binaries.server, "arena-benchmark", options.visibility, &options.common)?;
     let join_budget = Duration::from_secs(60);
     let budget = join_budget + options.warmup + options.window + Duration::from_secs(30);
     let mut args: Vec<String> = [
@@ -405,8 +422,6 @@ fn run_arena(binaries: &Binaries, n: usize, options: &ArenaOptions, context: &Ru
         "--room",
         "arena",
         "--json",
-        "--server",
-        &format!("http://{address}"),
         "--transport",
         options.common.transport.arg(),
         "--count",
@@ -424,7 +439,7 @@ fn run_arena(binaries: &Binaries, n: usize, options: &ArenaOptions, context: &Ru
     if options.input_timing {
         args.push("--follow-input-timing".to_owned());
     }
-    let run = match measure(binaries, &args, budget, server, &address)? {
+    let run = match measure(binaries, &args, budget, server, &reach)? {
         Ok(run) => run,
         Err(reason) => return Ok(failed(n, context, &reason, &options.config_name())),
     };
@@ -493,7 +508,7 @@ fn failed(n: usize, context: &RunContext, reason: &str, config: &str) -> Value {
     })
 }
 
-fn sample(server_pid: u32, bots_pid: u32, address: &str) -> Result<Sample> {
+fn sample(server_pid: u32, bots_pid: u32, reach: &Reach) -> Result<Sample> {
     let (machine_busy, machine_total, machine_steal) = machine_ticks()?;
     Ok(Sample {
         at: Instant::now(),
@@ -503,7 +518,7 @@ fn sample(server_pid: u32, bots_pid: u32, address: &str) -> Result<Sample> {
         machine_busy,
         machine_total,
         machine_steal,
-        metrics: http_get(address, "/metrics")?,
+        metrics: http_get(reach, "/metrics")?,
     })
 }
 
@@ -663,25 +678,17 @@ pub fn whiteboard(root: &Path, options: &WhiteboardOptions) -> Result<()> {
 fn run_whiteboard(binaries: &Binaries, w: usize, options: &WhiteboardOptions, context: &RunContext) -> Result<Value> {
     let strokes = options.strokes;
     let workers = options.common.server_workers;
-    let (server, address) = start_server(&binaries.server, "game", Visibility::Full, workers)?;
+    let (server, reach) = start_server(&binaries.server, "game", Visibility::Full, &options.common)?;
     // Each phase may take this long; the run as a whole is bounded by the watchdog below.
     let phase = Duration::from_secs(180);
-    let args: Vec<String> = [
-        "--behavior",
-        "whiteboard",
-        "--json",
-        "--server",
-        &format!("http://{address}"),
-        "--transport",
-        options.common.transport.arg(),
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .chain(["--writers".to_owned(), w.to_string(), "--join-timeout".to_owned(), format!("{}s", phase.as_secs())])
-    .chain(["--strokes".to_owned(), strokes.to_string()])
-    .collect();
+    let args: Vec<String> = ["--behavior", "whiteboard", "--json", "--transport", options.common.transport.arg()]
+        .iter()
+        .map(|a| a.to_string())
+        .chain(["--writers".to_owned(), w.to_string(), "--join-timeout".to_owned(), format!("{}s", phase.as_secs())])
+        .chain(["--strokes".to_owned(), strokes.to_string()])
+        .collect();
     let Measured { start, end, summary, server_alive, rss_peak_kb } =
-        measure(binaries, &args, phase * 4, server, &address)?.map_err(anyhow::Error::msg)?;
+        measure(binaries, &args, phase * 4, server, &reach)?.map_err(anyhow::Error::msg)?;
     let cpu_s = (end.server_ticks - start.server_ticks) as f64 / context.clock_ticks;
     let steal_cores = cores_of(&start, &end, |s| s.machine_steal);
     let bytes_sent = metric(&end.metrics, "easel_bytes_out_total") - metric(&start.metrics, "easel_bytes_out_total");

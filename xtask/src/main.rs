@@ -29,8 +29,9 @@ commands:
   autobahn            Autobahn|Testsuite against the server's WebSocket edge (needs Python 2.7),
                       compared with tests/autobahn/expected.json; then against /ws, summarised
   bench arena [--n 50,200,500,1000] [--visibility full|interest] [--input-timing] [--warmup S] [--window S]
-              [--server-workers N] [--server PATH] [--transport ws|quic] [--loss PERCENT] [--dev] [--no-record]
-                      the arena workload (docs/bench/WORKLOADS.md): JSON line + table per N,
+              [--server-workers N] [--server PATH] [--transport ws|wss|quic] [--loss PERCENT] [--dev] [--no-record]
+                      the arena workload (docs/bench/WORKLOADS.md): JSON line + table per N
+                      (wss: the WebSocket over TLS, with `easel cert dev`'s certificate),
                       appended to bench/results/arena.jsonl; --loss runs it in a network
                       namespace whose loopback drops that share of packets (root, nftables)
   bench whiteboard [--w 4,16,64] [--server-workers N] [--server PATH] [--transport ws|quic] [--dev] [--no-record]

@@ -3,9 +3,9 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -24,8 +24,8 @@ impl Drop for Owned {
 }
 
 /// Starts `binary serve` on 127.0.0.1 and a free port, with no pages and a fresh data
-/// directory, plus `args`; returns it and the address it listens on.
-pub fn start_server(binary: &Path, args: &[String]) -> Result<(Owned, String)> {
+/// directory, plus `args`; returns it and how to reach it.
+pub fn start_server(binary: &Path, args: &[String]) -> Result<(Owned, Reach)> {
     let assets = std::env::temp_dir().join("easel-xtask-assets");
     std::fs::create_dir_all(&assets)?;
     let data = std::env::temp_dir().join(format!("easel-xtask-data-{}", std::process::id()));
@@ -43,8 +43,10 @@ pub fn start_server(binary: &Path, args: &[String]) -> Result<(Owned, String)> {
     );
     let mut first_line = String::new();
     BufReader::new(server.0.stdout.take().context("server stdout")?).read_line(&mut first_line)?;
-    let address = first_line.trim().strip_prefix("Easel listening on http://").context("no listening line")?.to_owned();
-    Ok((server, address))
+    let base = first_line.trim().strip_prefix("Easel listening on ").context("no listening line")?.to_owned();
+    // Over TLS, the certificate is the one the arguments name.
+    let certificate = args.iter().position(|a| a == "--tls-cert").and_then(|i| args.get(i + 1)).map(PathBuf::from);
+    Ok((server, Reach { base, certificate }))
 }
 
 /// Starts the bots at `nice 10` and returns them with a channel of their output lines.
@@ -121,13 +123,70 @@ pub fn open_fds(pid: u32) -> Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd")).with_context(|| format!("reading /proc/{pid}/fd"))?.count())
 }
 
-pub fn http_get(address: &str, path: &str) -> Result<String> {
-    let mut stream = TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
+pub fn http_get(reach: &Reach, path: &str) -> Result<String> {
+    let address = reach.address();
+    let mut tcp = TcpStream::connect(address)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let mut response = Vec::new();
+    match &reach.certificate {
+        None => {
+            tcp.write_all(request.as_bytes())?;
+            tcp.read_to_end(&mut response)?;
+        }
+        Some(certificate) => {
+            let mut stream = rustls::StreamOwned::new(tls_client(certificate)?, tcp);
+            stream.write_all(request.as_bytes())?;
+            // A server may close without TLS's close_notify once the response is out.
+            match stream.read_to_end(&mut response) {
+                Err(e) if e.kind() != std::io::ErrorKind::UnexpectedEof => return Err(e.into()),
+                _ => {}
+            }
+        }
+    }
+    let response = String::from_utf8_lossy(&response);
     Ok(response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default())
+}
+
+/// A TLS client session to 127.0.0.1 that trusts only `certificate` (PEM).
+fn tls_client(certificate: &Path) -> Result<rustls::ClientConnection> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for der in rustls::pki_types::CertificateDer::pem_file_iter(certificate)? {
+        roots.add(der?)?;
+    }
+    // ring, as the server (aws-lc-rs needs cmake and nasm to build).
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(rustls::ClientConnection::new(Arc::new(config), rustls::pki_types::ServerName::try_from("127.0.0.1")?)?)
+}
+
+/// How the harness and the bots reach a started server: its base URL (`http://…` or
+/// `https://…`) and, over TLS, the certificate it presents, which they trust.
+#[derive(Clone)]
+pub struct Reach {
+    pub base: String,
+    pub certificate: Option<PathBuf>,
+}
+
+impl Reach {
+    /// `host:port`.
+    pub fn address(&self) -> &str {
+        self.base.split_once("://").map_or(self.base.as_str(), |(_, address)| address)
+    }
+
+    /// `easel-bot`'s flags that reach the server.
+    pub fn bot_args(&self) -> Vec<String> {
+        let mut args = vec!["--server".to_owned(), self.base.clone()];
+        if let Some(certificate) = &self.certificate {
+            args.extend(["--trust-cert".to_owned(), certificate.display().to_string()]);
+        }
+        args
+    }
 }
 
 /// A counter or gauge from the server's `/metrics` text (0 when absent).

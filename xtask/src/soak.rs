@@ -11,7 +11,9 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::bench::{self, CommonOptions};
-use crate::process::{self, histogram_percentiles, http_get, metric, open_fds, read_status_kb, round, start_bots};
+use crate::process::{
+    self, Reach, histogram_percentiles, http_get, metric, open_fds, read_status_kb, round, start_bots,
+};
 use crate::step;
 
 /// Memory may grow this much after the warm-up.
@@ -68,24 +70,23 @@ struct Sample {
 }
 
 impl Sample {
-    fn take(pid: u32, address: &str, started: Instant) -> Result<Self> {
+    fn take(pid: u32, reach: &Reach, started: Instant) -> Result<Self> {
         Ok(Self {
             at: started.elapsed(),
             rss_kb: read_status_kb(pid, "VmRSS").context("reading the server's VmRSS")?,
             fds: open_fds(pid)?,
-            metrics: http_get(address, "/metrics")?,
+            metrics: http_get(reach, "/metrics")?,
         })
     }
 }
 
 pub fn run(root: &std::path::Path, options: &SoakOptions) -> Result<()> {
     let binaries = bench::build(root, &options.common)?;
-    let (mut server, address) =
-        process::start_server(&binaries.server, &["--log-level".to_owned(), "warn".to_owned()])?;
+    let (mut server, reach) = process::start_server(&binaries.server, &["--log-level".to_owned(), "warn".to_owned()])?;
     let pid = server.0.id();
     std::thread::sleep(Duration::from_secs(1));
     let started = Instant::now();
-    let baseline = Sample::take(pid, &address, started)?;
+    let baseline = Sample::take(pid, &reach, started)?;
     step(&format!(
         "soak: {} clients coming and going for {:.1} min (warm-up {:.1} min), sampled every {} s",
         options.clients,
@@ -98,7 +99,7 @@ pub fn run(root: &std::path::Path, options: &SoakOptions) -> Result<()> {
         "soak".to_owned(),
         "--json".to_owned(),
         "--server".to_owned(),
-        format!("http://{address}"),
+        reach.base.clone(),
         "--count".to_owned(),
         options.clients.to_string(),
         "--duration".to_owned(),
@@ -113,7 +114,7 @@ pub fn run(root: &std::path::Path, options: &SoakOptions) -> Result<()> {
             Ok(line) if line.starts_with('{') => break serde_json::from_str(&line)?,
             Ok(_) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                let sample = Sample::take(pid, &address, started)?;
+                let sample = Sample::take(pid, &reach, started)?;
                 print_row(samples.last().context("a first sample")?, &sample);
                 samples.push(sample);
                 if started.elapsed() > budget {
@@ -124,7 +125,7 @@ pub fn run(root: &std::path::Path, options: &SoakOptions) -> Result<()> {
         }
     };
     let _ = bots.0.wait();
-    let end = Sample::take(pid, &address, started)?;
+    let end = Sample::take(pid, &reach, started)?;
     print_row(samples.last().context("a first sample")?, &end);
     samples.push(end);
 

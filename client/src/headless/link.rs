@@ -10,20 +10,21 @@ use easel_protocol::datagram::{self, Reassembler};
 use easel_protocol::frame::server_frame_header;
 use easel_protocol::stream::{FRAME_HEADER_BYTES, FrameReader, StreamFrame, close_frame, message_frame};
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use wtransport::tls::Sha256Digest;
 use wtransport::{ClientConfig, Connection, Endpoint, RecvStream, SendStream, VarInt};
 
+use super::wire::{Trust, Wire};
 use crate::core::{Channel, certificate_hash};
 
 /// How a native client reaches a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transport {
-    /// `ws://host:port/ws`.
-    WebSocket { url: String },
+    /// `ws://host:port/ws`, or `wss://` checked against `trust`.
+    WebSocket { url: String, trust: Trust },
     /// `https://host:port/wt`, trusting the server's own certificate by one of these hashes (or,
     /// with none, by the usual checks).
     WebTransport { url: String, certificate_hashes: Vec<[u8; 32]> },
@@ -43,6 +44,8 @@ pub enum TransportChoice {
 pub enum LinkError {
     #[error("WebSocket: {0}")]
     WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, std::io::Error),
     #[error("WebTransport: {0}")]
     WebTransport(String),
     #[error("cannot learn how to reach {0}: {1}")]
@@ -53,13 +56,16 @@ pub enum LinkError {
 
 impl Transport {
     /// The transport `choice` names for the server whose pages are at `http_base`
-    /// (`http://host:port`), asking the server (`/webtransport`) where it needs to.
-    pub async fn choose(http_base: &str, choice: TransportChoice) -> Result<Transport, LinkError> {
-        let websocket = Transport::WebSocket { url: format!("{}/ws", http_base.replacen("http", "ws", 1)) };
+    /// (`http://host:port` or `https://…`, whose certificate is checked against `trust`),
+    /// asking the server (`/webtransport`) where it needs to.
+    pub async fn choose(http_base: &str, choice: TransportChoice, trust: &Trust) -> Result<Transport, LinkError> {
+        // http -> ws, https -> wss.
+        let url = format!("{}/ws", http_base.replacen("http", "ws", 1));
+        let websocket = Transport::WebSocket { url, trust: trust.clone() };
         match choice {
             TransportChoice::WebSocket => Ok(websocket),
-            TransportChoice::WebTransport => offer(http_base).await?.ok_or(LinkError::NoWebTransport),
-            TransportChoice::AsThePageWould => Ok(offer(http_base).await.ok().flatten().unwrap_or(websocket)),
+            TransportChoice::WebTransport => offer(http_base, trust).await?.ok_or(LinkError::NoWebTransport),
+            TransportChoice::AsThePageWould => Ok(offer(http_base, trust).await.ok().flatten().unwrap_or(websocket)),
         }
     }
 
@@ -73,11 +79,17 @@ impl Transport {
 }
 
 /// What the server at `http_base` says about WebTransport: `None` when it has none (404).
-async fn offer(http_base: &str) -> Result<Option<Transport>, LinkError> {
+async fn offer(http_base: &str, trust: &Trust) -> Result<Option<Transport>, LinkError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let failed = |e: String| LinkError::Offer(http_base.to_owned(), e);
-    let address = http_base.strip_prefix("http://").ok_or_else(|| failed("not an http:// address".into()))?;
-    let mut stream = TcpStream::connect(address).await.map_err(|e| failed(e.to_string()))?;
+    let (secure, address) = match (http_base.strip_prefix("http://"), http_base.strip_prefix("https://")) {
+        (Some(address), _) => (false, address),
+        (None, Some(address)) => (true, address),
+        (None, None) => return Err(failed("not an http:// or https:// address".into())),
+    };
+    let (host, port) = address.rsplit_once(':').ok_or_else(|| failed("no port".into()))?;
+    let port = port.parse().map_err(|_| failed("a bad port".into()))?;
+    let mut stream = Wire::connect(host, port, secure, trust).await.map_err(|e| failed(e.to_string()))?;
     let request = format!("GET /webtransport HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.map_err(|e| failed(e.to_string()))?;
     let mut response = String::new();
@@ -113,7 +125,7 @@ pub enum Received {
 
 /// An open connection to a server.
 pub enum Link {
-    WebSocket(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
+    WebSocket(Box<WebSocketStream<Wire>>),
     WebTransport(Box<WebTransportLink>),
 }
 
@@ -133,12 +145,20 @@ pub struct WebTransportLink {
 impl Link {
     pub async fn open(transport: &Transport) -> Result<Link, LinkError> {
         match transport {
-            Transport::WebSocket { url } => {
+            Transport::WebSocket { url, trust } => {
                 // tungstenite's default 128 KiB read buffer is zeroed on every read, which for a
                 // process of a thousand bots costs more CPU than the messages themselves; 16 KiB
                 // holds any message but a board chunk in one read.
                 let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
-                let (socket, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
+                let request = url.as_str().into_client_request()?;
+                let uri = request.uri();
+                let secure = uri.scheme_str() == Some("wss");
+                let host = uri.host().unwrap_or_default().to_owned();
+                let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+                let wire = Wire::connect(&host, port, secure, trust)
+                    .await
+                    .map_err(|e| LinkError::Connect(format!("{host}:{port}"), e))?;
+                let (socket, _) = tokio_tungstenite::client_async_with_config(request, wire, Some(config)).await?;
                 Ok(Link::WebSocket(Box::new(socket)))
             }
             Transport::WebTransport { url, certificate_hashes } => {
@@ -201,7 +221,7 @@ impl Link {
                         let (code, reason) =
                             frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
                         // Complete the closing handshake for the server.
-                        let _ = socket.close(None).await;
+                        let _ = socket.send(Message::Close(None)).await;
                         return Received::Closed { code, reason };
                     }
                     Some(Ok(_)) => {}

@@ -1,8 +1,9 @@
-//! The headless front: the same `ClientCore` over either transport (`link`), for integration
-//! tests and the load generator. A background task owns the connection; the handle shares the
+//! The headless front: the same `ClientCore` over either transport (`link`, on `wire` for TCP,
+//! plain or TLS), for integration tests and the load generator. A background task owns the connection; the handle shares the
 //! core.
 
 mod link;
+mod wire;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::core::{Channel, ClientCore, Status};
 pub use link::{Link, LinkError, Received, Transport, TransportChoice};
+pub use wire::Trust;
 
 /// How often the task polls the core for inputs and pings: faster than any tick rate we run.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
@@ -53,7 +55,7 @@ impl HeadlessClient {
     /// Connects over a WebSocket with an existing core: a client coming back with its offline
     /// edits.
     pub async fn connect_with(url: &str, core: ClientCore) -> Result<Self, HeadlessError> {
-        Self::connect_over(&Transport::WebSocket { url: url.to_owned() }, core).await
+        Self::connect_over(&Transport::WebSocket { url: url.to_owned(), trust: Trust::System }, core).await
     }
 
     /// Connects over `transport` with `core`, and sends `Hello`.
@@ -70,7 +72,7 @@ impl HeadlessClient {
 
     /// Connects over a WebSocket and waits for `Welcome`.
     pub async fn join(url: &str, name: &str, room: &str, timeout: Duration) -> Result<Self, HeadlessError> {
-        Self::join_over(&Transport::WebSocket { url: url.to_owned() }, name, room, timeout).await
+        Self::join_over(&Transport::WebSocket { url: url.to_owned(), trust: Trust::System }, name, room, timeout).await
     }
 
     /// Connects over `transport` and waits for `Welcome`.

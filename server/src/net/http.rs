@@ -20,7 +20,10 @@ pub(super) fn router(state: AppState) -> Router {
         .route("/ws", get(super::ws::upgrade));
     #[cfg(feature = "autobahn-echo")]
     let router = router.route("/autobahn-echo", get(super::ws::echo::upgrade));
-    router.route("/{*path}", get(static_file)).layer(axum::middleware::map_response(common_headers)).with_state(state)
+    router
+        .route("/{*path}", get(static_file))
+        .layer(axum::middleware::map_response_with_state(state.clone(), common_headers))
+        .with_state(state)
 }
 
 async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -37,12 +40,16 @@ async fn client_file(state: &AppState, name: &str, headers: &HeaderMap) -> Respo
     pages::serve(&state.config.pages, name, headers, &policy).await
 }
 
-/// Headers every response carries: no type sniffing (a file is what its type says), and no
-/// `Referer` leaking the room's address to anyone the page links to.
-async fn common_headers(mut response: Response) -> Response {
+/// Headers every response carries: no type sniffing (a file is what its type says), no
+/// `Referer` leaking the room's address to anyone the page links to, and over TLS, HSTS: a
+/// browser that reached the server over HTTPS never tries plain HTTP for a year.
+async fn common_headers(State(state): State<AppState>, mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    if state.tls.is_some() {
+        headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    }
     response
 }
 

@@ -8,18 +8,23 @@ mod pages;
 pub use pages::embedded_client;
 mod player;
 pub mod quic;
+pub(crate) mod redirect;
 mod socket;
+pub mod tls;
 pub mod ws;
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -32,7 +37,7 @@ use crate::room::Rooms;
 /// The most a request's head (request line and headers) may take; more is answered 431. A
 /// browser's head is under 2 KB; hyper's default, about 400 KB, is memory a slow client could
 /// hold per connection.
-const MAX_REQUEST_HEAD: usize = 16 * 1024;
+pub(crate) const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
 /// How long shutdown waits for clients to receive their close frames.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,6 +54,8 @@ pub(crate) struct AppState {
     pub http_port: u16,
     /// What pages are told about WebTransport, when it is on.
     pub webtransport: Option<quic::Offer>,
+    /// HTTPS on the TCP port, when the host gave a certificate.
+    pub tls: Option<tls::Tls>,
 }
 
 /// Counts live sessions (WebSocket and WebTransport), for the connection limit and so that
@@ -126,31 +133,21 @@ pub(crate) async fn serve(listener: TcpListener, state: AppState, shutdown: impl
             },
         };
         let _ = stream.set_nodelay(true);
-        // Handlers learn the client's address (`ConnectInfo`): connections log it.
-        let service = TowerToHyperService::new(router.clone().map_request(move |mut request: Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            request
-        }));
-        let mut stop = stop.clone();
+        let router = router.clone();
+        let stop = stop.clone();
+        let acceptor = state.tls.as_ref().map(|tls| tls.acceptor().clone());
         tokio::spawn(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(MAX_REQUEST_HEAD)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(connection);
-            let ended = tokio::select! {
-                ended = connection.as_mut() => ended,
-                () = async { let _ = stop.wait_for(|stop| *stop).await; } => {
-                    // An upgraded connection (a WebSocket) has left hyper already; this ends the
-                    // rest once their response is out.
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
+            let Some(acceptor) = acceptor else {
+                return serve_http(TokioIo::new(stream), false, router, peer, header_timeout, stop).await;
             };
-            if let Err(e) = ended {
-                tracing::debug!("http connection ended: {e}");
+            // The handshake shares the request head's time limit.
+            match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    serve_http(TokioIo::new(stream), http2, router, peer, header_timeout, stop).await;
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
@@ -159,6 +156,58 @@ pub(crate) async fn serve(listener: TcpListener, state: AppState, shutdown: impl
     state.rooms.shutdown();
     if tokio::time::timeout(DRAIN_TIMEOUT, state.sessions.drained()).await.is_err() {
         tracing::warn!("some sessions did not close within {DRAIN_TIMEOUT:?}");
+    }
+}
+
+/// Serves one connection, HTTP/1.1 (upgrades to WebSocket included) or, when TLS's ALPN chose
+/// it, HTTP/2, until it ends or the server stops. (hyper-util's protocol-sniffing builder would
+/// wrap the socket, and an upgraded WebSocket could no longer be taken apart to its TCP stream.)
+async fn serve_http<I>(io: I, http2: bool, router: Router, peer: SocketAddr, header_timeout: Duration, stop: Stop)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    // Handlers learn the client's address (`ConnectInfo`): connections log it.
+    let service = TowerToHyperService::new(router.map_request(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request
+    }));
+    if http2 {
+        let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_REQUEST_HEAD as u32)
+            .serve_connection(io, service);
+        until_stopped(connection, |connection| connection.graceful_shutdown(), stop).await;
+    } else {
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_buf_size(MAX_REQUEST_HEAD)
+            .serve_connection(io, service)
+            .with_upgrades();
+        until_stopped(connection, |connection| connection.graceful_shutdown(), stop).await;
+    }
+}
+
+/// Tells connections the server stops.
+type Stop = tokio::sync::watch::Receiver<bool>;
+
+/// Runs `connection` to its end; once the server stops, asks it to finish what it serves
+/// (`graceful`) and close. An upgraded connection (a WebSocket) has left hyper already.
+async fn until_stopped<C, E>(connection: C, graceful: impl FnOnce(Pin<&mut C>), mut stop: Stop)
+where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = async { let _ = stop.wait_for(|stop| *stop).await; } => {
+            graceful(connection.as_mut());
+            connection.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!("http connection ended: {e}");
     }
 }
 

@@ -29,6 +29,13 @@ pub fn without_port(host: &str) -> &str {
     }
 }
 
+/// Whether `host` (a `Host` header, the client's word) is a plain `host[:port]`: letters,
+/// digits, `.`, `-`, `:` and an IPv6 literal's brackets, nothing that could end a header's
+/// value or a URL's authority.
+pub fn plain_host(host: &str) -> bool {
+    !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -237,9 +237,7 @@ fn content_type(name: &str) -> &'static str {
 pub(super) fn page_policy(host: Option<&str>, webtransport_port: Option<u16>) -> String {
     let mut connect = String::from("'self'");
     // The Host header is the client's word: only a plain host[:port] goes into the header.
-    if let Some(host) =
-        host.filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
-    {
+    if let Some(host) = host.filter(|h| super::origin::plain_host(h)) {
         connect.push_str(&format!(" ws://{host} wss://{host}"));
         if let Some(port) = webtransport_port {
             connect.push_str(&format!(" https://{}:{port}", super::origin::without_port(host)));

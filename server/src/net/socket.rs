@@ -12,11 +12,19 @@
 //! snapshots a client cannot take pile up nowhere: the socket reports itself full, and newer
 //! snapshots supersede older ones in the connection's slot instead of queueing behind them.
 //!
+//! Over TLS the same holds one layer up: the rustls session lives under the writer's lock,
+//! every write (the hand-over's and the connection's) is encrypted into it in order, and its
+//! records go to the socket the same way; the records the socket did not take are the
+//! leftover. The reader decrypts through the same session. So a TLS connection keeps the
+//! hand-over: a snapshot is encrypted and written from the room's thread, no task woken
+//! (decision 0042).
+//!
 //! On the read side, every frame the client sends is metered as it arrives (`FrameMeter`):
 //! frames that are not whole messages (pings, pongs, continuations) draw on a budget of their
 //! own, and the read that goes past it fails with `TooManyFrames`.
 
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Read as _, Write as _};
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
@@ -24,6 +32,7 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use easel_protocol::frame::server_frame_header;
+use rustls::ServerConnection;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -43,6 +52,10 @@ use crate::session::TokenBucket;
 /// 16 KB is several times a tick's snapshot for a thousand players, so a client that keeps up
 /// never waits for it.
 const NOT_SENT_LOW_WATER: u32 = 16 * 1024;
+
+/// Bytes of TLS records read from the socket at once: a record is at most 16 KiB, and nearly
+/// every client message is an input of about 20 bytes.
+const TLS_READ_CHUNK: usize = 4096;
 
 /// Sets `NOT_SENT_LOW_WATER` where the platform has it. Without it the server is still correct,
 /// only laggier for a slow client, whose old snapshots then wait in the kernel.
@@ -73,17 +86,71 @@ struct WriterState {
     busy: bool,
     /// The rest of a direct write the socket did not take at once; it goes before anything else.
     leftover: BytesMut,
+    /// Over TLS, the session: what is written is encrypted into it (in order, under this lock)
+    /// and what is read is decrypted by it. The records it holds unwritten are a leftover too.
+    tls: Option<Box<ServerConnection>>,
+}
+
+impl WriterState {
+    /// Whether bytes already accepted are still to go out.
+    fn pending(&self) -> bool {
+        !self.leftover.is_empty() || self.tls.as_ref().is_some_and(|tls| tls.wants_write())
+    }
+}
+
+/// The socket as `io::Write` for rustls: never waits, `WouldBlock` when full.
+struct SocketSink<'a>(&'a OwnedWriteHalf);
+
+impl io::Write for SocketSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.try_write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl SocketWriter {
     /// Splits `stream` into the reader tungstenite reads from (its frames metered by `limits`)
     /// and the shared writer.
     pub fn split(stream: TcpStream, metrics: Arc<Metrics>, limits: &Limits) -> (SocketIo, Arc<Self>) {
+        Self::split_with(stream, None, metrics, limits)
+    }
+
+    /// As `split`, for a connection whose TLS handshake `tls` completed: frames are encrypted
+    /// into the session and its records written to the socket, by the hand-over as by the
+    /// connection, so a snapshot still goes out from the room's thread without waking the
+    /// connection's task.
+    pub fn split_tls(
+        stream: TcpStream,
+        mut tls: ServerConnection,
+        metrics: Arc<Metrics>,
+        limits: &Limits,
+    ) -> (SocketIo, Arc<Self>) {
+        // Plaintext is only handed over when nothing is pending (`poll_write` flushes first,
+        // the hand-over writes only while idle), so the session never holds more than one
+        // write's records: no limit of its own is needed, and one would split a frame.
+        tls.set_buffer_limit(None);
+        Self::split_with(stream, Some(Box::new(tls)), metrics, limits)
+    }
+
+    fn split_with(
+        stream: TcpStream,
+        tls: Option<Box<ServerConnection>>,
+        metrics: Arc<Metrics>,
+        limits: &Limits,
+    ) -> (SocketIo, Arc<Self>) {
         bound_unsent_bytes(&stream);
         let (read, write) = stream.into_split();
+        let encrypted = tls.is_some();
         let writer = Arc::new(Self {
             socket: write,
-            state: Mutex::new(WriterState { busy: true, leftover: BytesMut::new() }),
+            state: Mutex::new(WriterState { busy: true, leftover: BytesMut::new(), tls }),
             finish_write: Notify::new(),
             delivery: Arc::default(),
             metrics,
@@ -94,7 +161,7 @@ impl SocketWriter {
             bucket: TokenBucket::new(Instant::now(), limits.messages_per_second, limits.message_burst),
             exceeded: false,
         };
-        (SocketIo { read, writer: Arc::clone(&writer), frames }, writer)
+        (SocketIo { read, tls: encrypted, writer: Arc::clone(&writer), frames }, writer)
     }
 
     fn lock(&self) -> MutexGuard<'_, WriterState> {
@@ -106,7 +173,7 @@ impl SocketWriter {
     /// again, unless `nothing_queued` says the room queued something for it meanwhile.
     pub fn idle_if(&self, nothing_queued: impl FnOnce() -> bool) {
         let mut state = self.lock();
-        if state.leftover.is_empty() && nothing_queued() {
+        if !state.pending() && nothing_queued() {
             state.busy = false;
         }
     }
@@ -115,7 +182,15 @@ impl SocketWriter {
         let mut state = self.lock();
         state.busy = true;
         ready!(self.poll_write_leftover(&mut state, cx))?;
-        self.poll_write_with(cx, |socket| socket.try_write(buf))
+        let Some(tls) = state.tls.as_mut() else {
+            return self.poll_write_with(cx, |socket| socket.try_write(buf));
+        };
+        let accepted = tls.writer().write(buf)?;
+        // Out as far as the socket takes it now; the rest goes with the flush that follows.
+        if let Poll::Ready(Err(e)) = self.poll_write_leftover(&mut state, cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(accepted))
     }
 
     fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -127,6 +202,11 @@ impl SocketWriter {
         while !state.leftover.is_empty() {
             let written = ready!(self.poll_write_with(cx, |socket| socket.try_write(&state.leftover)))?;
             state.leftover.advance(written);
+        }
+        if let Some(tls) = state.tls.as_mut() {
+            while tls.wants_write() {
+                ready!(self.poll_write_with(cx, |socket| tls.write_tls(&mut SocketSink(socket))))?;
+            }
         }
         Poll::Ready(Ok(()))
     }
@@ -164,6 +244,26 @@ impl DirectWrite for SocketWriter {
                 snapshot.bytes.as_ref(),
             ];
             let slices = parts.map(IoSlice::new);
+            if let Some(tls) = state.tls.as_mut() {
+                // Encrypted as one record stream, then written as far as the socket takes it;
+                // what it does not take stays in the session for the connection task, like a
+                // plain write's rest. (Once encrypted it is committed: a socket that is full
+                // holds back this one snapshot, and the next ones go to the slot.)
+                let total: usize = parts.iter().map(|part| part.len()).sum();
+                let accepted = tls.writer().write_vectored(&slices).unwrap_or(0);
+                while tls.wants_write() {
+                    if !matches!(tls.write_tls(&mut SocketSink(&self.socket)), Ok(1..)) {
+                        break;
+                    }
+                }
+                if tls.wants_write() || accepted < total {
+                    // The rest, or a broken session, is for the connection task to find.
+                    state.busy = true;
+                    self.finish_write.notify_one();
+                }
+                self.count_written(report, snapshot);
+                return true;
+            }
             // Zero bytes taken (the socket is full, or broken): the connection task finds out.
             if let Ok(written @ 1..) = self.socket.try_write_vectored(&slices) {
                 let total: usize = parts.iter().map(|part| part.len()).sum();
@@ -177,10 +277,7 @@ impl DirectWrite for SocketWriter {
                     state.busy = true;
                     self.finish_write.notify_one();
                 }
-                let payload = report.map_or(0, Bytes::len) + snapshot.bytes.len();
-                self.metrics.messages_out.add(1 + u64::from(report.is_some()));
-                self.metrics.bytes_out.add(payload as u64);
-                self.delivery.written(snapshot.tick);
+                self.count_written(report, snapshot);
                 return true;
             }
         }
@@ -190,12 +287,23 @@ impl DirectWrite for SocketWriter {
     }
 }
 
+impl SocketWriter {
+    fn count_written(&self, report: Option<&Bytes>, snapshot: &EncodedSnapshot) {
+        let payload = report.map_or(0, Bytes::len) + snapshot.bytes.len();
+        self.metrics.messages_out.add(1 + u64::from(report.is_some()));
+        self.metrics.bytes_out.add(payload as u64);
+        self.delivery.written(snapshot.tick);
+    }
+}
+
 /// What tungstenite reads from and writes through: the socket's read half, metered, and the
 /// shared writer, whose rule keeps tungstenite's frames (replies, pongs, the close) whole.
 pub(super) struct SocketIo {
     read: OwnedReadHalf,
     writer: Arc<SocketWriter>,
     frames: FrameBudget,
+    /// The socket carries TLS records (the session is in the writer's state).
+    tls: bool,
 }
 
 /// Frames that are not whole messages (control frames, continuations) and their budget.
@@ -215,10 +323,10 @@ impl AsyncRead for SocketIo {
         if self.frames.exceeded {
             // Reported once: the connection is closing, and reads on so that its close frame is
             // not cut short by a reset.
-            return Pin::new(&mut self.read).poll_read(cx, buf);
+            return self.poll_read_plaintext(cx, buf);
         }
         let before = buf.filled().len();
-        ready!(Pin::new(&mut self.read).poll_read(cx, buf))?;
+        ready!(self.poll_read_plaintext(cx, buf))?;
         let now = Instant::now();
         let FrameBudget { meter, bucket, exceeded } = &mut self.frames;
         meter.feed(&buf.filled()[before..], |kind| {
@@ -230,6 +338,61 @@ impl AsyncRead for SocketIo {
             return Poll::Ready(Err(io::Error::other(TooManyFrames)));
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+impl SocketIo {
+    /// Reads what the client sent: from the socket, or over TLS, what the session decrypts of
+    /// what the socket brings.
+    fn poll_read_plaintext(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.tls {
+            return Pin::new(&mut self.read).poll_read(cx, buf);
+        }
+        loop {
+            {
+                let mut state = self.writer.lock();
+                let Some(tls) = state.tls.as_mut() else { return Poll::Ready(Err(io::ErrorKind::NotConnected.into())) };
+                match tls.reader().read(buf.initialize_unfilled()) {
+                    // 0: the client's close_notify, the end of the stream.
+                    Ok(read) => {
+                        buf.advance(read);
+                        return Poll::Ready(Ok(()));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // Closed without close_notify, or a broken session.
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            let mut raw = [MaybeUninit::<u8>::uninit(); TLS_READ_CHUNK];
+            let mut records = ReadBuf::uninit(&mut raw);
+            ready!(Pin::new(&mut self.read).poll_read(cx, &mut records))?;
+            let mut records = records.filled();
+            let mut state = self.writer.lock();
+            let Some(tls) = state.tls.as_mut() else { return Poll::Ready(Err(io::ErrorKind::NotConnected.into())) };
+            // An empty read is the end of the TCP stream: the session is told, and says whether
+            // the client closed it properly.
+            let mut processed = Ok(());
+            loop {
+                if let Err(e) = tls.read_tls(&mut records) {
+                    processed = Err(e);
+                    break;
+                }
+                if let Err(e) = tls.process_new_packets() {
+                    processed = Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                    break;
+                }
+                if records.is_empty() {
+                    break;
+                }
+            }
+            // An answer of the session's own (a key update, an alert): the connection task
+            // writes it, and the hand-over waits for it.
+            if tls.wants_write() {
+                state.busy = true;
+                self.writer.finish_write.notify_one();
+            }
+            processed?;
+        }
     }
 }
 
@@ -355,5 +518,77 @@ mod tests {
         }
         assert!(written * 1000 <= 128 * 1024, "{written} snapshots of 1 KB went into the kernel");
         assert_eq!(written + queued, 20_000, "every other snapshot went to the connection's slot");
+    }
+
+    /// A TLS connection on loopback with `easel cert dev`'s certificate: the server's side split
+    /// as a WebSocket upgrade over TLS splits it, and the client's stream.
+    async fn tls_pair(test: &str) -> (SocketIo, Arc<SocketWriter>, tokio_rustls::client::TlsStream<TcpStream>) {
+        let dir = std::env::temp_dir().join(format!("easel-socket-tls-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = super::super::tls::write_dev_certificate(&dir, &["localhost".to_owned()]).unwrap();
+        let tls = super::super::tls::Tls::load(&files).unwrap();
+        let pem = std::fs::read(&files.cert).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::pem::PemObject::from_pem_slice(&pem).unwrap()).unwrap();
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let connecting = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, (server, _)) = tokio::join!(connecting, async { listener.accept().await.unwrap() });
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let (client, server) = tokio::join!(connector.connect(name, client.unwrap()), tls.acceptor().accept(server));
+        let (stream, session) = server.unwrap().into_inner();
+        let (io, writer) = SocketWriter::split_tls(stream, session, Arc::default(), &Limits::default());
+        (io, writer, client.unwrap())
+    }
+
+    #[tokio::test]
+    async fn over_tls_the_hand_over_encrypts_into_the_session_in_order_with_the_connections_writes() {
+        let (mut io, writer, mut client) = tls_pair("order").await;
+        // The connection's first write (the welcome), then the hand-over's.
+        io.write_all(b"welcome").await.unwrap();
+        io.flush().await.unwrap();
+        writer.idle_if(|| true);
+        let report = Bytes::from_static(b"report");
+        assert!(writer.write_now_or(Some(&report), &snapshot(3, 40), &mut || unreachable!("idle")));
+        let mut expected = b"welcome".to_vec();
+        expected.extend(framed(b"report"));
+        expected.extend(framed(&[3; 40]));
+        let mut received = vec![0; expected.len()];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut received)).await.unwrap().unwrap();
+        assert_eq!(received, expected);
+        assert_eq!(writer.delivery.tick(), 3);
+        // And what the client sends is read decrypted.
+        client.write_all(b"input").await.unwrap();
+        client.flush().await.unwrap();
+        let mut read = [0; 5];
+        tokio::time::timeout(Duration::from_secs(10), io.read_exact(&mut read)).await.unwrap().unwrap();
+        assert_eq!(&read, b"input");
+    }
+
+    #[tokio::test]
+    async fn over_tls_a_direct_write_the_socket_cannot_take_at_once_is_finished_before_anything_else() {
+        let (mut io, writer, mut client) = tls_pair("leftover").await;
+        io.flush().await.unwrap();
+        writer.idle_if(|| true);
+        let big = snapshot(9, 8 * 1024 * 1024);
+        assert!(writer.write_now_or(None, &big, &mut || unreachable!("the socket was idle")));
+        assert!(!writer.write_now_or(None, &snapshot(10, 40), &mut || {}), "the rest is still to be written");
+        let reader = tokio::spawn(async move {
+            let mut expected = framed(&big.bytes);
+            expected.extend_from_slice(b"after");
+            let mut received = vec![0; expected.len()];
+            tokio::time::timeout(Duration::from_secs(20), client.read_exact(&mut received)).await.unwrap().unwrap();
+            assert!(received == expected, "the direct write came out whole and first");
+        });
+        tokio::time::timeout(Duration::from_secs(20), io.write_all(b"after")).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(20), io.flush()).await.unwrap().unwrap();
+        reader.await.unwrap();
     }
 }

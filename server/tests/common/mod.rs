@@ -13,7 +13,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 pub struct Server {
     pub child: Child,
-    /// Its WebSocket URL.
+    /// Its WebSocket URL (`wss://` when it serves TLS).
     pub url: String,
 }
 
@@ -46,6 +46,7 @@ fn spawn(data_dir: &str, flags: &[&str], stderr: Stdio) -> Server {
         .expect("starting easel");
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
-    let address = line.trim().strip_prefix("Easel listening on http://").expect("listening line").to_owned();
-    Server { child, url: format!("ws://{address}/ws") }
+    let base = line.trim().strip_prefix("Easel listening on ").expect("listening line");
+    // http -> ws, https -> wss.
+    Server { child, url: format!("{}/ws", base.replacen("http", "ws", 1)) }
 }

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use wtransport::Identity;
 
-use crate::config::{CertificateSource, RotationSchedule};
+use crate::config::{CertificateSource, RotationSchedule, TlsFiles};
 
 /// Why there is no certificate to present.
 #[derive(Debug, thiserror::Error)]
@@ -69,12 +69,8 @@ pub async fn load(
     hashes: &Hashes,
 ) -> Result<(Identity, Option<Rotation>), CertificateError> {
     match source {
-        CertificateSource::Files { cert, key } => {
-            let identity = Identity::load_pemfiles(cert, key).await.map_err(|e| CertificateError::Files {
-                cert: cert.clone(),
-                key: key.clone(),
-                message: e.to_string(),
-            })?;
+        CertificateSource::Files(files) => {
+            let identity = load_files(files).await?;
             hashes.set(Vec::new());
             Ok((identity, None))
         }
@@ -85,6 +81,15 @@ pub async fn load(
             Ok((identity, Some(Rotation { schedule: *schedule, presented: made, next: None })))
         }
     }
+}
+
+/// The host's certificate as WebTransport presents it.
+pub async fn load_files(files: &TlsFiles) -> Result<Identity, CertificateError> {
+    Identity::load_pemfiles(&files.cert, &files.key).await.map_err(|e| CertificateError::Files {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        message: e.to_string(),
+    })
 }
 
 impl Rotation {

@@ -17,12 +17,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::watch;
 use wtransport::endpoint::endpoint_side::Server;
 use wtransport::quinn::{TransportConfig, VarInt};
 use wtransport::{Endpoint, ServerConfig};
 
 use super::AppState;
-use crate::config::CertificateSource;
+use crate::config::{CertificateSource, TlsFiles};
 use certificates::{CertificateError, Hashes, Rotation, Step};
 
 /// The path WebTransport sessions are opened on.
@@ -115,13 +116,18 @@ fn transport() -> TransportConfig {
 pub(crate) async fn serve(
     quic: Quic,
     state: AppState,
+    certificate_reloads: watch::Receiver<u64>,
     draining: impl Future<Output = ()>,
     closing: impl Future<Output = ()>,
 ) {
     let Quic { endpoint, offer, names, rotation } = quic;
     let hashes = offer.hashes;
     let endpoint = Arc::new(endpoint);
-    let rotating = tokio::spawn(rotate(rotation, names, hashes, Arc::clone(&endpoint)));
+    let rotating = match (rotation, &state.config.tls) {
+        (Some(rotation), _) => tokio::spawn(rotate(rotation, names, hashes, Arc::clone(&endpoint))),
+        (None, Some(files)) => tokio::spawn(follow(files.clone(), certificate_reloads, Arc::clone(&endpoint))),
+        (None, None) => tokio::spawn(async {}),
+    };
     tokio::pin!(draining);
     tokio::pin!(closing);
     let mut accepting = true;
@@ -158,22 +164,35 @@ pub(crate) async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
 
+/// Presents the host's certificate again each time HTTPS reloaded it (`tls::Tls::watch`);
+/// sessions already open keep theirs.
+async fn follow(files: TlsFiles, mut reloads: watch::Receiver<u64>, endpoint: Arc<Endpoint<Server>>) {
+    while reloads.changed().await.is_ok() {
+        match certificates::load_files(&files).await {
+            Ok(identity) => present(&endpoint, identity),
+            Err(e) => tracing::error!("{e}; WebTransport keeps its certificate"),
+        }
+    }
+}
+
+/// Presents `identity` to new sessions.
+fn present(endpoint: &Endpoint<Server>, identity: wtransport::Identity) {
+    // The bind address of a reloaded configuration is not used (no rebind).
+    let config = ServerConfig::builder().with_bind_default(0).with_custom_transport(identity, transport());
+    match endpoint.reload_config(config.build(), false) {
+        Ok(()) => tracing::info!("WebTransport certificate replaced; open sessions keep theirs"),
+        Err(e) => tracing::error!("cannot replace the WebTransport certificate: {e}"),
+    }
+}
+
 /// Replaces the server's own certificate on its schedule; sessions already open keep theirs.
-async fn rotate(rotation: Option<Rotation>, names: Vec<String>, hashes: Hashes, endpoint: Arc<Endpoint<Server>>) {
-    let Some(mut rotation) = rotation else { return };
+async fn rotate(mut rotation: Rotation, names: Vec<String>, hashes: Hashes, endpoint: Arc<Endpoint<Server>>) {
     loop {
         let wait = rotation.due().duration_since(SystemTime::now()).unwrap_or_default();
         tokio::time::sleep(wait).await;
         match rotation.step(SystemTime::now(), &names, &hashes) {
             Ok(Step::Announce) => tracing::info!("WebTransport certificate: its successor is offered to pages"),
-            Ok(Step::Switch(identity)) => {
-                // The bind address of a reloaded configuration is not used (no rebind).
-                let config = ServerConfig::builder().with_bind_default(0).with_custom_transport(identity, transport());
-                match endpoint.reload_config(config.build(), false) {
-                    Ok(()) => tracing::info!("WebTransport certificate replaced; open sessions keep theirs"),
-                    Err(e) => tracing::error!("cannot replace the WebTransport certificate: {e}"),
-                }
-            }
+            Ok(Step::Switch(identity)) => present(&endpoint, identity),
             Err(e) => {
                 tracing::error!("{e}; trying again in a minute");
                 tokio::time::sleep(Duration::from_secs(60)).await;

@@ -27,6 +27,7 @@ use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
@@ -102,20 +103,33 @@ where
                 return;
             }
         };
-        // `net::serve` runs every connection on a `TokioIo<TcpStream>`.
-        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
-            tracing::error!("WebSocket upgrade on a connection that is not a TCP stream");
-            return;
+        // `net::serve` runs every connection on a `TokioIo` of a TCP stream, plain or in TLS.
+        let (io, writer, read_buf) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let (io, writer) =
+                    SocketWriter::split(parts.io.into_inner(), state.metrics.clone(), &state.config.limits);
+                (io, writer, parts.read_buf)
+            }
+            Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+                Ok(parts) => {
+                    let (stream, session) = parts.io.into_inner().into_inner();
+                    let limits = &state.config.limits;
+                    let (io, writer) = SocketWriter::split_tls(stream, session, state.metrics.clone(), limits);
+                    (io, writer, parts.read_buf)
+                }
+                Err(_) => {
+                    tracing::error!("WebSocket upgrade on a connection that is not a TCP stream");
+                    return;
+                }
+            },
         };
-        let (io, writer) = SocketWriter::split(parts.io.into_inner(), state.metrics.clone(), &state.config.limits);
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_CLIENT_MESSAGE_BYTES))
             .max_frame_size(Some(MAX_CLIENT_MESSAGE_BYTES))
             .max_write_buffer_size(MAX_WRITE_BUFFER)
             .read_buffer_size(READ_BUFFER);
         // The client may have sent its first frames with the handshake.
-        let socket =
-            WebSocketStream::from_partially_read(io, parts.read_buf.to_vec(), Role::Server, Some(config)).await;
+        let socket = WebSocketStream::from_partially_read(io, read_buf.to_vec(), Role::Server, Some(config)).await;
         state.metrics.connections.inc();
         state.metrics.connections_total.inc();
         serve(socket, writer, state.clone(), id).await;
