@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, env = "EASEL_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// The token of the host's console (/admin), at least 16 characters [default: one made on
+    /// first start, stored in the data directory as admin-token, and logged once].
+    #[arg(long, env = "EASEL_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Also listen on this TCP port for plain HTTP and answer every request with a redirect to
     /// HTTPS (needs --tls-cert), e.g. 80.
     #[arg(long, env = "EASEL_REDIRECT_HTTP", value_name = "PORT")]
@@ -126,6 +130,7 @@ struct FileSettings {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     redirect_http: Option<u16>,
+    admin_token: Option<String>,
     max_connections: Option<usize>,
     drain_timeout: Option<String>,
 }
@@ -166,6 +171,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// A plain-HTTP port that redirects every request to HTTPS.
     pub redirect_http: Option<u16>,
+    /// The console's token; `None`: the one stored in the data directory, or a new one.
+    pub admin_token: Option<String>,
     /// WebTransport, unless it is off.
     pub quic: Option<Quic>,
     /// How long rooms play on after a stop is asked for, taking no new players.
@@ -318,6 +325,7 @@ impl Config {
             workers: None,
             tls: None,
             redirect_http: None,
+            admin_token: None,
             quic: None,
             // Tests stop at once unless they test the drain.
             drain_timeout: Duration::ZERO,
@@ -416,6 +424,8 @@ pub enum ConfigError {
     TlsPair,
     #[error("redirect_http redirects to HTTPS: it needs tls_cert and tls_key")]
     RedirectWithoutTls,
+    #[error("admin_token must be at least 16 characters")]
+    AdminToken,
 }
 
 impl ServeArgs {
@@ -482,6 +492,10 @@ impl ServeArgs {
             (Some(_), None) | (None, Some(_)) => return Err(ConfigError::TlsPair),
         };
         let redirect_http = self.redirect_http.or(file.redirect_http);
+        let admin_token = self.admin_token.or(file.admin_token).map(|token| token.trim().to_owned());
+        if admin_token.as_ref().is_some_and(|token| token.len() < crate::net::admin::MIN_TOKEN_CHARS) {
+            return Err(ConfigError::AdminToken);
+        }
         if redirect_http.is_some() && tls.is_none() {
             return Err(ConfigError::RedirectWithoutTls);
         }
@@ -501,6 +515,7 @@ impl ServeArgs {
         Ok(Config {
             tls,
             redirect_http,
+            admin_token,
             quic,
             storage: Location::Directory(data_dir),
             listen: SocketAddr::new(bind, port),

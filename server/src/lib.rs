@@ -32,6 +32,8 @@ pub enum RunError {
     Listener(std::io::Error),
     #[error(transparent)]
     Tls(#[from] net::tls::TlsError),
+    #[error(transparent)]
+    AdminToken(#[from] net::admin::AdminTokenError),
     #[error("cannot listen on {address} for the redirect to HTTPS: {source}")]
     Redirect { address: SocketAddr, source: std::io::Error },
 }
@@ -64,6 +66,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         None => None,
     };
     let (store, store_thread) = store::Store::open(&config.storage)?;
+    let admin = net::admin::Admin::provision(&config)?;
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
     let rooms = room::Rooms::new(config.clone(), metrics.clone(), store.clone());
@@ -76,6 +79,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         http_port,
         webtransport: quic.as_ref().map(|quic| quic.offer.clone()),
         tls,
+        admin,
     };
     // One shutdown for both edges: when it comes, the UDP side stops taking sessions while the
     // TCP side's loop has the rooms close every session (WebTransport ones too) and waits for

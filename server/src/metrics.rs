@@ -84,7 +84,11 @@ pub struct Metrics {
     /// From a tick's start until its last snapshot was written to a socket, counting writes within
     /// eight ticks (`room::fanout`).
     pub snapshot_fanout_seconds: Histogram,
+    /// Open connections by transport.
+    pub websocket_connections: Gauge,
+    pub webtransport_connections: Gauge,
     pub messages_in: Counter,
+    pub bytes_in: Counter,
     pub messages_out: Counter,
     pub bytes_out: Counter,
     /// Connections the server closed for breaking a rule (bad frames, floods, slow reads).
@@ -99,20 +103,23 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let gauges = [
-            ("easel_connections", "Open WebSocket connections", self.connections.value()),
+            ("easel_connections", "Open connections, both transports", self.connections.value()),
             ("easel_rooms", "Open rooms", self.rooms.value()),
             ("easel_players", "Players in rooms", self.players.value()),
+            ("easel_websocket_connections", "Open WebSocket connections", self.websocket_connections.value()),
+            ("easel_webtransport_connections", "Open WebTransport sessions", self.webtransport_connections.value()),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }
         let counters = [
-            ("easel_connections_total", "WebSocket connections accepted", &self.connections_total),
+            ("easel_connections_total", "Connections accepted, both transports", &self.connections_total),
             ("easel_ticks_total", "Room ticks run", &self.ticks),
             ("easel_ticks_missed_total", "Room ticks skipped because a room fell behind", &self.ticks_missed),
             ("easel_messages_in_total", "Client messages received", &self.messages_in),
             ("easel_messages_out_total", "Messages sent to clients", &self.messages_out),
             ("easel_bytes_out_total", "Payload bytes sent to clients", &self.bytes_out),
+            ("easel_bytes_in_total", "Payload bytes received from clients", &self.bytes_in),
             ("easel_closed_for_cause_total", "Connections closed for breaking a rule", &self.closed_for_cause),
             ("easel_board_ops_total", "Whiteboard ops stored and acknowledged", &self.board_ops),
             (

@@ -588,6 +588,51 @@ await test('over HTTPS the page comes by HTTP/2 with HSTS and plays over wss://'
   }
 });
 
+await test('the console: log in with the token, see a room with two players, kick one', async () => {
+  const token = 'e2e-console-token-0123456789';
+  const hosted = await startServer(0, ['--quic', 'off', '--admin-token', token]);
+  const contexts = [];
+  try {
+    const players = [];
+    for (const name of ['kim', 'lou']) {
+      const context = await browser.newContext({ viewport: { width: 800, height: 600 } });
+      contexts.push(context);
+      const page = await context.newPage();
+      await joinAs(page, hosted.url, name, 'console');
+      players.push(page);
+    }
+    const index = await (await fetch(`${hosted.url}/`)).text();
+    if (/admin/i.test(index)) throw new Error('the players\' page mentions the console');
+    const context = await browser.newContext({ viewport: { width: 1000, height: 800 } });
+    contexts.push(context);
+    const console_ = await context.newPage();
+    const response = await console_.goto(`${hosted.url}/admin`);
+    if (!(response.headers()['content-security-policy'] ?? '').includes("script-src 'self'")) throw new Error('the console has no policy');
+    await console_.fill('#token', 'not-the-token-000000000000');
+    await console_.click('#login button');
+    await waitFor('the refusal', async () => (await console_.textContent('#login-error')).includes('not this server'));
+    // From here on (the refused token's 401 is expected), any error is a bug.
+    console_.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+    await console_.fill('#token', token);
+    await console_.click('#login button');
+    const row = '#rooms tr[data-room="console"]';
+    await waitFor('the room with both players', async () => (await console_.$$(`${row} li[data-player]`)).length === 2);
+    const figures = await console_.textContent('#connections');
+    if (!figures.startsWith('2 WebSocket')) throw new Error(`connections: ${figures}`);
+    await console_.click(`${row} li:has-text("lou") button`);
+    await waitFor('lou to be closed', async () => (await state(players[1])).status !== 'joined');
+    await waitFor('the room with kim alone', async () => {
+      const names = await console_.$$eval(`${row} li span`, (items) => items.map((item) => item.textContent));
+      return names.length === 1 && names[0].startsWith('kim');
+    });
+    if ((await state(players[0])).status !== 'joined') throw new Error('kim was kicked too');
+    await console_.screenshot({ path: path.join(ARTIFACTS, 'console.png') });
+  } finally {
+    for (const context of contexts) await context.close();
+    await stopServer(hosted);
+  }
+});
+
 await test('a page falls back to the WebSocket when the server has WebTransport off', async () => {
   const plain = await startServer(0, ['--quic', 'off']);
   try {

@@ -1,7 +1,7 @@
 //! `cargo xtask dist`: builds the browser client into `dist/`, ready to be embedded into the
 //! server binary (its build script reads `dist/`) or served from a directory (`--assets-dir`).
 //!
-//! Every file but `index.html` gets its content's hash in its name (`style.3f2a….css`), and every
+//! Every file but the pages (`*.html`) gets its content's hash in its name (`style.3f2a….css`), and every
 //! reference to it is rewritten, so a browser may keep those files for a year and a new build
 //! is never mixed with an old one: only `index.html` is revalidated. Text and wasm files are
 //! stored compressed beside themselves (`.gz`, `.br`), once, here, at the highest levels,
@@ -23,8 +23,11 @@ use crate::{Profile, cargo, ensure_wasm_target, step, target_dir};
 /// presence lets the server's build script watch a directory that always exists.
 const KEPT: &str = "README.md";
 
-/// The page, served under its own name and revalidated on every load.
-const PAGE: &str = "index.html";
+/// Pages (`index.html`, the host's `admin.html`) keep their names: they are where a browser
+/// starts, and are revalidated on every load.
+fn is_page(name: &str) -> bool {
+    name.ends_with(".html")
+}
 
 /// Files smaller than this are sent as they are: compressing saves less than its headers.
 const COMPRESS_FROM_BYTES: usize = 512;
@@ -82,29 +85,29 @@ pub fn dist(root: &Path, profile: Profile) -> Result<()> {
     Ok(())
 }
 
-/// Renames every file but the page to `stem.HASH.ext`, where HASH is the first 16 hex digits of
+/// Renames every file but the pages to `stem.HASH.ext`, where HASH is the first 16 hex digits of
 /// the SHA-256 of its content after its own references were rewritten: a file is named only
 /// once everything it names has its final name.
 fn fingerprint(mut pending: BTreeMap<String, Vec<u8>>) -> Result<BTreeMap<String, Vec<u8>>> {
     let mut done = BTreeMap::new();
     let mut renamed: Vec<(String, String)> = Vec::new();
     while !pending.is_empty() {
+        // A file is ready once nothing it names is still to be renamed; pages keep their names,
+        // so naming one holds nothing up, and they go last.
+        let waits = |name: &str, content: &[u8]| {
+            is_text(name) && pending.keys().any(|other| other != name && !is_page(other) && mentions(content, other))
+        };
         let ready = pending
             .iter()
-            .find(|(name, content)| {
-                name.as_str() != PAGE
-                    // The page keeps its name: naming it holds nothing up.
-                    && !(is_text(name)
-                        && pending.keys().any(|other| other != *name && other != PAGE && mentions(content, other)))
-            })
-            .map(|(name, _)| name.clone())
-            .or_else(|| (pending.len() == 1).then(|| PAGE.to_owned()).filter(|page| pending.contains_key(page)));
+            .find(|(name, content)| !is_page(name) && !waits(name, content))
+            .or_else(|| pending.iter().find(|(name, _)| is_page(name)).filter(|_| pending.keys().all(|n| is_page(n))))
+            .map(|(name, _)| name.clone());
         let Some(name) = ready else {
             bail!("the client's files name each other in a cycle: {:?}", pending.keys().collect::<Vec<_>>());
         };
         let content = pending.remove(&name).unwrap_or_default();
         let content = if is_text(&name) { rewrite(content, &renamed)? } else { content };
-        let final_name = if name == PAGE { name.clone() } else { hashed_name(&name, &content) };
+        let final_name = if is_page(&name) { name.clone() } else { hashed_name(&name, &content) };
         renamed.push((name, final_name.clone()));
         // Longest first, so a name that contains another is replaced whole.
         renamed.sort_by_key(|(old, _)| std::cmp::Reverse(old.len()));
@@ -234,6 +237,21 @@ mod tests {
         let glue = |out: &BTreeMap<String, Vec<u8>>| out.keys().find(|n| n.starts_with("glue.")).unwrap().clone();
         assert_ne!(glue(&before), glue(&after));
         assert_ne!(before["index.html"], after["index.html"]);
+    }
+
+    #[test]
+    fn every_page_keeps_its_name_and_names_the_hashed_files() {
+        let out = fingerprint(files(&[
+            ("index.html", "boot.js style.css"),
+            ("admin.html", "admin.js style.css"),
+            ("admin.js", "fetch('/admin/api/status')"),
+            ("boot.js", "x"),
+            ("style.css", "y"),
+        ]))
+        .unwrap();
+        let admin = String::from_utf8(out["admin.html"].clone()).unwrap();
+        assert!(admin.starts_with("admin.") && admin.contains(".js style."), "{admin}");
+        assert!(out.contains_key("index.html"));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub(super) fn router(state: AppState) -> Router {
     #[cfg(feature = "autobahn-echo")]
     let router = router.route("/autobahn-echo", get(super::ws::echo::upgrade));
     router
+        .merge(super::admin::routes(state.clone()))
         .route("/{*path}", get(static_file))
         .layer(axum::middleware::map_response_with_state(state.clone(), common_headers))
         .with_state(state)
@@ -34,7 +35,7 @@ async fn static_file(State(state): State<AppState>, UrlPath(path): UrlPath<Strin
     client_file(&state, &path, &headers).await
 }
 
-async fn client_file(state: &AppState, name: &str, headers: &HeaderMap) -> Response {
+pub(super) async fn client_file(state: &AppState, name: &str, headers: &HeaderMap) -> Response {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let policy = pages::page_policy(host, state.webtransport.as_ref().map(|offer| offer.port));
     pages::serve(&state.config.pages, name, headers, &policy).await
@@ -67,7 +68,18 @@ async fn ready(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
-    (headers, state.metrics.render()).into_response()
+    let mut text = state.metrics.render();
+    // The process's figures, as the console shows them.
+    let process = super::admin::ProcessFigures::read();
+    let figures = [
+        ("process_cpu_seconds_total", "counter", "CPU time used by the server", process.cpu_seconds),
+        ("process_resident_memory_bytes", "gauge", "Resident memory", process.rss_bytes as f64),
+        ("easel_uptime_seconds", "gauge", "Time since the server started", state.admin.uptime().as_secs_f64()),
+    ];
+    for (name, kind, help, value) in figures {
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+    }
+    (headers, text).into_response()
 }
 
 /// `GET /webtransport`: the session URL on the host the page was served from, and the hashes of

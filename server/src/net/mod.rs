@@ -2,6 +2,7 @@
 //! WebSocket upgrade on one TCP port, and WebTransport (`quic`) on the UDP port of the same
 //! number.
 
+pub mod admin;
 mod http;
 pub mod origin;
 mod pages;
@@ -56,6 +57,8 @@ pub(crate) struct AppState {
     pub webtransport: Option<quic::Offer>,
     /// HTTPS on the TCP port, when the host gave a certificate.
     pub tls: Option<tls::Tls>,
+    /// The host's console.
+    pub admin: Arc<admin::Admin>,
 }
 
 /// Counts live sessions (WebSocket and WebTransport), for the connection limit and so that
@@ -108,7 +111,9 @@ pub(crate) async fn serve(listener: TcpListener, state: AppState, shutdown: impl
     let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
         let (stream, peer) = tokio::select! {
-            _ = &mut shutdown, if drain_until.is_none() => {
+            // A stop asked for by signal, or from the host's console.
+            () = async { tokio::select! { () = &mut shutdown => {}, () = state.admin.stop.notified() => {} } },
+                if drain_until.is_none() => {
                 let timeout = state.config.drain_timeout;
                 if timeout.is_zero() {
                     break;

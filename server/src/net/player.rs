@@ -109,6 +109,7 @@ impl Player {
     /// message to send back to it at once: a reply, or the `Welcome`.
     pub async fn handle_binary(&mut self, now: Instant, bytes: &[u8]) -> Result<Option<Bytes>, CloseReason> {
         self.state.metrics.messages_in.inc();
+        self.state.metrics.bytes_in.add(bytes.len() as u64);
         let Some(event) = self.session.handle_binary(now, bytes)? else { return Ok(None) };
         let delivery = &self.reach.delivery;
         match event {

@@ -115,7 +115,33 @@ pub(crate) enum Control {
     },
     /// Tell every member this (`ServerMsg::Notice`).
     Notice(String),
+    /// The host's console asks what the room holds.
+    Report(oneshot::Sender<RoomReport>),
+    /// The host removes a player: its connection closes with `reason`, and the player leaves.
+    Kick {
+        player: u32,
+        reason: CloseReason,
+    },
+    /// The host closes the room: everyone is told `notice`, then closed with `reason`.
+    Close {
+        notice: String,
+        reason: CloseReason,
+    },
     Shutdown,
+}
+
+/// What a room holds, for the host's console.
+#[derive(Debug, Clone)]
+pub struct RoomReport {
+    pub name: String,
+    /// Players by id and name (a player waiting for a resume included).
+    pub players: Vec<(u32, String)>,
+    pub board_strokes: usize,
+    /// Tick duration over the last ticks, in milliseconds.
+    pub tick_p50_ms: f64,
+    pub tick_p99_ms: f64,
+    /// Ticks skipped since the room opened because it fell behind.
+    pub missed_ticks: u64,
 }
 
 /// Gameplay and board traffic: frequent, bounded.

@@ -11,7 +11,7 @@ use easel_protocol::rng::Mulberry32;
 use tokio::sync::{mpsc, oneshot};
 
 use super::task::run_room;
-use super::{Control, Ending, Joined, MemberLink, Play};
+use super::{Control, Ending, Joined, MemberLink, Play, RoomReport};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::session::CloseReason;
@@ -133,6 +133,38 @@ impl Rooms {
         for handle in self.lock().values() {
             let _ = handle.control.send(Control::Notice(notice.to_owned()));
         }
+    }
+
+    /// Tells everyone playing `text`, from the server (the host's broadcast).
+    pub fn broadcast(&self, text: &str) {
+        for handle in self.lock().values() {
+            let _ = handle.control.send(Control::Notice(text.to_owned()));
+        }
+    }
+
+    /// What every room holds, by name (rooms that do not answer within a second are left out).
+    pub async fn reports(&self) -> Vec<RoomReport> {
+        let asked: Vec<oneshot::Receiver<RoomReport>> = self
+            .lock()
+            .values()
+            .filter_map(|handle| {
+                let (reply, answer) = oneshot::channel();
+                handle.control.send(Control::Report(reply)).ok().map(|()| answer)
+            })
+            .collect();
+        let mut reports = Vec::new();
+        for answer in asked {
+            if let Ok(Ok(report)) = tokio::time::timeout(std::time::Duration::from_secs(1), answer).await {
+                reports.push(report);
+            }
+        }
+        reports.sort_by(|a, b| a.name.cmp(&b.name));
+        reports
+    }
+
+    /// Sends room `room` a command of the host's; false when there is no such room.
+    pub(crate) fn command(&self, room: &str, command: Control) -> bool {
+        self.lock().get(room).is_some_and(|handle| handle.control.send(command).is_ok())
     }
 
     /// Tells every room to disconnect its members with "going away" and close.

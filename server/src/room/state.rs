@@ -520,6 +520,22 @@ impl Room {
         self.board.compact_now();
     }
 
+    /// The players (id, name) in the room.
+    pub fn players(&self) -> Vec<(u32, String)> {
+        self.members.iter().map(|(id, member)| (*id, member.info.name.clone())).collect()
+    }
+
+    /// Closes `player_id`'s connection with `reason` and lets the player go (the host's kick).
+    /// Whether it was here.
+    pub fn remove(&mut self, now: Instant, player_id: u32, reason: CloseReason) -> bool {
+        if !self.members.contains_key(&player_id) {
+            return false;
+        }
+        self.kick(player_id, reason);
+        self.leave(now, player_id);
+        true
+    }
+
     /// Orbs on the field and strokes on the board, for the log.
     pub fn contents(&mut self) -> (usize, usize) {
         (self.sim.orbs().len(), self.board.len())

@@ -13,7 +13,7 @@ use tokio::time::MissedTickBehavior;
 use super::board::RoomBoard;
 use super::handoff::Handover;
 use super::state::Room;
-use super::{Control, Play, Rooms};
+use super::{Control, Play, RoomReport, Rooms};
 use crate::session::CloseReason;
 
 /// How long a closing room waits for the store to commit what it was handed.
@@ -51,6 +51,8 @@ pub(super) async fn run_room(
     // clients several snapshots at once, which looks worse than one late one.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut last_tick = Instant::now();
+    let mut recent_ticks = RecentTicks::default();
+    let mut missed_ticks = 0_u64;
     loop {
         tokio::select! {
             biased;
@@ -63,6 +65,24 @@ pub(super) async fn run_room(
                     room.connection_ended(Instant::now(), player, connection, ending);
                 }
                 Some(Control::Notice(text)) => room.notify_everyone(Instant::now(), text),
+                Some(Control::Report(reply)) => {
+                    let (p50, p99) = recent_ticks.percentiles();
+                    let _ = reply.send(RoomReport {
+                        name: name.clone(),
+                        players: room.players(),
+                        board_strokes: room.contents().1,
+                        tick_p50_ms: p50,
+                        tick_p99_ms: p99,
+                        missed_ticks,
+                    });
+                }
+                Some(Control::Kick { player, reason }) => {
+                    room.remove(Instant::now(), player, reason);
+                }
+                Some(Control::Close { notice, reason }) => {
+                    room.notify_everyone(Instant::now(), notice);
+                    room.close_everyone(&reason);
+                }
                 Some(Control::Shutdown) | None => {
                     room.close_everyone(&CloseReason::new(close::GOING_AWAY, "server shutting down"));
                     break;
@@ -76,10 +96,13 @@ pub(super) async fn run_room(
                 let late_ticks = (now.duration_since(last_tick).as_secs_f32() / period.as_secs_f32()) as u64;
                 if late_ticks >= 2 {
                     rooms.metrics().ticks_missed.add(late_ticks - 1);
+                    missed_ticks += late_ticks - 1;
                 }
                 last_tick = now;
                 room.tick(now);
-                rooms.metrics().tick_seconds.observe(now.elapsed().as_micros() as u64);
+                let took = now.elapsed().as_micros() as u64;
+                rooms.metrics().tick_seconds.observe(took);
+                recent_ticks.push(took);
             }
         }
         if room.is_idle() && rooms.close_if_idle(&name, room_id, &control) {
@@ -115,5 +138,51 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The durations of a room's last `RecentTicks::KEPT` ticks, for the host's console.
+#[derive(Default)]
+struct RecentTicks {
+    micros: std::collections::VecDeque<u64>,
+}
+
+impl RecentTicks {
+    /// Ten seconds at 30 Hz.
+    const KEPT: usize = 300;
+
+    fn push(&mut self, micros: u64) {
+        if self.micros.len() == Self::KEPT {
+            self.micros.pop_front();
+        }
+        self.micros.push_back(micros);
+    }
+
+    /// The median and 99th percentile, in milliseconds (0 before the first tick).
+    fn percentiles(&self) -> (f64, f64) {
+        let mut sorted: Vec<u64> = self.micros.iter().copied().collect();
+        sorted.sort_unstable();
+        let at = |q: f64| {
+            sorted
+                .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
+                .map_or(0.0, |m| *m as f64 / 1000.0)
+        };
+        (at(0.5), at(0.99))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecentTicks;
+
+    #[test]
+    fn recent_ticks_keep_the_last_ten_seconds_and_give_their_percentiles() {
+        let mut ticks = RecentTicks::default();
+        assert_eq!(ticks.percentiles(), (0.0, 0.0));
+        for micros in 1..=1000 {
+            ticks.push(micros);
+        }
+        // Only the last 300 (701..=1000) are kept.
+        assert_eq!(ticks.percentiles(), (0.851, 0.998));
     }
 }

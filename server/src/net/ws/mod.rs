@@ -131,9 +131,11 @@ where
         // The client may have sent its first frames with the handshake.
         let socket = WebSocketStream::from_partially_read(io, read_buf.to_vec(), Role::Server, Some(config)).await;
         state.metrics.connections.inc();
+        state.metrics.websocket_connections.inc();
         state.metrics.connections_total.inc();
         serve(socket, writer, state.clone(), id).await;
         state.metrics.connections.dec();
+        state.metrics.websocket_connections.dec();
         drop(guard);
     };
     tokio::spawn(connection.instrument(span));
