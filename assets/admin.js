@@ -60,12 +60,20 @@ async function act(path, body, what) {
   }
 }
 
-function renderRooms(rooms) {
+// KB/s in and out of `room` since the previous status, or '…' for the first.
+function roomRate(room, seconds) {
+  const before = previous?.status.rooms.find((r) => r.name === room.name);
+  if (!before || !seconds) return '…';
+  const rate = (now, then) => ((now - then) / seconds / 1024).toFixed(1);
+  return `${rate(room.bytes_in_total, before.bytes_in_total)} / ${rate(room.bytes_out_total, before.bytes_out_total)}`;
+}
+
+function renderRooms(rooms, seconds) {
   const body = $('rooms');
   body.replaceChildren();
   if (rooms.length === 0) {
     const empty = element('tr');
-    empty.append(element('td', 'No room is open.', { colspan: '6' }));
+    empty.append(element('td', 'No room is open.', { colspan: '7' }));
     body.append(empty);
   }
   for (const room of rooms) {
@@ -88,6 +96,7 @@ function renderRooms(rooms) {
     row.append(element('td', `${room.board_strokes} strokes`));
     row.append(element('td', `${room.tick_p50_ms.toFixed(2)} / ${room.tick_p99_ms.toFixed(2)}`));
     row.append(element('td', String(room.missed_ticks)));
+    row.append(element('td', roomRate(room, seconds)));
     const close = element('form');
     const message = element('input', undefined, { placeholder: 'Why it closes', maxlength: '500', required: '' });
     close.append(message, element('button', 'Close room', { type: 'submit', class: 'small danger' }));
@@ -136,6 +145,7 @@ async function refresh() {
     history.push({ players, kbOut: outRate });
     if (history.length > HISTORY) history.shift();
   }
+  renderRooms(status.rooms, previous ? (now - previous.at) / 1000 : 0);
   previous = { at: now, status };
   $('uptime').textContent = duration(status.uptime_s);
   $('cpu').textContent = cpu || '…';
@@ -143,7 +153,6 @@ async function refresh() {
   $('connections').textContent = `${status.connections.websocket} WebSocket, ${status.connections.webtransport} WebTransport`;
   $('traffic').textContent = traffic || '…';
   $('state').textContent = status.draining ? 'draining' : 'taking players';
-  renderRooms(status.rooms);
   drawChart();
   document.body.dataset.state = 'console';
 }

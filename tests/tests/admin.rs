@@ -97,6 +97,7 @@ async fn the_status_shows_each_room_its_players_and_the_servers_figures() {
     assert_eq!(lobby["board_strokes"], 0);
     assert!(lobby["tick_p99_ms"].as_f64().is_some_and(|ms| ms >= lobby["tick_p50_ms"].as_f64().unwrap()));
     assert_eq!(lobby["missed_ticks"].as_u64(), Some(0));
+    assert!(lobby["bytes_in_total"].as_u64().is_some() && lobby["bytes_out_total"].as_u64().is_some_and(|b| b > 0));
     assert_eq!(status["connections"]["websocket"], 2);
     assert_eq!(status["connections"]["webtransport"], 0);
     assert!(status["rss_bytes"].as_u64().is_some_and(|bytes| bytes > 0), "{status}");

@@ -5,7 +5,7 @@
 //!
 //! `GET /admin/api/status`: the process (uptime, CPU, memory), connections by transport, bytes
 //! and messages in and out, and each room (players, board size, tick time p50/p99, missed
-//! ticks). Actions, each logged with the caller's address: `POST /admin/api/broadcast`
+//! ticks, bytes in and out). Actions, each logged with the caller's address: `POST /admin/api/broadcast`
 //! `{"text"}`, `POST /admin/api/drain`, `POST /admin/api/rooms/{room}/close` `{"message"}`,
 //! `POST /admin/api/rooms/{room}/players/{id}/kick` `{"reason"}`.
 
@@ -161,6 +161,8 @@ async fn status(State(state): State<AppState>) -> Response {
                 "tick_p50_ms": room.tick_p50_ms,
                 "tick_p99_ms": room.tick_p99_ms,
                 "missed_ticks": room.missed_ticks,
+                "bytes_in_total": room.bytes_in,
+                "bytes_out_total": room.bytes_out,
             })
         })
         .collect();

@@ -16,7 +16,7 @@ use tracing::field::Empty;
 
 use super::AppState;
 use crate::room::fanout::Fanout;
-use crate::room::{Delivery, DirectWrite, EncodedSnapshot, Ending, Joined, MemberLink, RoomHandle};
+use crate::room::{Delivery, DirectWrite, EncodedSnapshot, Ending, Joined, MemberLink, RoomHandle, Traffic};
 use crate::session::{CloseReason, Session, SessionEvent};
 use crate::sim::TickInput;
 
@@ -53,6 +53,8 @@ pub(super) struct Membership {
     pub snapshots: watch::Receiver<EncodedSnapshot>,
     pub kick: oneshot::Receiver<CloseReason>,
     pub fanout: Arc<Fanout>,
+    /// The room's byte counts.
+    traffic: Arc<Traffic>,
 }
 
 /// A joined connection's kick, reliable messages and snapshots, borrowed at once.
@@ -110,6 +112,9 @@ impl Player {
     pub async fn handle_binary(&mut self, now: Instant, bytes: &[u8]) -> Result<Option<Bytes>, CloseReason> {
         self.state.metrics.messages_in.inc();
         self.state.metrics.bytes_in.add(bytes.len() as u64);
+        if let Some(m) = &self.membership {
+            m.traffic.received(bytes.len() as u64);
+        }
         let Some(event) = self.session.handle_binary(now, bytes)? else { return Ok(None) };
         let delivery = &self.reach.delivery;
         match event {
@@ -201,8 +206,18 @@ impl Player {
             snapshots: joined.snapshots,
             kick,
             fanout: joined.fanout,
+            traffic: joined.traffic,
         });
         Ok(joined.welcome)
+    }
+
+    /// Counts `messages` sent to the client, `bytes` of payload, for the server and the room.
+    pub fn count_sent(&self, messages: u64, bytes: u64) {
+        self.state.metrics.messages_out.add(messages);
+        self.state.metrics.bytes_out.add(bytes);
+        if let Some(m) = &self.membership {
+            m.traffic.sent(bytes);
+        }
     }
 
     /// The connection ended: the room keeps the player for a resume, or lets it go.

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
 use super::EncodedSnapshot;
+use super::Traffic;
 use super::fanout::Fanout;
 
 /// A connection's socket, which the hand-over writes a snapshot to at once when nothing else is
@@ -38,7 +39,7 @@ pub(crate) struct Handoff {
 }
 
 impl Handoff {
-    fn deliver(self, fanout: &Fanout) {
+    fn deliver(self, fanout: &Fanout, traffic: &Traffic) {
         let Handoff { snapshots, snapshot, report, socket } = self;
         let mut queue = || {
             if let Some((messages, report)) = &report {
@@ -56,12 +57,13 @@ impl Handoff {
         };
         if written {
             fanout.written(snapshot.tick);
+            traffic.sent((report.as_ref().map_or(0, |(_, report)| report.len()) + snapshot.bytes.len()) as u64);
         }
     }
 }
 
-/// A tick's hand-overs, in order, and the room's fan-out timer.
-type Batch = (Vec<Handoff>, Arc<Fanout>);
+/// A tick's hand-overs, in order, the room's fan-out timer and its traffic counts.
+type Batch = (Vec<Handoff>, Arc<Fanout>, Arc<Traffic>);
 
 /// Where a room hands its ticks' snapshots over.
 #[derive(Clone)]
@@ -84,27 +86,27 @@ impl Handover {
     }
 
     /// Hands `batch` over in its order.
-    pub fn hand_over(&self, batch: Vec<Handoff>, fanout: &Arc<Fanout>) {
+    pub fn hand_over(&self, batch: Vec<Handoff>, fanout: &Arc<Fanout>, traffic: &Arc<Traffic>) {
         let batch = match self {
-            Handover::Thread(thread) => match thread.send((batch, Arc::clone(fanout))) {
+            Handover::Thread(thread) => match thread.send((batch, Arc::clone(fanout), Arc::clone(traffic))) {
                 Ok(()) => return,
-                Err(std_mpsc::SendError((batch, _))) => batch,
+                Err(std_mpsc::SendError((batch, _, _))) => batch,
             },
             Handover::Inline => batch,
         };
-        deliver_all(batch, fanout);
+        deliver_all(batch, fanout, traffic);
     }
 }
 
-fn deliver_all(batch: Vec<Handoff>, fanout: &Fanout) {
-    batch.into_iter().for_each(|handoff| handoff.deliver(fanout));
+fn deliver_all(batch: Vec<Handoff>, fanout: &Fanout, traffic: &Traffic) {
+    batch.into_iter().for_each(|handoff| handoff.deliver(fanout, traffic));
 }
 
 fn start() -> Option<std_mpsc::Sender<Batch>> {
     let (sender, batches) = std_mpsc::channel::<Batch>();
     let spawned = std::thread::Builder::new().name("snapshot hand-over".to_owned()).spawn(move || {
-        for (batch, fanout) in batches {
-            deliver_all(batch, &fanout);
+        for (batch, fanout, traffic) in batches {
+            deliver_all(batch, &fanout, &traffic);
         }
     });
     match spawned {

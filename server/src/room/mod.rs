@@ -81,6 +81,8 @@ pub struct Joined {
     pub resumed: bool,
     /// Where the connection marks each snapshot it writes, to time the room's fan-out.
     pub fanout: Arc<Fanout>,
+    /// Where the connection counts the room's bytes.
+    pub traffic: Arc<Traffic>,
 }
 
 /// One member's snapshot of a tick, encoded.
@@ -130,6 +132,30 @@ pub(crate) enum Control {
     Shutdown,
 }
 
+/// Bytes a room's members sent and were sent (payloads, as `Metrics` counts them), for the
+/// host's console: the room's own share of the server's traffic.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    bytes_in: std::sync::atomic::AtomicU64,
+    bytes_out: std::sync::atomic::AtomicU64,
+}
+
+impl Traffic {
+    pub fn received(&self, bytes: u64) {
+        self.bytes_in.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn sent(&self, bytes: u64) {
+        self.bytes_out.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// (in, out) so far.
+    pub fn totals(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.bytes_in.load(Relaxed), self.bytes_out.load(Relaxed))
+    }
+}
+
 /// What a room holds, for the host's console.
 #[derive(Debug, Clone)]
 pub struct RoomReport {
@@ -142,6 +168,9 @@ pub struct RoomReport {
     pub tick_p99_ms: f64,
     /// Ticks skipped since the room opened because it fell behind.
     pub missed_ticks: u64,
+    /// Payload bytes from and to its members since it opened.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 /// Gameplay and board traffic: frequent, bounded.

@@ -65,6 +65,7 @@ pub(crate) struct Room {
     /// clients see that it stopped, then nothing until something moves again.
     moving: bool,
     fanout: Arc<Fanout>,
+    traffic: Arc<super::Traffic>,
     /// Where each tick's snapshots go to the connections.
     handover: Handover,
     config: Arc<Config>,
@@ -84,6 +85,7 @@ impl Room {
             cell_views: CellViews::new(),
             moving: false,
             fanout: Arc::default(),
+            traffic: Arc::default(),
             handover,
             config,
             metrics,
@@ -193,6 +195,7 @@ impl Room {
             snapshots,
             resumed,
             fanout: Arc::clone(&self.fanout),
+            traffic: Arc::clone(&self.traffic),
         }
     }
 
@@ -412,7 +415,7 @@ impl Room {
                 });
             }
         }
-        self.handover.hand_over(batch, &self.fanout);
+        self.handover.hand_over(batch, &self.fanout, &self.traffic);
         self.metrics.snapshot_encodings.add(encodings.count);
         self.cell_views = frame.into_views();
     }
@@ -518,6 +521,11 @@ impl Room {
     /// Stores the board as one snapshot if ops were logged since the last (the room is closing).
     pub fn compact_board(&mut self) {
         self.board.compact_now();
+    }
+
+    /// The bytes its members sent and were sent so far.
+    pub fn traffic(&self) -> (u64, u64) {
+        self.traffic.totals()
     }
 
     /// The players (id, name) in the room.

@@ -67,6 +67,7 @@ pub(super) async fn run_room(
                 Some(Control::Notice(text)) => room.notify_everyone(Instant::now(), text),
                 Some(Control::Report(reply)) => {
                     let (p50, p99) = recent_ticks.percentiles();
+                    let (bytes_in, bytes_out) = room.traffic();
                     let _ = reply.send(RoomReport {
                         name: name.clone(),
                         players: room.players(),
@@ -74,6 +75,8 @@ pub(super) async fn run_room(
                         tick_p50_ms: p50,
                         tick_p99_ms: p99,
                         missed_ticks,
+                        bytes_in,
+                        bytes_out,
                     });
                 }
                 Some(Control::Kick { player, reason }) => {

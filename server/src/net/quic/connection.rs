@@ -240,8 +240,7 @@ impl Session {
     async fn write(&mut self, stream: &mut Stream, bytes: &[u8], messages: u64) -> Result<(), CloseReason> {
         match tokio::time::timeout(self.state.config.limits.write_timeout, stream.send.write_all(bytes)).await {
             Ok(Ok(())) => {
-                self.state.metrics.messages_out.add(messages);
-                self.state.metrics.bytes_out.add(bytes.len() as u64);
+                self.player.count_sent(messages, bytes.len() as u64);
                 Ok(())
             }
             Ok(Err(_)) => Err(CloseReason::new(close::GOING_AWAY, "connection lost")),

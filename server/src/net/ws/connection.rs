@@ -138,8 +138,7 @@ impl Connection {
             socket.flush().await
         };
         within_write_timeout(&self.state, write).await?;
-        self.state.metrics.messages_out.add(count);
-        self.state.metrics.bytes_out.add(bytes);
+        self.player.count_sent(count, bytes);
         if let Some(tick) = snapshot_tick
             && let Some(m) = self.player.membership()
         {
@@ -153,8 +152,7 @@ impl Connection {
     async fn send(&mut self, message: Bytes) -> Result<(), CloseReason> {
         let len = message.len() as u64;
         within_write_timeout(&self.state, self.socket.send(Message::Binary(message))).await?;
-        self.state.metrics.messages_out.inc();
-        self.state.metrics.bytes_out.add(len);
+        self.player.count_sent(1, len);
         self.settle();
         Ok(())
     }
