@@ -172,7 +172,8 @@ pub async fn run(config: WhiteboardConfig, mut milestone: impl FnMut(Milestone))
     }
     milestone(Milestone::Joined);
 
-    // Phase 2: writing, then convergence on the exact expected board.
+    // Phase 2: writing, then convergence on the exact expected board (timed at the arrival of
+    // what completed each client's board; see `last_board_message`).
     let t_start = Instant::now() + Duration::from_millis(200);
     let _ = start_tx.send(Some(t_start));
     milestone(Milestone::WindowStart);
@@ -362,6 +363,10 @@ async fn client_task(
     let mut reached_generation: Option<(usize, [u8; 32])> = None;
     let mut next_due: Option<Instant> = None;
     let mut received: Vec<(StrokeId, Instant)> = Vec::new();
+    // When the last message that changed this client's board arrived: once the board is found
+    // to be the expected one, that is when it got there (finding out costs a digest of the
+    // whole board, which is the load generator's time, not the server's).
+    let mut last_board_message: Option<Instant> = None;
     let rate_per_writer = OPS_PER_SECOND / w as f64;
     loop {
         let due = next_due;
@@ -383,7 +388,11 @@ async fn client_task(
                 if let ServerMsg::BoardOp(BoardOp::Add { stroke, .. }) = &msg {
                     received.push((stroke.id, Instant::now()));
                 }
+                let changes_board = matches!(msg, ServerMsg::BoardOp(_) | ServerMsg::BoardChunk { .. });
                 let _ = core.handle(now_ms(), msg);
+                if changes_board {
+                    last_board_message = Some(Instant::now());
+                }
                 if !counted_sync && core.whiteboard().is_synced() {
                     counted_sync = true;
                     shared.synced.fetch_add(1, Ordering::AcqRel);
@@ -440,9 +449,9 @@ async fn client_task(
         {
             reached_generation = wanted;
             lock(&shared.adds_received).append(&mut received);
-            let now = Instant::now();
+            let reached = last_board_message.unwrap_or_else(Instant::now);
             let mut last = shared.last_reached.lock().await;
-            *last = Some(last.map_or(now, |t| t.max(now)));
+            *last = Some(last.map_or(reached, |t| t.max(reached)));
             shared.reached.fetch_add(1, Ordering::AcqRel);
         }
     }
