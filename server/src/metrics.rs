@@ -72,7 +72,6 @@ impl Histogram {
 
 #[derive(Debug, Default)]
 pub struct Metrics {
-    pub connections: Gauge,
     pub connections_total: Counter,
     pub rooms: Gauge,
     pub players: Gauge,
@@ -103,7 +102,11 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let gauges = [
-            ("easel_connections", "Open connections, both transports", self.connections.value()),
+            (
+                "easel_connections",
+                "Open connections, both transports",
+                self.websocket_connections.value() + self.webtransport_connections.value(),
+            ),
             ("easel_rooms", "Open rooms", self.rooms.value()),
             ("easel_players", "Players in rooms", self.players.value()),
             ("easel_websocket_connections", "Open WebSocket connections", self.websocket_connections.value()),

@@ -147,8 +147,7 @@ fn update(out: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<()> {
     std::fs::create_dir_all(out)?;
     let mut wanted = vec![KEPT.to_owned()];
     for (name, content) in files {
-        let unchanged = std::fs::read(out.join(name)).is_ok_and(|old| old == *content);
-        write_if_changed(&out.join(name), content)?;
+        let unchanged = !write_if_changed(&out.join(name), content)?;
         wanted.push(name.clone());
         if content.len() < COMPRESS_FROM_BYTES || !(is_text(name) || name.ends_with(".wasm")) {
             continue;
@@ -180,11 +179,13 @@ fn update(out: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<()> {
     Ok(())
 }
 
-fn write_if_changed(path: &Path, content: &[u8]) -> Result<()> {
+/// Writes `content` unless `path` holds it already; returns whether it wrote.
+fn write_if_changed(path: &Path, content: &[u8]) -> Result<bool> {
     if std::fs::read(path).is_ok_and(|old| old == content) {
-        return Ok(());
+        return Ok(false);
     }
-    std::fs::write(path, content).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(path, content).with_context(|| format!("writing {}", path.display()))?;
+    Ok(true)
 }
 
 fn gzip(content: &[u8]) -> Result<Vec<u8>> {

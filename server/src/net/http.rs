@@ -36,9 +36,7 @@ async fn static_file(State(state): State<AppState>, UrlPath(path): UrlPath<Strin
 }
 
 pub(super) async fn client_file(state: &AppState, name: &str, headers: &HeaderMap) -> Response {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let policy = pages::page_policy(host, state.webtransport.as_ref().map(|offer| offer.port));
-    pages::serve(&state.config.pages, name, headers, &policy).await
+    pages::serve(&state.config.pages, name, headers, state.webtransport.as_ref().map(|offer| offer.port)).await
 }
 
 /// Headers every response carries: no type sniffing (a file is what its type says), no

@@ -71,8 +71,8 @@ pub fn embedded_client() -> bool {
 }
 
 /// The response for the client file `name`: the file, 304 when the browser's copy is current,
-/// or 404. `page_policy` is the Content-Security-Policy the page gets.
-pub(super) async fn serve(pages: &Pages, name: &str, request: &HeaderMap, page_policy: &str) -> Response {
+/// or 404. A page gets its Content-Security-Policy, which names WebTransport's `webtransport_port`.
+pub(super) async fn serve(pages: &Pages, name: &str, request: &HeaderMap, webtransport_port: Option<u16>) -> Response {
     let read;
     let file = match pages {
         Pages::Embedded if EMBEDDED.is_empty() => {
@@ -90,7 +90,7 @@ pub(super) async fn serve(pages: &Pages, name: &str, request: &HeaderMap, page_p
         }
     };
     match file {
-        Some(file) => respond(file, request, page_policy),
+        Some(file) => respond(file, request, webtransport_port),
         None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
     }
 }
@@ -117,7 +117,7 @@ async fn read_from(dir: &Path, name: &str) -> Option<File> {
     })
 }
 
-fn respond(file: &File, request: &HeaderMap, page_policy: &str) -> Response {
+fn respond(file: &File, request: &HeaderMap, webtransport_port: Option<u16>) -> Response {
     let accepted = request.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("");
     let encoding = negotiate(accepted, file.gzip.is_some(), file.brotli.is_some());
     let (body, tag) = match encoding {
@@ -152,10 +152,11 @@ fn respond(file: &File, request: &HeaderMap, page_policy: &str) -> Response {
             headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
         }
     }
-    if content_type.starts_with("text/html")
-        && let Ok(policy) = HeaderValue::from_str(page_policy)
-    {
-        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    if content_type.starts_with("text/html") {
+        let host = request.get(header::HOST).and_then(|h| h.to_str().ok());
+        if let Ok(policy) = HeaderValue::from_str(&page_policy(host, webtransport_port)) {
+            headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+        }
     }
     (headers, body.clone()).into_response()
 }
@@ -234,7 +235,7 @@ fn content_type(name: &str) -> &'static str {
 /// styles and images, and connections to this server: the page itself, the WebSocket on `host`
 /// (the request's `Host`, as the browser reached the server) and WebTransport on
 /// `webtransport_port`. No frames, no plugins, no base or form elsewhere.
-pub(super) fn page_policy(host: Option<&str>, webtransport_port: Option<u16>) -> String {
+fn page_policy(host: Option<&str>, webtransport_port: Option<u16>) -> String {
     let mut connect = String::from("'self'");
     // The Host header is the client's word: only a plain host[:port] goes into the header.
     if let Some(host) = host.filter(|h| super::origin::plain_host(h)) {

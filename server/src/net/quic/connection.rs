@@ -50,11 +50,9 @@ async fn accept_as(incoming: IncomingSession, state: AppState, id: u64) {
     }
     let Ok(Ok(connection)) = tokio::time::timeout(handshake, request.accept()).await else { return };
     let guard = state.sessions.enter();
-    state.metrics.connections.inc();
     state.metrics.webtransport_connections.inc();
     state.metrics.connections_total.inc();
     Session::new(connection, state.clone(), id).run().await;
-    state.metrics.connections.dec();
     state.metrics.webtransport_connections.dec();
     drop(guard);
 }

@@ -130,11 +130,9 @@ where
             .read_buffer_size(READ_BUFFER);
         // The client may have sent its first frames with the handshake.
         let socket = WebSocketStream::from_partially_read(io, read_buf.to_vec(), Role::Server, Some(config)).await;
-        state.metrics.connections.inc();
         state.metrics.websocket_connections.inc();
         state.metrics.connections_total.inc();
         serve(socket, writer, state.clone(), id).await;
-        state.metrics.connections.dec();
         state.metrics.websocket_connections.dec();
         drop(guard);
     };
