@@ -1,7 +1,8 @@
 //! Build orchestration for Easel: `cargo xtask dist | run | test | lint`.
 //!
 //! `test` is the one command CI and newcomers run: it installs what a fresh machine lacks (the
-//! wasm32 target, Debian's chromium, npm's playwright-core), then runs every test layer.
+//! wasm32 target, Debian's chromium and postgresql, npm's playwright-core), then runs every test
+//! layer.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -114,6 +115,7 @@ fn run(root: &Path, serve_flags: &[String]) -> Result<()> {
 fn test(root: &Path) -> Result<()> {
     ensure_wasm_target()?;
     ensure_chromium()?;
+    ensure_postgres()?;
     ensure_playwright(root)?;
     lint()?;
     step("Rust tests (unit, property, integration)");
@@ -255,6 +257,19 @@ fn ensure_chromium() -> Result<()> {
     }
     step("installing Debian's chromium (apt-get)");
     apt::install(&["chromium"])
+}
+
+/// PostgreSQL's server programs, for the cluster's tests (which start private servers of their
+/// own: nothing is started here).
+fn ensure_postgres() -> Result<()> {
+    let installed = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|versions| versions.flatten().any(|v| v.path().join("bin").join("postgres").exists()))
+        .unwrap_or(false);
+    if installed {
+        return Ok(());
+    }
+    step("installing Debian's postgresql (apt-get)");
+    apt::install(&["postgresql"])
 }
 
 fn ensure_playwright(root: &Path) -> Result<()> {

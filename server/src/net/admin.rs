@@ -61,7 +61,8 @@ impl Admin {
         let token = match (&config.admin_token, &config.storage) {
             (Some(token), _) => token.clone(),
             (None, Location::Directory(dir)) => stored_token(dir)?,
-            (None, Location::Memory) => {
+            // A cluster's nodes have no data directory of their own: give them --admin-token.
+            (None, Location::Memory | Location::Postgres(_)) => {
                 let token = new_token()?;
                 tracing::warn!("admin console token (not stored; shown only now): {token}");
                 token

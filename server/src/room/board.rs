@@ -21,7 +21,7 @@ use easel_protocol::{DecodeError, ServerMsg, encode};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::store::{Committed, Store, StoreError, StoredBoard};
+use crate::store::{Committed, Fence, Store, StoreError, StoredBoard};
 
 /// Ops logged after the last snapshot before the room writes a new one: keeps the log (and the
 /// load time) bounded on long-lived boards.
@@ -77,6 +77,8 @@ pub(super) struct RoomBoard {
     room: String,
     board: Board,
     store: Store,
+    /// The lease every commit is fenced on, in a cluster.
+    fence: Option<Fence>,
     commits: mpsc::UnboundedSender<Committed>,
     queue: VecDeque<Entry>,
     next_seq: u64,
@@ -92,11 +94,13 @@ pub(super) struct RoomBoard {
 }
 
 impl RoomBoard {
-    /// The board `stored` holds; its commits go to `store` and their answers to `commits`.
+    /// The board `stored` holds; its commits go to `store` (fenced on `fence`) and their
+    /// answers to `commits`.
     pub fn new(
         room: &str,
         stored: &StoredBoard,
         store: Store,
+        fence: Option<Fence>,
         commits: mpsc::UnboundedSender<Committed>,
         config: &Config,
     ) -> Result<Self, LoadError> {
@@ -111,6 +115,7 @@ impl RoomBoard {
             room: room.to_owned(),
             board,
             store,
+            fence,
             commits,
             queue: VecDeque::new(),
             next_seq: stored.last_seq + 1,
@@ -175,7 +180,7 @@ impl RoomBoard {
             entry.state = State::Waiting;
         }
         if let Some(first_seq) = first_seq {
-            self.store.commit(&self.room, first_seq, ops, &self.commits);
+            self.store.commit(&self.room, first_seq, ops, self.fence, &self.commits);
         }
     }
 
@@ -223,7 +228,7 @@ impl RoomBoard {
         for entry in self.queue.iter_mut().filter(|e| e.state == State::Failed) {
             if let Some((seq, bytes)) = &entry.write {
                 entry.state = State::Waiting;
-                self.store.commit(&self.room, *seq, vec![bytes.clone()], &self.commits);
+                self.store.commit(&self.room, *seq, vec![bytes.clone()], self.fence, &self.commits);
             }
         }
     }
@@ -237,7 +242,7 @@ impl RoomBoard {
 
     pub fn compact_now(&mut self) {
         if self.ops_since_snapshot > 0 && self.queue.is_empty() {
-            self.store.compact(&self.room, self.board.encode(), self.next_seq - 1);
+            self.store.compact(&self.room, self.board.encode(), self.next_seq - 1, self.fence);
             self.ops_since_snapshot = 0;
         }
     }

@@ -30,7 +30,7 @@ pub(super) async fn run_room(
     let config = rooms.config().clone();
     let (commits_tx, mut commits) = mpsc::unbounded_channel();
     let loaded = match rooms.store().load(&name).await {
-        Ok(stored) => RoomBoard::new(&name, &stored, rooms.store().clone(), commits_tx, &config),
+        Ok(stored) => RoomBoard::new(&name, &stored, rooms.store().clone(), None, commits_tx, &config),
         Err(e) => Err(e.into()),
     };
     let board = match loaded {

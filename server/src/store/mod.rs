@@ -1,30 +1,35 @@
-//! Persistence: whiteboard snapshots and op logs, and author identities, in embedded SQLite
-//! (bundled, WAL, `synchronous=FULL`).
+//! Persistence: whiteboard snapshots and op logs, and author identities. One node keeps them in
+//! embedded SQLite (`sqlite`, the default); a cluster keeps them in PostgreSQL (`postgres`),
+//! where every board commit is also fenced on the room's lease.
 //!
-//! One thread owns the connection. Requests queue on a channel; each round takes everything
-//! queued and writes all the commits in one transaction, so one fsync covers every op that
-//! arrived meanwhile (group commit; rooms hand over their ops once per tick). An op is
+//! One thread owns the database connection. Requests queue on a channel; each round takes
+//! everything queued and writes all the commits in one transaction, so one fsync covers every op
+//! that arrived meanwhile (group commit; rooms hand over their ops once per tick). An op is
 //! acknowledged only after its transaction committed, which is what makes an acknowledged stroke
 //! survive `kill -9`.
+
+mod postgres;
+mod sqlite;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
 use easel_protocol::Identity;
-use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-/// The most memory SQLite keeps for its page cache.
-const PAGE_CACHE_KIB: u32 = 512;
+pub(crate) use postgres::SCHEMA as POSTGRES_SCHEMA;
 
 /// Where the database lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
-    /// `DIR/easel.db`, created if missing.
+    /// `DIR/easel.db` (SQLite), created if missing.
     Directory(PathBuf),
-    /// In memory: for tests and throwaway servers; nothing survives the process.
+    /// In memory (SQLite): for tests and throwaway servers; nothing survives the process.
     Memory,
+    /// A PostgreSQL database, by its connection URL (`postgres://user@host:port/db`): the
+    /// cluster's shared store.
+    Postgres(String),
 }
 
 /// Why the store could not do something.
@@ -36,6 +41,8 @@ pub enum StoreError {
     StartThread(std::io::Error),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] ::postgres::Error),
     #[error("the store has stopped")]
     Stopped,
     #[error(transparent)]
@@ -51,6 +58,15 @@ pub struct StoredBoard {
     pub last_seq: u64,
 }
 
+/// The lease a room's ops are written under in a cluster: the commit goes through only while
+/// the room's row still names this node and this epoch, in the same transaction, so a node
+/// that lost the room (paused, cut off) can never acknowledge another op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub node: i64,
+    pub epoch: i64,
+}
+
 /// The answer to a commit, delivered on the room's channel.
 #[derive(Debug)]
 pub struct Committed {
@@ -61,11 +77,15 @@ pub struct Committed {
     pub result: Result<(), CommitError>,
 }
 
-/// Why a commit was not written. Every commit of a failed transaction gets the same error.
+/// Why a commit was not written.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CommitError {
+    /// The transaction failed (every commit in it gets the same error); a retry may succeed.
     #[error("database error: {0}")]
-    Database(Arc<rusqlite::Error>),
+    Database(Arc<dyn std::error::Error + Send + Sync>),
+    /// The room's lease has passed to another node (or another epoch): never retried.
+    #[error("this room is now held by another server")]
+    Fenced,
     #[error("the store has stopped")]
     Stopped,
 }
@@ -75,13 +95,32 @@ struct PendingCommit {
     room: String,
     first_seq: u64,
     ops: Vec<Vec<u8>>,
+    fence: Option<Fence>,
     done: tokio::sync::mpsc::UnboundedSender<Committed>,
+}
+
+/// A database the store thread writes to: SQLite or PostgreSQL.
+trait Backend {
+    fn load(&mut self, room: &str) -> Result<StoredBoard, StoreError>;
+    /// Writes every commit whose fence holds, in one transaction. `Ok` says, per commit, whether
+    /// it was written (`false`: fenced out); `Err` means nothing was.
+    fn commit_all(&mut self, commits: &[PendingCommit]) -> Result<Vec<bool>, StoreError>;
+    /// Replaces the room's snapshot and drops the ops it covers, if the fence holds.
+    fn compact(
+        &mut self,
+        room: &str,
+        snapshot: &[u8],
+        through_seq: u64,
+        fence: Option<Fence>,
+    ) -> Result<(), StoreError>;
+    /// Confirms a claimed identity (author and token match), or issues a new one.
+    fn identify(&mut self, claimed: Option<Identity>) -> Result<Identity, StoreError>;
 }
 
 enum Request {
     Load { room: String, reply: oneshot::Sender<Result<StoredBoard, StoreError>> },
     Commit(PendingCommit),
-    Compact { room: String, snapshot: Vec<u8>, through_seq: u64 },
+    Compact { room: String, snapshot: Vec<u8>, through_seq: u64, fence: Option<Fence> },
     Identify { claimed: Option<Identity>, reply: oneshot::Sender<Result<Identity, StoreError>> },
 }
 
@@ -102,20 +141,33 @@ impl StoreThread {
 }
 
 impl Store {
+    /// Opens (and creates or migrates) the database at `location`. The store's thread opens
+    /// it, since PostgreSQL's blocking client cannot run on an async runtime's thread; this
+    /// waits for the outcome.
     pub fn open(location: &Location) -> Result<(Store, StoreThread), StoreError> {
-        let connection = match location {
-            Location::Directory(dir) => {
-                std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.clone(), source })?;
-                Connection::open(dir.join("easel.db"))?
-            }
-            Location::Memory => Connection::open_in_memory()?,
-        };
-        migrate(&connection)?;
+        let location = location.clone();
+        let (opened_tx, opened) = mpsc::channel();
         let (requests, queue) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("easel-store".to_owned())
-            .spawn(move || serve(connection, queue))
+            .spawn(move || {
+                let backend: Result<Box<dyn Backend>, StoreError> = match &location {
+                    Location::Directory(dir) => sqlite::Sqlite::open(Some(dir)).map(|b| Box::new(b) as _),
+                    Location::Memory => sqlite::Sqlite::open(None).map(|b| Box::new(b) as _),
+                    Location::Postgres(url) => postgres::Postgres::open(url).map(|b| Box::new(b) as _),
+                };
+                match backend {
+                    Ok(backend) => {
+                        let _ = opened_tx.send(Ok(()));
+                        serve(backend, queue);
+                    }
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                    }
+                }
+            })
             .map_err(StoreError::StartThread)?;
+        opened.recv().map_err(|_| StoreError::Stopped)??;
         Ok((Store { requests }, StoreThread(thread)))
     }
 
@@ -125,16 +177,19 @@ impl Store {
         answer.await.map_err(|_| StoreError::Stopped)?
     }
 
-    /// Queues ops `first_seq..` of `room` for commit; the outcome arrives on `done`, in order.
+    /// Queues ops `first_seq..` of `room` for commit under `fence` (in a cluster); the outcome
+    /// arrives on `done`, in order.
     pub fn commit(
         &self,
         room: &str,
         first_seq: u64,
         ops: Vec<Vec<u8>>,
+        fence: Option<Fence>,
         done: &tokio::sync::mpsc::UnboundedSender<Committed>,
     ) {
         let count = ops.len() as u64;
-        let request = Request::Commit(PendingCommit { room: room.to_owned(), first_seq, ops, done: done.clone() });
+        let request =
+            Request::Commit(PendingCommit { room: room.to_owned(), first_seq, ops, fence, done: done.clone() });
         if self.requests.send(request).is_err() {
             let _ = done.send(Committed { first_seq, count, result: Err(CommitError::Stopped) });
         }
@@ -142,8 +197,8 @@ impl Store {
 
     /// Replaces the room's snapshot and drops the ops it covers (best effort: a failed
     /// compaction leaves the longer log, which loads to the same board).
-    pub fn compact(&self, room: &str, snapshot: Vec<u8>, through_seq: u64) {
-        let _ = self.requests.send(Request::Compact { room: room.to_owned(), snapshot, through_seq });
+    pub fn compact(&self, room: &str, snapshot: Vec<u8>, through_seq: u64, fence: Option<Fence>) {
+        let _ = self.requests.send(Request::Compact { room: room.to_owned(), snapshot, through_seq, fence });
     }
 
     /// Confirms a claimed identity (author and token match), or issues a new one.
@@ -158,36 +213,7 @@ impl Store {
     }
 }
 
-fn migrate(connection: &Connection) -> Result<(), StoreError> {
-    // WAL: readers never block the writer; FULL: a commit is on disk before it returns.
-    connection.pragma_update(None, "journal_mode", "WAL")?;
-    connection.pragma_update(None, "synchronous", "FULL")?;
-    // SQLite's own page cache (2 MiB by default) fills with every page ever touched and keeps
-    // it, which a long run sees as memory that only grows. The store appends ops and
-    // identities and reads a room's board once when the room opens; the hot pages are the
-    // right edges of three B-trees, and the kernel's page cache serves everything else.
-    connection.pragma_update(None, "cache_size", -(PAGE_CACHE_KIB as i64))?;
-    connection.execute_batch(
-        "CREATE TABLE IF NOT EXISTS board_snapshots (
-             room TEXT PRIMARY KEY,
-             through_seq INTEGER NOT NULL,
-             state BLOB NOT NULL
-         );
-         CREATE TABLE IF NOT EXISTS board_ops (
-             room TEXT NOT NULL,
-             seq INTEGER NOT NULL,
-             op BLOB NOT NULL,
-             PRIMARY KEY (room, seq)
-         ) WITHOUT ROWID;
-         CREATE TABLE IF NOT EXISTS identities (
-             author INTEGER PRIMARY KEY AUTOINCREMENT,
-             token BLOB NOT NULL
-         );",
-    )?;
-    Ok(())
-}
-
-fn serve(mut connection: Connection, queue: mpsc::Receiver<Request>) {
+fn serve(mut backend: Box<dyn Backend>, queue: mpsc::Receiver<Request>) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         batch.extend(queue.try_iter());
@@ -196,146 +222,38 @@ fn serve(mut connection: Connection, queue: mpsc::Receiver<Request>) {
             match request {
                 Request::Commit(commit) => commits.push(commit),
                 Request::Load { room, reply } => {
-                    let _ = reply.send(load(&connection, &room));
+                    let _ = reply.send(backend.load(&room));
                 }
-                Request::Compact { room, snapshot, through_seq } => {
-                    if let Err(e) = compact(&mut connection, &room, &snapshot, through_seq) {
+                Request::Compact { room, snapshot, through_seq, fence } => {
+                    if let Err(e) = backend.compact(&room, &snapshot, through_seq, fence) {
                         tracing::warn!(room, "compaction failed (the op log stays): {e}");
                     }
                 }
                 Request::Identify { claimed, reply } => {
-                    let _ = reply.send(identify(&connection, claimed));
+                    let _ = reply.send(backend.identify(claimed));
                 }
             }
         }
         if commits.is_empty() {
             continue;
         }
-        let result = commit_all(&mut connection, &commits).map_err(|e| CommitError::Database(Arc::new(e)));
-        if let Err(e) = &result {
+        let written = backend.commit_all(&commits).map_err(|e| CommitError::Database(Arc::new(e)));
+        if let Err(e) = &written {
             tracing::error!("board commit failed, ops stay unacknowledged: {e}");
         }
-        for commit in commits {
-            let committed =
-                Committed { first_seq: commit.first_seq, count: commit.ops.len() as u64, result: result.clone() };
+        for (index, commit) in commits.into_iter().enumerate() {
+            let result = match &written {
+                Ok(written) if written.get(index).copied().unwrap_or(false) => Ok(()),
+                Ok(_) => Err(CommitError::Fenced),
+                Err(e) => Err(e.clone()),
+            };
+            let committed = Committed { first_seq: commit.first_seq, count: commit.ops.len() as u64, result };
             let _ = commit.done.send(committed);
         }
     }
 }
 
-fn commit_all(connection: &mut Connection, commits: &[PendingCommit]) -> rusqlite::Result<()> {
-    let transaction = connection.transaction()?;
-    {
-        let mut insert =
-            transaction.prepare_cached("INSERT OR REPLACE INTO board_ops (room, seq, op) VALUES (?1, ?2, ?3)")?;
-        for commit in commits {
-            for (seq, op) in (commit.first_seq..).zip(&commit.ops) {
-                insert.execute(params![commit.room, seq as i64, op])?;
-            }
-        }
-    }
-    transaction.commit()
-}
-
-fn load(connection: &Connection, room: &str) -> Result<StoredBoard, StoreError> {
-    let snapshot: Option<(i64, Vec<u8>)> = connection
-        .query_row("SELECT through_seq, state FROM board_snapshots WHERE room = ?1", params![room], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
-        .optional()?;
-    let through = snapshot.as_ref().map_or(0, |(seq, _)| *seq);
-    let mut statement =
-        connection.prepare_cached("SELECT seq, op FROM board_ops WHERE room = ?1 AND seq > ?2 ORDER BY seq")?;
-    let rows =
-        statement.query_map(params![room, through], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)))?;
-    let mut board =
-        StoredBoard { snapshot: snapshot.map(|(_, state)| state), ops: Vec::new(), last_seq: through as u64 };
-    for row in rows {
-        let (seq, op) = row?;
-        board.ops.push(op);
-        board.last_seq = seq as u64;
-    }
-    Ok(board)
-}
-
-fn compact(connection: &mut Connection, room: &str, snapshot: &[u8], through_seq: u64) -> rusqlite::Result<()> {
-    let transaction = connection.transaction()?;
-    transaction.execute(
-        "INSERT INTO board_snapshots (room, through_seq, state) VALUES (?1, ?2, ?3)
-         ON CONFLICT (room) DO UPDATE SET through_seq = excluded.through_seq, state = excluded.state
-         WHERE excluded.through_seq >= board_snapshots.through_seq",
-        params![room, through_seq as i64, snapshot],
-    )?;
-    transaction.execute("DELETE FROM board_ops WHERE room = ?1 AND seq <= ?2", params![room, through_seq as i64])?;
-    transaction.commit()
-}
-
-fn identify(connection: &Connection, claimed: Option<Identity>) -> Result<Identity, StoreError> {
-    if let Some(identity) = claimed {
-        let token: Option<Vec<u8>> = connection
-            .query_row("SELECT token FROM identities WHERE author = ?1", params![identity.author], |row| row.get(0))
-            .optional()?;
-        if token.as_deref() == Some(identity.token.as_slice()) {
-            return Ok(identity);
-        }
-    }
-    let token = crate::secret::token()?;
-    connection.execute("INSERT INTO identities (token) VALUES (?1)", params![token.as_slice()])?;
-    let author = u32::try_from(connection.last_insert_rowid()).unwrap_or(u32::MAX);
-    Ok(Identity { author, token })
-}
-
 /// The database file inside a data directory (for tools and docs).
 pub fn database_path(dir: &Path) -> PathBuf {
     dir.join("easel.db")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("easel-store-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
-    }
-
-    #[tokio::test]
-    async fn committed_ops_load_back_after_a_reopen() {
-        let dir = temp_dir("reopen");
-        let (store, thread) = Store::open(&Location::Directory(dir.clone())).unwrap();
-        let (done, mut committed) = tokio::sync::mpsc::unbounded_channel();
-        store.commit("r", 1, vec![b"one".to_vec(), b"two".to_vec()], &done);
-        assert!(committed.recv().await.unwrap().result.is_ok());
-        drop(store);
-        thread.join();
-
-        let (store, _thread) = Store::open(&Location::Directory(dir)).unwrap();
-        let board = store.load("r").await.unwrap();
-        assert_eq!(board.ops, vec![b"one".to_vec(), b"two".to_vec()]);
-        assert_eq!(board.last_seq, 2);
-    }
-
-    #[tokio::test]
-    async fn compaction_replaces_the_covered_ops_with_a_snapshot() {
-        let (store, _thread) = Store::open(&Location::Memory).unwrap();
-        let (done, mut committed) = tokio::sync::mpsc::unbounded_channel();
-        store.commit("r", 1, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()], &done);
-        committed.recv().await.unwrap().result.unwrap();
-        store.compact("r", b"state-after-2".to_vec(), 2);
-        let board = store.load("r").await.unwrap();
-        assert_eq!(board.snapshot.as_deref(), Some(&b"state-after-2"[..]));
-        assert_eq!(board.ops, vec![b"c".to_vec()], "only ops after the snapshot remain");
-        assert_eq!(board.last_seq, 3);
-    }
-
-    #[tokio::test]
-    async fn identities_are_confirmed_only_with_their_token() {
-        let (store, _thread) = Store::open(&Location::Memory).unwrap();
-        let first = store.identify(None).await.unwrap();
-        assert_eq!(store.identify(Some(first)).await.unwrap(), first, "a correct token keeps the identity");
-        let forged = Identity { author: first.author, token: [0; 16] };
-        let issued = store.identify(Some(forged)).await.unwrap();
-        assert_ne!(issued.author, first.author, "a wrong token gets a new identity, not the claimed one");
-    }
 }

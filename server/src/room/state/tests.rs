@@ -12,7 +12,7 @@ pub(super) async fn room_with(config: Config) -> (Room, mpsc::UnboundedReceiver<
     let (store, _thread) = Store::open(&Location::Memory).unwrap();
     let (commits_tx, commits) = mpsc::unbounded_channel();
     let stored = store.load("test").await.unwrap();
-    let board = RoomBoard::new("test", &stored, store, commits_tx, &config).unwrap();
+    let board = RoomBoard::new("test", &stored, store, None, commits_tx, &config).unwrap();
     (Room::new("test".into(), board, Handover::Inline, Arc::new(config), Arc::new(Metrics::default())), commits)
 }
 
