@@ -316,6 +316,7 @@ impl Bot {
             room: self.room.clone(),
             identity: None,
             resume: None,
+            seat: None,
         };
         link.send(&encode(&hello), Channel::Reliable).await.map_err(|e| format!("hello: {e}"))?;
         let (me, author) = loop {

@@ -159,6 +159,7 @@ mod tests {
                     room,
                     identity: id.map(|(author, token)| Identity { author, token }),
                     resume: id.map(|(_, token)| token),
+                    seat: id.map(|(_, token)| token.to_vec()),
                 }
             ),
             (any::<u64>(), any::<u32>(), any::<u32>(), proptest::collection::vec(any::<(i16, i16)>(), 1..40)).prop_map(

@@ -12,8 +12,16 @@ pub enum ClientMsg {
     /// The first message on every connection; anything else first is a protocol error.
     /// `identity` is the whiteboard author identity this tab was given before, if any.
     /// `resume` is the token of a `Welcome` from a connection that dropped: within the grace
-    /// period the client gets the same player back.
-    Hello { version: u16, name: String, room: String, identity: Option<Identity>, resume: Option<[u8; 16]> },
+    /// period the client gets the same player back. `seat` is the one a `Redirect` handed out,
+    /// presented to the server it named.
+    Hello {
+        version: u16,
+        name: String,
+        room: String,
+        identity: Option<Identity>,
+        resume: Option<[u8; 16]>,
+        seat: Option<Vec<u8>>,
+    },
     /// One tick of movement per input: `dirs` are the held directions of inputs `seq - len + 1`
     /// ..= `seq`, newest last; the older ones repeat what earlier messages said, so a lost
     /// message costs nothing (at most `MAX_INPUTS_PER_MESSAGE`). Only signs count (the rules
@@ -124,6 +132,15 @@ pub enum ServerMsg {
     /// coming (drain), or a message from its host.
     Notice {
         text: String,
+    },
+    /// The answer to `Hello` from a server of a cluster that does not hold the room: connect
+    /// to `url` (the owner's `http(s)://host:port`, the WebSocket at `/ws` below it) and send
+    /// the same `Hello` with `seat`, the cluster's signed word that the room is placed there.
+    /// The server closes the connection after it.
+    Redirect {
+        url: String,
+        #[serde(with = "crate::codec::byte_string")]
+        seat: Vec<u8>,
     },
 }
 

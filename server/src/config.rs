@@ -98,6 +98,19 @@ pub struct ServeArgs {
     /// [default: 20s].
     #[arg(long, env = "EASEL_DRAIN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub drain_timeout: Option<Duration>,
+    /// Join a cluster whose shared store and room directory is this PostgreSQL database, e.g.
+    /// postgres://easel@db:5432/easel (needs --public-url and --cluster-secret); each room then
+    /// lives on one node and players are redirected to it [default: one node, SQLite].
+    #[arg(long, env = "EASEL_CLUSTER", value_name = "POSTGRES_URL", hide_env_values = true)]
+    pub cluster: Option<String>,
+    /// How players reach this node, e.g. https://node-3.example.com (in cluster mode): where
+    /// other nodes redirect the players of this node's rooms.
+    #[arg(long, env = "EASEL_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// The secret every node of the cluster shares, at least 16 characters: it signs the seats
+    /// that redirects hand out.
+    #[arg(long, env = "EASEL_CLUSTER_SECRET", value_name = "SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
 }
 
 /// A feature turned on or off.
@@ -133,6 +146,9 @@ struct FileSettings {
     admin_token: Option<String>,
     max_connections: Option<usize>,
     drain_timeout: Option<String>,
+    cluster: Option<String>,
+    public_url: Option<String>,
+    cluster_secret: Option<String>,
 }
 
 /// Where the browser client's files come from.
@@ -177,6 +193,18 @@ pub struct Config {
     pub quic: Option<Quic>,
     /// How long rooms play on after a stop is asked for, taking no new players.
     pub drain_timeout: Duration,
+    /// This node's place in a cluster; `None`: a single node.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// A node of a cluster: its rooms' boards are in `storage` (`Location::Postgres`), which also
+/// holds the room directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// How players reach this node (`http(s)://host[:port]`, no path).
+    pub public_url: String,
+    /// Signs seats; shared by every node.
+    pub secret: String,
 }
 
 /// WebTransport's settings.
@@ -329,6 +357,7 @@ impl Config {
             quic: None,
             // Tests stop at once unless they test the drain.
             drain_timeout: Duration::ZERO,
+            cluster: None,
         }
     }
 
@@ -426,6 +455,16 @@ pub enum ConfigError {
     RedirectWithoutTls,
     #[error("admin_token must be at least 16 characters")]
     AdminToken,
+    #[error("cluster mode needs public_url (how players reach this node) and cluster_secret")]
+    ClusterIncomplete,
+    #[error("public_url and cluster_secret belong to cluster mode: give cluster too")]
+    ClusterSettingsWithoutCluster,
+    #[error("cluster_secret must be at least 16 characters")]
+    ClusterSecret,
+    #[error("public_url {0:?} must be http:// or https:// with a host and no path")]
+    PublicUrl(String),
+    #[error("cluster {0:?} is not a postgres:// or postgresql:// URL")]
+    ClusterUrl(String),
 }
 
 impl ServeArgs {
@@ -508,6 +547,25 @@ impl ServeArgs {
             (None, Some(text)) => parse_duration(text).map_err(ConfigError::DrainTimeout)?,
             (None, None) => DEFAULT_DRAIN_TIMEOUT,
         };
+        let (storage, cluster) = match (
+            self.cluster.or(file.cluster),
+            self.public_url.or(file.public_url),
+            self.cluster_secret.or(file.cluster_secret),
+        ) {
+            (None, None, None) => (Location::Directory(data_dir), None),
+            (None, _, _) => return Err(ConfigError::ClusterSettingsWithoutCluster),
+            (Some(database), Some(public_url), Some(secret)) => {
+                if !(database.starts_with("postgres://") || database.starts_with("postgresql://")) {
+                    return Err(ConfigError::ClusterUrl(database));
+                }
+                if secret.len() < crate::cluster::MIN_SECRET_CHARS {
+                    return Err(ConfigError::ClusterSecret);
+                }
+                let public_url = validate_public_url(public_url.trim())?;
+                (Location::Postgres(database), Some(ClusterSettings { public_url, secret }))
+            }
+            (Some(_), _, _) => return Err(ConfigError::ClusterIncomplete),
+        };
         let quic = match self.quic.or(file.quic).unwrap_or(Switch::On) {
             Switch::On => Some(Quic { udp_port: self.udp_port.or(file.udp_port), certificate }),
             Switch::Off => None,
@@ -517,7 +575,8 @@ impl ServeArgs {
             redirect_http,
             admin_token,
             quic,
-            storage: Location::Directory(data_dir),
+            storage,
+            cluster,
             listen: SocketAddr::new(bind, port),
             tick_rate,
             pages,
@@ -554,6 +613,16 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
     let text =
         std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { path: path.to_owned(), source })?;
     toml::from_str(&text).map_err(|e| ConfigError::ParseFile { path: path.to_owned(), message: e.to_string() })
+}
+
+/// `http(s)://host[:port]`, without a trailing slash.
+fn validate_public_url(url: &str) -> Result<String, ConfigError> {
+    let url = url.trim_end_matches('/');
+    let host = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+    match host {
+        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ']) => Ok(url.to_owned()),
+        _ => Err(ConfigError::PublicUrl(url.to_owned())),
+    }
 }
 
 fn validate_origin(origin: &str) -> Result<String, ConfigError> {
@@ -632,6 +701,35 @@ mod tests {
         let no_assets = ServeArgs { assets_dir: Some("/nonexistent/easel".into()), ..Default::default() };
         let message = no_assets.into_config().unwrap_err().to_string();
         assert!(message.contains("cargo xtask dist"), "the error says how to fix it: {message}");
+    }
+
+    #[test]
+    fn cluster_mode_takes_all_three_settings_and_keeps_boards_in_postgres() {
+        let args = |cluster: Option<&str>, url: Option<&str>, secret: Option<&str>| ServeArgs {
+            cluster: cluster.map(str::to_owned),
+            public_url: url.map(str::to_owned),
+            cluster_secret: secret.map(str::to_owned),
+            ..ServeArgs::default()
+        };
+        let db = Some("postgres://easel@db:5432/easel");
+        let secret = Some("sixteen or more characters");
+        let config = args(db, Some("https://node-3.example.com/"), secret).into_config().unwrap();
+        assert_eq!(config.storage, Location::Postgres("postgres://easel@db:5432/easel".into()));
+        let cluster = config.cluster.unwrap();
+        assert_eq!(cluster.public_url, "https://node-3.example.com", "without its trailing slash");
+        assert!(matches!(args(db, None, secret).into_config(), Err(ConfigError::ClusterIncomplete)));
+        assert!(matches!(
+            args(None, Some("http://a:1"), None).into_config(),
+            Err(ConfigError::ClusterSettingsWithoutCluster)
+        ));
+        assert!(matches!(args(db, Some("http://a:1"), Some("short")).into_config(), Err(ConfigError::ClusterSecret)));
+        assert!(matches!(args(db, Some("a:1"), secret).into_config(), Err(ConfigError::PublicUrl(_))));
+        assert!(matches!(args(db, Some("http://a:1/play"), secret).into_config(), Err(ConfigError::PublicUrl(_))));
+        assert!(matches!(
+            args(Some("mysql://x"), Some("http://a:1"), secret).into_config(),
+            Err(ConfigError::ClusterUrl(_))
+        ));
+        assert!(args(None, None, None).into_config().unwrap().cluster.is_none());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The Easel dedicated server as a library: `run(config, listener, shutdown)` is the IO edge that
 //! `main.rs` and the tests both call.
 
+pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod net;
@@ -36,6 +37,8 @@ pub enum RunError {
     AdminToken(#[from] net::admin::AdminTokenError),
     #[error("cannot listen on {address} for the redirect to HTTPS: {source}")]
     Redirect { address: SocketAddr, source: std::io::Error },
+    #[error("cannot join the cluster: {0}")]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 /// Serves `config` on `listener` until `shutdown` completes, then closes every client with
@@ -66,10 +69,15 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         None => None,
     };
     let (store, store_thread) = store::Store::open(&config.storage)?;
+    let cluster = match (&config.cluster, &config.storage) {
+        (Some(settings), store::Location::Postgres(url)) => Some(cluster::Cluster::join(url, settings).await?),
+        _ => None,
+    };
     let admin = net::admin::Admin::provision(&config)?;
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
     let rooms = room::Rooms::new(config.clone(), metrics.clone(), store.clone());
+    let leases = cluster.clone().map(|cluster| tokio::spawn(cluster.keep_leases(rooms.clone())));
     let state = net::AppState {
         config,
         rooms: rooms.clone(),
@@ -80,6 +88,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         webtransport: quic.as_ref().map(|quic| quic.offer.clone()),
         tls,
         admin,
+        cluster,
     };
     // One shutdown for both edges: when it comes, the UDP side stops taking sessions while the
     // TCP side's loop has the rooms close every session (WebTransport ones too) and waits for
@@ -101,7 +110,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     if let Some(quic) = quic {
         let _ = quic.await;
     }
-    for task in [watching, redirecting].into_iter().flatten() {
+    for task in [watching, redirecting, leases].into_iter().flatten() {
         task.abort();
     }
     rooms.closed().await;

@@ -10,7 +10,14 @@ use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
 fn hello(version: u16) -> Vec<u8> {
-    encode(&ClientMsg::Hello { version, name: "mallory".into(), room: "arena".into(), identity: None, resume: None })
+    encode(&ClientMsg::Hello {
+        version,
+        name: "mallory".into(),
+        room: "arena".into(),
+        identity: None,
+        resume: None,
+        seat: None,
+    })
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ async fn joined(server: &TestServer) -> RawWebSocket {
         room: "rfc".into(),
         identity: None,
         resume: None,
+        seat: None,
     };
     socket.send_frame(true, BINARY, &encode(&hello)).await;
     let welcome = socket.read_frame().await.expect("a Welcome");

@@ -22,6 +22,7 @@ fn hello(name: &str, room: &str) -> Vec<u8> {
         room: room.into(),
         identity: None,
         resume: None,
+        seat: None,
     })
 }
 

@@ -100,7 +100,28 @@ pub struct ClientCore {
     stats: stats::NetStats,
     /// The newest `Welcome`'s resume token: sent in the next `Hello` to get the same player back.
     resume: Option<[u8; 16]>,
+    /// Where a `Redirect` sent this client, until the front connects there.
+    redirect: Option<Redirect>,
+    /// The seat of the redirect being followed, for the next `Hello`.
+    seat: Option<Vec<u8>>,
+    /// Redirects since the last `Welcome`: a cluster that keeps moving the room is not
+    /// followed forever.
+    redirects_in_a_row: u32,
+    /// `Welcome`s received: each is a (re)join, on this server or another.
+    welcomes: u32,
 }
+
+/// A server of a cluster sent this client to the room's owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Redirect {
+    /// The owner's `http(s)://host:port`.
+    url: String,
+    seat: Vec<u8>,
+}
+
+/// Redirects followed in a row before the client gives up on this attempt (and retries later
+/// from where it started): placement ends after one, a room moving meanwhile can add one more.
+pub const MAX_REDIRECTS_IN_A_ROW: u32 = 4;
 
 #[derive(Debug, Default)]
 struct InputState {
@@ -141,6 +162,10 @@ impl ClientCore {
             predictor: Predictor::default(),
             stats: stats::NetStats::default(),
             resume: None,
+            redirect: None,
+            seat: None,
+            redirects_in_a_row: 0,
+            welcomes: 0,
         }
     }
 
@@ -196,6 +221,11 @@ impl ClientCore {
         &self.room
     }
 
+    /// How many times this client has joined (a `Welcome`), reconnects and redirects included.
+    pub fn welcomes(&self) -> u32 {
+        self.welcomes
+    }
+
     /// The first message on a fresh socket. Also resets per-connection state, so one core can
     /// live across reconnects.
     pub fn hello(&mut self) -> Vec<u8> {
@@ -214,6 +244,7 @@ impl ClientCore {
             room: self.room.clone(),
             identity: self.whiteboard.identity(),
             resume: self.resume,
+            seat: self.seat.take(),
         });
         self.stats.sent(hello.len());
         hello
@@ -231,6 +262,8 @@ impl ClientCore {
         match msg {
             ServerMsg::Welcome { identity, board_chunks, resume, rules, tick_rate, .. } => {
                 self.status = Status::Joined;
+                self.redirects_in_a_row = 0;
+                self.welcomes += 1;
                 self.resume = Some(resume);
                 self.predictor = Predictor::new(rules, tick_rate);
                 self.input.schedule.set_interval_ms(1000.0 / f64::from(tick_rate.max(1)));
@@ -267,9 +300,26 @@ impl ClientCore {
                     self.ping.outstanding = None;
                 }
             }
+            ServerMsg::Redirect { url, seat } => {
+                self.redirects_in_a_row += 1;
+                if self.redirects_in_a_row > MAX_REDIRECTS_IN_A_ROW {
+                    self.redirects_in_a_row = 0;
+                    self.handle_close(close::TRY_AGAIN_LATER, "the room keeps moving between servers");
+                } else {
+                    self.redirect = Some(Redirect { url, seat });
+                }
+            }
             other => self.view.apply(other),
         }
         Ok(())
+    }
+
+    /// Where the server sent this client, once: the front connects there next (at once, not
+    /// after a back-off), and the `Hello` it sends carries the seat.
+    pub fn take_redirect(&mut self) -> Option<String> {
+        let redirect = self.redirect.take()?;
+        self.seat = Some(redirect.seat);
+        Some(redirect.url)
     }
 
     pub fn handle_close(&mut self, code: u16, reason: &str) {
@@ -411,6 +461,7 @@ mod tests {
             room: "lobby".into(),
             identity: None,
             resume: None,
+            seat: None,
         };
         assert_eq!(hello, expected);
     }

@@ -154,7 +154,8 @@ impl GameView {
             | ServerMsg::BoardAck { .. }
             | ServerMsg::BoardRejected { .. }
             | ServerMsg::Presence { .. }
-            | ServerMsg::InputWait { .. } => {}
+            | ServerMsg::InputWait { .. }
+            | ServerMsg::Redirect { .. } => {}
         }
     }
 }

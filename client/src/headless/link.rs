@@ -69,6 +69,17 @@ impl Transport {
         }
     }
 
+    /// The same kind of transport to the server whose pages are at `http_base`, where a
+    /// cluster's redirect sends the client.
+    pub async fn redirected(&self, http_base: &str) -> Result<Transport, LinkError> {
+        match self {
+            Transport::WebSocket { trust, .. } => Transport::choose(http_base, TransportChoice::WebSocket, trust).await,
+            Transport::WebTransport { .. } => {
+                Transport::choose(http_base, TransportChoice::WebTransport, &Trust::System).await
+            }
+        }
+    }
+
     /// The transport's name, as benchmarks report it.
     pub fn name(&self) -> &'static str {
         match self {

@@ -66,7 +66,7 @@ impl HeadlessClient {
         let (changed_tx, changed) = watch::channel(0);
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let _ = commands.send(Command::Send(hello));
-        let task = tokio::spawn(drive(link, core.clone(), changed_tx, commands_rx));
+        let task = tokio::spawn(drive(link, transport.clone(), core.clone(), changed_tx, commands_rx));
         Ok(Self { core, changed, commands, task })
     }
 
@@ -187,6 +187,15 @@ impl Drop for HeadlessClient {
     }
 }
 
+/// Connects where a redirect sent the client, the same way it came (`transport`'s kind and
+/// trust), and sends the `Hello` with the seat.
+async fn follow(transport: &Transport, url: &str, core: &Mutex<ClientCore>) -> Result<Link, LinkError> {
+    let mut link = Link::open(&transport.redirected(url).await?).await?;
+    let hello = lock(core).hello();
+    link.send(&hello, Channel::Reliable).await?;
+    Ok(link)
+}
+
 fn lock(core: &Mutex<ClientCore>) -> MutexGuard<'_, ClientCore> {
     // The core holds plain data; a panic while locked cannot leave it half-updated in a way
     // that matters more than losing the client.
@@ -195,6 +204,7 @@ fn lock(core: &Mutex<ClientCore>) -> MutexGuard<'_, ClientCore> {
 
 async fn drive(
     mut link: Link,
+    transport: Transport,
     core: Arc<Mutex<ClientCore>>,
     changed: watch::Sender<u64>,
     mut commands: mpsc::UnboundedReceiver<Command>,
@@ -217,7 +227,18 @@ async fn drive(
                         }
                     }
                     Received::Closed { code, reason } => {
-                        lock(&core).handle_close(code, &reason);
+                        let redirect = lock(&core).take_redirect();
+                        if let Some(url) = redirect {
+                            match follow(&transport, &url, &core).await {
+                                Ok(next) => {
+                                    link = next;
+                                    continue;
+                                }
+                                Err(e) => lock(&core).handle_close(easel_protocol::close::ABNORMAL, &e.to_string()),
+                            }
+                        } else {
+                            lock(&core).handle_close(code, &reason);
+                        }
                         bump(&changed);
                         break;
                     }

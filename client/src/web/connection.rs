@@ -125,22 +125,22 @@ impl Drop for Connection {
 /// Opens a connection for the app's core: `Hello` once open, every message to the core, and a
 /// reconnect after a close the core says is worth retrying.
 pub(super) fn connect(app: &Rc<RefCell<App>>) {
-    let (preference, generation) = {
+    let (preference, generation, server) = {
         let mut app = app.borrow_mut();
         app.connection_generation += 1;
         if let Some(network) = app.simulated.as_mut() {
             network.restart();
         }
-        (app.preference, app.connection_generation)
+        (app.preference, app.connection_generation, app.redirect_to.take())
     };
     let available = Reflect::has(&js_sys::global(), &"WebTransport".into()).unwrap_or(false);
     if preference == Preference::WebSocketOnly || !available {
-        connect_websocket(app);
+        connect_websocket(app, server.as_deref());
         return;
     }
     let app = app.clone();
     wasm_bindgen_futures::spawn_local(async move {
-        match open_session(&app, generation).await {
+        match open_session(&app, generation, server.as_deref()).await {
             Ok(session) => {
                 let mut app = app.borrow_mut();
                 if app.connection_generation != generation {
@@ -164,17 +164,18 @@ pub(super) fn connect(app: &Rc<RefCell<App>>) {
                         let _ = storage.set_item(TRANSPORT_KEY, "ws");
                     }
                 }
-                connect_websocket(&app);
+                connect_websocket(&app, server.as_deref());
             }
         }
     });
 }
 
-/// Asks the server how to reach it, opens the session (ready within `FALLBACK_MS`) and its
-/// stream, and starts reading both the stream and the datagrams.
-async fn open_session(app: &Rc<RefCell<App>>, generation: u64) -> Result<Session, JsValue> {
+/// Asks the server (at `server`, or the page's own) how to reach it, opens the session (ready
+/// within `FALLBACK_MS`) and its stream, and starts reading both the stream and the datagrams.
+async fn open_session(app: &Rc<RefCell<App>>, generation: u64, server: Option<&str>) -> Result<Session, JsValue> {
     let window = app.borrow().page.window.clone();
-    let response: web_sys::Response = JsFuture::from(window.fetch_with_str("/webtransport")).await?.dyn_into()?;
+    let offer_url = format!("{}/webtransport", server.unwrap_or(""));
+    let response: web_sys::Response = JsFuture::from(window.fetch_with_str(&offer_url)).await?.dyn_into()?;
     if !response.ok() {
         return Err("the server offers no WebTransport".into());
     }
@@ -283,8 +284,21 @@ fn deliver(app: &Rc<RefCell<App>>, generation: u64, bytes: Vec<u8>) {
 }
 
 /// Connection `generation` closed with `code` and `reason`: the core learns it, and a
-/// reconnect follows when it is worth one.
+/// reconnect follows when it is worth one: at once to where a redirect sent the page.
 fn closed(app: &Rc<RefCell<App>>, generation: u64, code: u16, reason: &str) {
+    let redirected = {
+        let mut app = app.borrow_mut();
+        let redirect = app.core.as_mut().and_then(ClientCore::take_redirect);
+        app.redirect_to = redirect;
+        app.redirect_to.is_some() && app.connection_generation == generation && app.socket.is_some()
+    };
+    if redirected {
+        if let Some(connection) = app.borrow_mut().socket.take() {
+            connection.abandon();
+        }
+        connect(app);
+        return;
+    }
     let retry = {
         let mut app = app.borrow_mut();
         if app.connection_generation != generation || app.socket.is_none() {
@@ -306,8 +320,8 @@ fn closed(app: &Rc<RefCell<App>>, generation: u64, code: u16, reason: &str) {
     }
 }
 
-fn connect_websocket(app: &Rc<RefCell<App>>) {
-    let url = app.borrow().page.websocket_url();
+fn connect_websocket(app: &Rc<RefCell<App>>, server: Option<&str>) {
+    let url = app.borrow().page.websocket_url(server);
     let socket = match WebSocket::new(&url) {
         Ok(socket) => socket,
         Err(e) => {

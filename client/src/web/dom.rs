@@ -205,7 +205,12 @@ impl Page {
         let _ = self.chat_input.blur();
     }
 
-    pub fn websocket_url(&self) -> String {
+    /// The WebSocket of the server at `base` (`http(s)://host:port`), or of the page's own.
+    pub fn websocket_url(&self, base: Option<&str>) -> String {
+        if let Some(base) = base {
+            // http -> ws, https -> wss.
+            return format!("{}/ws", base.replacen("http", "ws", 1));
+        }
         let location = self.window.location();
         let secure = location.protocol().is_ok_and(|p| p == "https:");
         let host = location.host().unwrap_or_default();

@@ -52,6 +52,9 @@ struct App {
     controls: Controls,
     reconnect_attempt: u32,
     reconnect_pending: bool,
+    /// The server (`http(s)://host:port`) a cluster's redirect named, for the next connection
+    /// only: later reconnects start again from the page's own server.
+    redirect_to: Option<String>,
     hud_refreshed_at: f64,
     log_version: Option<u64>,
     /// Whether the board (not the arena) is shown.
@@ -79,6 +82,7 @@ pub fn start() -> Result<(), JsValue> {
         controls: Controls::default(),
         reconnect_attempt: 0,
         reconnect_pending: false,
+        redirect_to: None,
         hud_refreshed_at: f64::MIN,
         log_version: None,
         board_mode: false,

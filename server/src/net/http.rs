@@ -36,7 +36,9 @@ async fn static_file(State(state): State<AppState>, UrlPath(path): UrlPath<Strin
 }
 
 pub(super) async fn client_file(state: &AppState, name: &str, headers: &HeaderMap) -> Response {
-    pages::serve(&state.config.pages, name, headers, state.webtransport.as_ref().map(|offer| offer.port)).await
+    let connect =
+        pages::Connect { webtransport_port: state.webtransport.as_ref().map(|offer| offer.port), peers: state.peers() };
+    pages::serve(&state.config.pages, name, headers, &connect).await
 }
 
 /// Headers every response carries: no type sniffing (a file is what its type says), no
@@ -96,6 +98,9 @@ async fn webtransport(State(state): State<AppState>, headers: HeaderMap) -> Resp
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     // Hashes change when the certificate is replaced.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // In a cluster, the page of another node asks too (a redirected player's): the URL and the
+    // hashes are no secret.
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     (headers, body).into_response()
 }
 

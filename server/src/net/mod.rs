@@ -59,6 +59,15 @@ pub(crate) struct AppState {
     pub tls: Option<tls::Tls>,
     /// The host's console.
     pub admin: Arc<admin::Admin>,
+    /// This node's cluster, in cluster mode.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+}
+
+impl AppState {
+    /// In a cluster, the public URLs of its live nodes (whose pages may connect here).
+    pub fn peers(&self) -> Vec<String> {
+        self.cluster.as_ref().map(|cluster| cluster.peers()).unwrap_or_default()
+    }
 }
 
 /// Counts live sessions (WebSocket and WebTransport), for the connection limit and so that
@@ -119,10 +128,17 @@ pub(crate) async fn serve(listener: TcpListener, state: AppState, shutdown: impl
                     break;
                 }
                 tracing::info!("draining: no new players; rooms play on for up to {timeout:?}");
-                state.rooms.drain(&format!(
-                    "This server is restarting: your game ends within {} s. Join again to play on.",
-                    timeout.as_secs().max(1)
-                ));
+                match &state.cluster {
+                    Some(cluster) => {
+                        state.rooms.drain("This server is restarting: your room moves to another one.");
+                        let (cluster, rooms) = (cluster.clone(), state.rooms.clone());
+                        tokio::spawn(async move { cluster.hand_off(&rooms).await });
+                    }
+                    None => state.rooms.drain(&format!(
+                        "This server is restarting: your game ends within {} s. Join again to play on.",
+                        timeout.as_secs().max(1)
+                    )),
+                }
                 drain_until = Some(tokio::time::Instant::now() + timeout);
                 continue;
             }

@@ -3,15 +3,17 @@
 //! behalf; native clients (bots, tests) send none and pass.
 
 /// Whether `origin` may connect to `host` (`host[:port]`, as the page's own address would name
-/// it): the same origin by default, or one of `allowed` when the host lists them.
-pub fn check(origin: Option<&str>, host: &str, allowed: &[String]) -> Result<(), String> {
+/// it): the same origin by default, or one of `allowed` when the host lists them; and in a
+/// cluster, the pages of its nodes (`peers`, their public URLs).
+pub fn check(origin: Option<&str>, host: &str, allowed: &[String], peers: &[String]) -> Result<(), String> {
     let Some(origin) = origin else { return Ok(()) };
-    let permitted = if allowed.is_empty() {
-        let origin_host = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
-        origin_host.is_some_and(|o| o.eq_ignore_ascii_case(host))
-    } else {
-        allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
-    };
+    let permitted = peers.iter().any(|peer| peer.eq_ignore_ascii_case(origin))
+        || if allowed.is_empty() {
+            let origin_host = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+            origin_host.is_some_and(|o| o.eq_ignore_ascii_case(host))
+        } else {
+            allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
+        };
     if permitted { Ok(()) } else { Err(format!("origin {origin} is not allowed")) }
 }
 
@@ -42,20 +44,28 @@ mod tests {
 
     #[test]
     fn same_origin_is_allowed_by_default_and_others_are_not() {
-        assert!(check(Some("http://127.0.0.1:8080"), "127.0.0.1:8080", &[]).is_ok());
-        assert!(check(Some("http://evil.example"), "127.0.0.1:8080", &[]).is_err());
+        assert!(check(Some("http://127.0.0.1:8080"), "127.0.0.1:8080", &[], &[]).is_ok());
+        assert!(check(Some("http://evil.example"), "127.0.0.1:8080", &[], &[]).is_err());
     }
 
     #[test]
     fn an_allowlist_replaces_the_same_origin_rule() {
         let allowed = vec!["https://play.example.com".to_owned()];
-        assert!(check(Some("https://play.example.com"), "10.0.0.1:8080", &allowed).is_ok());
-        assert!(check(Some("http://127.0.0.1:8080"), "127.0.0.1:8080", &allowed).is_err());
+        assert!(check(Some("https://play.example.com"), "10.0.0.1:8080", &allowed, &[]).is_ok());
+        assert!(check(Some("http://127.0.0.1:8080"), "127.0.0.1:8080", &allowed, &[]).is_err());
+    }
+
+    #[test]
+    fn a_clusters_nodes_pages_may_connect_to_any_of_its_nodes() {
+        let peers = vec!["https://node-1.example.com".to_owned(), "https://node-2.example.com".to_owned()];
+        assert!(check(Some("https://node-1.example.com"), "node-2.example.com", &[], &peers).is_ok());
+        assert!(check(Some("https://node-2.example.com"), "node-2.example.com", &[], &peers).is_ok());
+        assert!(check(Some("https://node-9.example.com"), "node-2.example.com", &[], &peers).is_err());
     }
 
     #[test]
     fn clients_without_origin_are_not_browsers_and_pass() {
-        assert!(check(None, "127.0.0.1:8080", &[]).is_ok());
+        assert!(check(None, "127.0.0.1:8080", &[], &[]).is_ok());
     }
 
     #[test]

@@ -71,8 +71,16 @@ pub fn embedded_client() -> bool {
 }
 
 /// The response for the client file `name`: the file, 304 when the browser's copy is current,
-/// or 404. A page gets its Content-Security-Policy, which names WebTransport's `webtransport_port`.
-pub(super) async fn serve(pages: &Pages, name: &str, request: &HeaderMap, webtransport_port: Option<u16>) -> Response {
+/// or 404. A page gets its Content-Security-Policy, which names where it may connect.
+/// Where a page may connect, besides its own server's pages.
+pub(super) struct Connect {
+    /// WebTransport's UDP port, when it is on.
+    pub webtransport_port: Option<u16>,
+    /// In a cluster, the public URLs of its nodes: a redirect may send the page to any.
+    pub peers: Vec<String>,
+}
+
+pub(super) async fn serve(pages: &Pages, name: &str, request: &HeaderMap, connect: &Connect) -> Response {
     let read;
     let file = match pages {
         Pages::Embedded if EMBEDDED.is_empty() => {
@@ -90,7 +98,7 @@ pub(super) async fn serve(pages: &Pages, name: &str, request: &HeaderMap, webtra
         }
     };
     match file {
-        Some(file) => respond(file, request, webtransport_port),
+        Some(file) => respond(file, request, connect),
         None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
     }
 }
@@ -117,7 +125,7 @@ async fn read_from(dir: &Path, name: &str) -> Option<File> {
     })
 }
 
-fn respond(file: &File, request: &HeaderMap, webtransport_port: Option<u16>) -> Response {
+fn respond(file: &File, request: &HeaderMap, connect: &Connect) -> Response {
     let accepted = request.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("");
     let encoding = negotiate(accepted, file.gzip.is_some(), file.brotli.is_some());
     let (body, tag) = match encoding {
@@ -154,7 +162,7 @@ fn respond(file: &File, request: &HeaderMap, webtransport_port: Option<u16>) -> 
     }
     if content_type.starts_with("text/html") {
         let host = request.get(header::HOST).and_then(|h| h.to_str().ok());
-        if let Ok(policy) = HeaderValue::from_str(&page_policy(host, webtransport_port)) {
+        if let Ok(policy) = HeaderValue::from_str(&page_policy(host, connect)) {
             headers.insert(header::CONTENT_SECURITY_POLICY, policy);
         }
     }
@@ -234,14 +242,22 @@ fn content_type(name: &str) -> &'static str {
 /// The page's Content-Security-Policy: only its own scripts (and compiling its wasm), its own
 /// styles and images, and connections to this server: the page itself, the WebSocket on `host`
 /// (the request's `Host`, as the browser reached the server) and WebTransport on
-/// `webtransport_port`. No frames, no plugins, no base or form elsewhere.
-fn page_policy(host: Option<&str>, webtransport_port: Option<u16>) -> String {
+/// the WebTransport port, and in a cluster every node (its page, WebSocket and WebTransport,
+/// the same port numbers). No frames, no plugins, no base or form elsewhere.
+fn page_policy(host: Option<&str>, allowed: &Connect) -> String {
     let mut connect = String::from("'self'");
     // The Host header is the client's word: only a plain host[:port] goes into the header.
     if let Some(host) = host.filter(|h| super::origin::plain_host(h)) {
         connect.push_str(&format!(" ws://{host} wss://{host}"));
-        if let Some(port) = webtransport_port {
+        if let Some(port) = allowed.webtransport_port {
             connect.push_str(&format!(" https://{}:{port}", super::origin::without_port(host)));
+        }
+    }
+    for peer in &allowed.peers {
+        let Some((scheme, authority)) = peer.split_once("://") else { continue };
+        if super::origin::plain_host(authority) {
+            let websocket = if scheme == "https" { "wss" } else { "ws" };
+            connect.push_str(&format!(" {peer} {websocket}://{authority} https://{authority}"));
         }
     }
     format!(
@@ -286,13 +302,26 @@ mod tests {
     }
 
     #[test]
+    fn a_clusters_page_may_connect_to_every_node() {
+        let peers = vec!["https://node-1.example.com".to_owned(), "http://10.0.0.2:8080".to_owned()];
+        let policy = page_policy(Some("node-1.example.com"), &Connect { webtransport_port: None, peers });
+        assert!(policy.contains(" https://node-1.example.com wss://node-1.example.com "), "{policy}");
+        assert!(policy.contains(" http://10.0.0.2:8080 ws://10.0.0.2:8080 https://10.0.0.2:8080;"), "{policy}");
+    }
+
+    #[test]
     fn the_page_may_connect_only_to_this_server() {
-        let policy = page_policy(Some("play.example.com:8080"), Some(8080));
+        let policy =
+            page_policy(Some("play.example.com:8080"), &Connect { webtransport_port: Some(8080), peers: Vec::new() });
         assert!(policy.contains("connect-src 'self' ws://play.example.com:8080 wss://play.example.com:8080 https://play.example.com:8080;"), "{policy}");
         assert!(policy.contains("script-src 'self' 'wasm-unsafe-eval';"), "{policy}");
-        let forged = page_policy(Some("evil.com; script-src *"), Some(8080));
+        let forged =
+            page_policy(Some("evil.com; script-src *"), &Connect { webtransport_port: Some(8080), peers: Vec::new() });
         assert!(forged.contains("connect-src 'self';") && !forged.contains("evil"), "{forged}");
-        assert!(page_policy(Some("[::1]:8080"), None).contains("ws://[::1]:8080 wss://[::1]:8080;"));
+        assert!(
+            page_policy(Some("[::1]:8080"), &Connect { webtransport_port: None, peers: Vec::new() })
+                .contains("ws://[::1]:8080 wss://[::1]:8080;")
+        );
     }
 
     #[test]

@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
-use easel_protocol::{Identity, close, encode};
+use easel_protocol::{Identity, ServerMsg, close, encode};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::field::Empty;
 
 use super::AppState;
+use crate::cluster::Placement;
 use crate::room::fanout::Fanout;
 use crate::room::{Delivery, DirectWrite, EncodedSnapshot, Ending, Joined, MemberLink, RoomHandle, Traffic};
 use crate::session::{CloseReason, Session, SessionEvent};
@@ -118,8 +119,8 @@ impl Player {
         let Some(event) = self.session.handle_binary(now, bytes)? else { return Ok(None) };
         let delivery = &self.reach.delivery;
         match event {
-            SessionEvent::Join { name, room, identity, resume } => {
-                return self.join(name, &room, identity, resume).await.map(Some);
+            SessionEvent::Join { name, room, identity, resume, seat } => {
+                return self.join(name, &room, identity, resume, seat).await.map(Some);
             }
             SessionEvent::Reply(msg) => return Ok(Some(Bytes::from(encode(&msg)))),
             SessionEvent::Input { seq, ack, dirs } => {
@@ -164,14 +165,32 @@ impl Player {
         Ok(None)
     }
 
-    /// Asks the room to take the player; returns the encoded `Welcome`.
+    /// Asks the room to take the player; returns the encoded `Welcome`. In a cluster, a room
+    /// not open here is placed first: here (it opens under its lease), or on another node, and
+    /// then the player is sent there (`Redirect`, then a close).
     async fn join(
         &mut self,
         name: String,
         room: &str,
         claimed: Option<Identity>,
         resume: Option<[u8; 16]>,
+        seat: Option<Vec<u8>>,
     ) -> Result<Bytes, CloseReason> {
+        let lease = match &self.state.cluster {
+            Some(cluster) if !self.state.rooms.is_open(room) => match cluster.place(room, seat.as_deref()).await {
+                Ok(Placement::Here(lease)) => Some(lease),
+                Ok(Placement::Elsewhere { url, seat }) => {
+                    tracing::debug!(room, url, "redirected to the room's node");
+                    let redirect = Bytes::from(encode(&ServerMsg::Redirect { url, seat }));
+                    return Err(CloseReason::with_farewell(close::NORMAL, "redirected", redirect));
+                }
+                Err(e) => {
+                    tracing::warn!(room, "cannot place the room: {e}");
+                    return Err(CloseReason::new(close::TRY_AGAIN_LATER, "the cluster cannot place this room now"));
+                }
+            },
+            _ => None,
+        };
         let identity = self.state.store.identify(claimed).await.map_err(|e| {
             tracing::error!("identity lookup failed: {e}");
             CloseReason::new(close::TRY_AGAIN_LATER, "server storage unavailable")
@@ -188,7 +207,7 @@ impl Player {
             socket: self.reach.direct.clone(),
         };
         let author = identity.author;
-        let (handle, answer) = self.state.rooms.join(room, name.clone(), identity, link)?;
+        let (handle, answer) = self.state.rooms.join(room, name.clone(), identity, link, lease)?;
         let joined: Joined = match tokio::time::timeout(self.state.config.limits.hello_timeout, answer).await {
             Ok(Ok(result)) => result?,
             Ok(Err(_)) | Err(_) => return Err(CloseReason::new(close::TRY_AGAIN_LATER, "the room did not answer")),

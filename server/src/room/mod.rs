@@ -130,6 +130,17 @@ pub(crate) enum Control {
         reason: CloseReason,
     },
     Shutdown,
+    /// The room's lease is gone (another node holds the room now): everyone is closed with
+    /// `reason`, and the room closes without writing anything more.
+    Moved {
+        reason: CloseReason,
+    },
+    /// The room is handed to the node at `url` (this one drains): every member is redirected
+    /// there with a seat from `issue`, and the room closes.
+    HandOff {
+        url: String,
+        issue: Box<dyn Fn() -> Vec<u8> + Send>,
+    },
 }
 
 /// Bytes a room's members sent and were sent (payloads, as `Metrics` counts them), for the

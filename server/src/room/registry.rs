@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::session::CloseReason;
 use crate::sim::TickInput;
-use crate::store::Store;
+use crate::store::{Fence, Store};
 use easel_protocol::Identity;
 use easel_protocol::Presence;
 use easel_protocol::board::BoardOp;
@@ -34,6 +34,8 @@ pub struct Rooms {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     store: Store,
+    /// In a cluster, a room opens only under a lease (`join`'s `lease`).
+    clustered: bool,
     /// Wakes `closed()` when the last room is gone.
     emptied: tokio::sync::Notify,
 }
@@ -42,6 +44,8 @@ pub struct Rooms {
 #[derive(Clone)]
 pub struct RoomHandle {
     id: u64,
+    /// The lease the room was opened under, in a cluster.
+    lease: Option<Fence>,
     control: mpsc::UnboundedSender<Control>,
     play: mpsc::Sender<Play>,
 }
@@ -65,6 +69,9 @@ pub enum JoinError {
     ShuttingDown,
     #[error("the room closed while joining")]
     RoomClosed,
+    /// In a cluster, the room is not open here and no lease was given to open it.
+    #[error("the room is not placed on this server")]
+    NotPlaced,
 }
 
 impl From<JoinError> for CloseReason {
@@ -72,6 +79,7 @@ impl From<JoinError> for CloseReason {
         let code = match e {
             JoinError::Draining => close::SERVICE_RESTART,
             JoinError::ShuttingDown | JoinError::RoomClosed => close::GOING_AWAY,
+            JoinError::NotPlaced => close::TRY_AGAIN_LATER,
         };
         CloseReason::new(code, e.to_string())
     }
@@ -85,21 +93,24 @@ impl Rooms {
             next_player_id: AtomicU32::new(1),
             next_room_id: AtomicU64::new(1),
             admission: Mutex::new(Admission::Open),
-            config,
             metrics,
             store,
+            clustered: config.cluster.is_some(),
+            config,
             emptied: tokio::sync::Notify::new(),
         })
     }
 
-    /// Asks room `room` (created if needed) to admit `name`. The answer comes on the returned
-    /// channel once the room task has processed the join.
+    /// Asks room `room` to admit `name`; the room opens if needed (in a cluster only with the
+    /// `lease` placement gave). The answer comes on the returned channel once the room task has
+    /// processed the join.
     pub fn join(
         self: &Arc<Self>,
         room: &str,
         name: String,
         identity: Identity,
         link: MemberLink,
+        lease: Option<Fence>,
     ) -> Result<(RoomHandle, oneshot::Receiver<Result<Joined, CloseReason>>), JoinError> {
         match self.admission() {
             Admission::Open => {}
@@ -110,8 +121,9 @@ impl Rooms {
         let mut by_name = self.lock();
         let handle = match by_name.get(room) {
             Some(handle) => handle.clone(),
+            None if self.clustered && lease.is_none() => return Err(JoinError::NotPlaced),
             None => {
-                let handle = self.open(room);
+                let handle = self.open(room, lease);
                 by_name.insert(room.to_owned(), handle.clone());
                 handle
             }
@@ -124,6 +136,41 @@ impl Rooms {
 
     pub fn room_count(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Whether room `room` is open here.
+    pub fn is_open(&self, room: &str) -> bool {
+        self.lock().contains_key(room)
+    }
+
+    /// The rooms open here under a lease, with it.
+    pub fn leases(&self) -> Vec<(String, Fence)> {
+        self.lock().iter().filter_map(|(name, handle)| handle.lease.map(|lease| (name.clone(), lease))).collect()
+    }
+
+    /// Players in every room.
+    pub fn player_count(&self) -> usize {
+        self.metrics.players.value().max(0) as usize
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.admission() != Admission::Open
+    }
+
+    /// Room `room`'s lease `lease` is gone: if the room open under that name still holds it, it
+    /// closes, its players told `reason` with 1012 (they come back through any node).
+    pub fn lost(&self, room: &str, lease: Fence, reason: &str) {
+        if let Some(handle) = self.lock().get(room).filter(|handle| handle.lease == Some(lease)) {
+            let _ = handle.control.send(Control::Moved { reason: CloseReason::new(close::SERVICE_RESTART, reason) });
+        }
+    }
+
+    /// Room `room` (under `lease`) is handed to the node at `url`: every player is redirected
+    /// there with a seat of its own from `issue`, and the room closes here.
+    pub fn hand_off(&self, room: &str, lease: Fence, url: String, issue: Box<dyn Fn() -> Vec<u8> + Send>) {
+        if let Some(handle) = self.lock().get(room).filter(|handle| handle.lease == Some(lease)) {
+            let _ = handle.control.send(Control::HandOff { url, issue });
+        }
     }
 
     /// Takes no new players from now on, and tells everyone playing `notice`; rooms play on
@@ -241,13 +288,13 @@ impl Rooms {
         }
     }
 
-    fn open(self: &Arc<Self>, name: &str) -> RoomHandle {
+    fn open(self: &Arc<Self>, name: &str, lease: Option<Fence>) -> RoomHandle {
         let id = self.next_room_id.fetch_add(1, Ordering::Relaxed);
         let (control, control_rx) = mpsc::unbounded_channel();
         let (play, play_rx) = mpsc::channel(PLAY_QUEUE);
         self.metrics.rooms.inc();
-        tokio::spawn(run_room(name.to_owned(), id, Arc::clone(self), control_rx, play_rx));
-        RoomHandle { id, control, play }
+        tokio::spawn(run_room(name.to_owned(), id, lease, Arc::clone(self), control_rx, play_rx));
+        RoomHandle { id, lease, control, play }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, RoomHandle>> {

@@ -490,9 +490,15 @@ impl Room {
     }
 
     pub fn close_everyone(&mut self, reason: &CloseReason) {
+        self.close_each(|| reason.clone());
+    }
+
+    /// Tells every member's connection to close, each with a reason of its own (a redirect's
+    /// seat is good for one player).
+    pub fn close_each(&mut self, mut reason: impl FnMut() -> CloseReason) {
         let ids: Vec<u32> = self.members.keys().copied().collect();
         for id in ids {
-            self.kick(id, reason.clone());
+            self.kick(id, reason());
         }
     }
 

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use easel_protocol::close;
+use bytes::Bytes;
+use easel_protocol::{ServerMsg, close, encode};
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
@@ -15,6 +16,7 @@ use super::handoff::Handover;
 use super::state::Room;
 use super::{Control, Play, RoomReport, Rooms};
 use crate::session::CloseReason;
+use crate::store::{CommitError, Fence};
 
 /// How long a closing room waits for the store to commit what it was handed.
 const CLOSING_COMMIT_WAIT: Duration = Duration::from_secs(2);
@@ -23,6 +25,7 @@ const CLOSING_COMMIT_WAIT: Duration = Duration::from_secs(2);
 pub(super) async fn run_room(
     name: String,
     room_id: u64,
+    lease: Option<Fence>,
     rooms: Arc<Rooms>,
     mut control: mpsc::UnboundedReceiver<Control>,
     mut play: mpsc::Receiver<Play>,
@@ -30,7 +33,7 @@ pub(super) async fn run_room(
     let config = rooms.config().clone();
     let (commits_tx, mut commits) = mpsc::unbounded_channel();
     let loaded = match rooms.store().load(&name).await {
-        Ok(stored) => RoomBoard::new(&name, &stored, rooms.store().clone(), None, commits_tx, &config),
+        Ok(stored) => RoomBoard::new(&name, &stored, rooms.store().clone(), lease, commits_tx, &config),
         Err(e) => Err(e.into()),
     };
     let board = match loaded {
@@ -53,6 +56,8 @@ pub(super) async fn run_room(
     let mut last_tick = Instant::now();
     let mut recent_ticks = RecentTicks::default();
     let mut missed_ticks = 0_u64;
+    // Whether another node holds the room now: then nothing more is written from here.
+    let mut moved = false;
     loop {
         tokio::select! {
             biased;
@@ -90,8 +95,30 @@ pub(super) async fn run_room(
                     room.close_everyone(&CloseReason::new(close::GOING_AWAY, "server shutting down"));
                     break;
                 }
+                Some(Control::Moved { reason }) => {
+                    room.close_everyone(&reason);
+                    moved = true;
+                    break;
+                }
+                Some(Control::HandOff { url, issue }) => {
+                    room.close_each(|| {
+                        let redirect = ServerMsg::Redirect { url: url.clone(), seat: issue() };
+                        let reason = "this server is restarting: the room moved to another server";
+                        CloseReason::with_farewell(close::SERVICE_RESTART, reason, Bytes::from(encode(&redirect)))
+                    });
+                    moved = true;
+                    break;
+                }
             },
-            Some(committed) = commits.recv() => room.committed(Instant::now(), committed),
+            Some(committed) = commits.recv() => {
+                if matches!(committed.result, Err(CommitError::Fenced)) {
+                    tracing::warn!(room = %name, "a commit was fenced out: another server holds the room");
+                    room.close_everyone(&CloseReason::new(close::SERVICE_RESTART, "this room moved to another server"));
+                    moved = true;
+                    break;
+                }
+                room.committed(Instant::now(), committed);
+            }
             Some(message) = play.recv() => room.play(Instant::now(), message),
             () = sleep_until(room.commit_retry_at()) => room.retry_commits(),
             _ = ticker.tick() => {
@@ -113,6 +140,12 @@ pub(super) async fn run_room(
         }
     }
     room.leave_all(Instant::now());
+    if moved {
+        // Whatever was not acknowledged is resent by its authors to the new owner.
+        rooms.remove(&name, room_id);
+        tracing::info!(room = %name, "room closed here: another server holds it");
+        return;
+    }
     // Let writes already queued finish, so an op accepted before shutdown is not half-done.
     room.flush_board();
     let deadline = tokio::time::Instant::now() + CLOSING_COMMIT_WAIT;

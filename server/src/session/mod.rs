@@ -21,11 +21,18 @@ pub use rate::TokenBucket;
 pub struct CloseReason {
     pub code: u16,
     pub reason: String,
+    /// An encoded message the client is sent just before the close (a cluster's `Redirect`).
+    pub farewell: Option<bytes::Bytes>,
 }
 
 impl CloseReason {
     pub fn new(code: u16, reason: impl Into<String>) -> Self {
-        Self { code, reason: reason.into() }
+        Self { code, reason: reason.into(), farewell: None }
+    }
+
+    /// A close preceded by the message `farewell`.
+    pub fn with_farewell(code: u16, reason: impl Into<String>, farewell: bytes::Bytes) -> Self {
+        Self { code, reason: reason.into(), farewell: Some(farewell) }
     }
 }
 
@@ -39,6 +46,8 @@ pub enum SessionEvent {
         identity: Option<Identity>,
         /// The resume token of a dropped connection, to get its player back.
         resume: Option<[u8; 16]>,
+        /// The seat a cluster's redirect handed the client (checked by the cluster, if any).
+        seat: Option<Vec<u8>>,
     },
     /// Inputs `seq - dirs.len() + 1 ..= seq` (1 to `MAX_INPUTS_PER_MESSAGE` of them) and the
     /// newest snapshot tick the client decoded.
@@ -139,7 +148,7 @@ impl Session {
             return Err(CloseReason::new(close::POLICY_VIOLATION, "message rate limit exceeded"));
         }
         match (self.phase, msg) {
-            (Phase::AwaitingHello { .. }, ClientMsg::Hello { version, name, room, identity, resume }) => {
+            (Phase::AwaitingHello { .. }, ClientMsg::Hello { version, name, room, identity, resume, seat }) => {
                 if version != PROTOCOL_VERSION {
                     return Err(CloseReason::new(
                         close::PROTOCOL_ERROR,
@@ -153,7 +162,7 @@ impl Session {
                 let room =
                     text::clean_room(&room).map_err(|e| CloseReason::new(close::POLICY_VIOLATION, e.to_string()))?;
                 self.phase = Phase::Joining;
-                Ok(Some(SessionEvent::Join { name, room, identity, resume }))
+                Ok(Some(SessionEvent::Join { name, room, identity, resume, seat }))
             }
             (Phase::AwaitingHello { .. } | Phase::Joining, _) => {
                 Err(CloseReason::new(close::PROTOCOL_ERROR, "the first message must be Hello"))
@@ -204,7 +213,14 @@ mod tests {
     use easel_protocol::encode;
 
     fn hello(version: u16, name: &str, room: &str) -> Vec<u8> {
-        encode(&ClientMsg::Hello { version, name: name.into(), room: room.into(), identity: None, resume: None })
+        encode(&ClientMsg::Hello {
+            version,
+            name: name.into(),
+            room: room.into(),
+            identity: None,
+            resume: None,
+            seat: None,
+        })
     }
 
     fn joined_session(now: Instant) -> Session {
@@ -221,7 +237,13 @@ mod tests {
         let event = session.handle_binary(now, &hello(PROTOCOL_VERSION, " Ada ", "Lobby")).unwrap();
         assert_eq!(
             event,
-            Some(SessionEvent::Join { name: "Ada".into(), room: "lobby".into(), identity: None, resume: None })
+            Some(SessionEvent::Join {
+                name: "Ada".into(),
+                room: "lobby".into(),
+                identity: None,
+                resume: None,
+                seat: None
+            })
         );
     }
 

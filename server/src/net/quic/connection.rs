@@ -43,7 +43,9 @@ async fn accept_as(incoming: IncomingSession, state: AppState, id: u64) {
         return;
     }
     let host = crate::net::origin::page_host(request.authority(), state.http_port);
-    if let Err(reason) = crate::net::origin::check(request.origin(), &host, &state.config.allowed_origins) {
+    if let Err(reason) =
+        crate::net::origin::check(request.origin(), &host, &state.config.allowed_origins, &state.peers())
+    {
         tracing::info!("refused WebTransport: {reason}");
         request.forbidden().await;
         return;
@@ -153,7 +155,9 @@ impl Session {
         // The close frame first, for the client to read the code and reason (closing a
         // WebTransport session tells a browser neither); then the connection.
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-            stream.send.write_all(&close_frame(reason.code, &reason.reason)).await?;
+            let mut last = reason.farewell.as_deref().map(message_frame).unwrap_or_default();
+            last.extend(close_frame(reason.code, &reason.reason));
+            stream.send.write_all(&last).await?;
             stream.send.finish().await
         })
         .await;

@@ -72,7 +72,7 @@ where
     let headers = request.headers();
     let origin = headers.get(header::ORIGIN).map(|o| o.to_str().unwrap_or("(unreadable)"));
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-    if let Err(reason) = super::origin::check(origin, host, &state.config.allowed_origins) {
+    if let Err(reason) = super::origin::check(origin, host, &state.config.allowed_origins, &state.peers()) {
         tracing::info!("refused WebSocket: {reason}");
         return (StatusCode::FORBIDDEN, reason).into_response();
     }
@@ -202,6 +202,9 @@ pub(super) async fn answer_close(socket: &mut Socket) {
 pub(super) async fn close(socket: &mut Socket, reason: CloseReason, write_timeout: Duration) {
     let frame = CloseFrame { code: reason.code.into(), reason: reason.reason.into() };
     let _ = tokio::time::timeout(write_timeout.min(CLOSE_TIMEOUT), async {
+        if let Some(farewell) = reason.farewell {
+            socket.feed(Message::Binary(farewell)).await?;
+        }
         socket.send(Message::Close(Some(frame))).await?;
         while let Some(read) = socket.next().await {
             match read {
