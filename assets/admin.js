@@ -111,6 +111,24 @@ function renderRooms(rooms, seconds) {
   }
 }
 
+// The cluster's nodes, when this server is one of them.
+function renderCluster(cluster) {
+  $('cluster').hidden = !cluster;
+  if (!cluster) return;
+  $('cluster-error').textContent = cluster.error ? `the cluster's database: ${cluster.error}` : '';
+  const body = $('nodes');
+  body.replaceChildren();
+  for (const node of cluster.nodes ?? []) {
+    const row = element('tr', undefined, { 'data-node': String(node.id) });
+    row.append(element('td', node.this ? `#${node.id} (this one)` : `#${node.id}`));
+    row.append(element('td', node.url));
+    row.append(element('td', !node.alive ? 'gone' : node.draining ? 'draining' : 'alive'));
+    row.append(element('td', String(node.rooms)));
+    row.append(element('td', String(node.players)));
+    body.append(row);
+  }
+}
+
 function drawChart() {
   const canvas = $('chart');
   const context = canvas.getContext('2d');
@@ -146,6 +164,7 @@ async function refresh() {
     if (history.length > HISTORY) history.shift();
   }
   renderRooms(status.rooms, previous ? (now - previous.at) / 1000 : 0);
+  renderCluster(status.cluster);
   previous = { at: now, status };
   $('uptime').textContent = duration(status.uptime_s);
   $('cpu').textContent = cpu || '…';

@@ -15,6 +15,7 @@ use easel_client::headless::HeadlessClient;
 use easel_protocol::board::{Point, StrokeId};
 
 const SECRET: &str = "the cluster's shared secret";
+const ADMIN_TOKEN: &str = "a console token for the test";
 /// The lease (5 s) and the few seconds the issue allows on top of it.
 const BACK_WITHIN: Duration = Duration::from_secs(8);
 
@@ -50,7 +51,7 @@ impl Fleet {
         let dir = format!("{}-{node}", self.data);
         let flags = [
             &["--port", &port, "--quic", "off", "--cluster", &self.database, "--public-url", &public][..],
-            &["--cluster-secret", SECRET, "--admin-token", "a console token for the test"],
+            &["--cluster-secret", SECRET, "--admin-token", ADMIN_TOKEN],
             extra,
         ]
         .concat();
@@ -106,7 +107,9 @@ impl Fleet {
 async fn http_get(port: u16, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connecting");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     tokio::time::timeout(WAIT, stream.read_to_string(&mut response)).await.expect("an answer").unwrap();
@@ -191,6 +194,15 @@ async fn players_coming_in_through_different_nodes_end_in_one_room() {
     let d = HeadlessClient::join(&fleet.entry(0), "dee", "annex", WAIT).await.unwrap();
     all_see(&[&d], 1).await;
     assert_ne!(fleet.owner("lobby").await, fleet.owner("annex").await, "the second room went to a less loaded node");
+    // Each node's console shows the whole cluster.
+    let response = http_get(fleet.ports[2], "/admin/api/status").await;
+    let body = response.split_once("\r\n\r\n").expect("a body").1;
+    let status: serde_json::Value = serde_json::from_str(body).expect("JSON");
+    let nodes = status["cluster"]["nodes"].as_array().expect("the cluster's nodes");
+    assert_eq!(nodes.len(), 3, "{status}");
+    assert!(nodes.iter().all(|node| node["alive"] == true), "{status}");
+    assert_eq!(nodes.iter().map(|node| node["rooms"].as_i64().unwrap()).sum::<i64>(), 2, "{status}");
+    assert_eq!(nodes.iter().filter(|node| node["this"] == true).count(), 1, "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -167,7 +167,16 @@ async fn status(State(state): State<AppState>) -> Response {
             })
         })
         .collect();
+    // In a cluster, every node the directory knows (an unreachable database leaves it out).
+    let cluster = match &state.cluster {
+        Some(cluster) => match cluster.nodes().await {
+            Ok(nodes) => json!({ "node": cluster.node(), "nodes": nodes }),
+            Err(e) => json!({ "node": cluster.node(), "error": e.to_string() }),
+        },
+        None => serde_json::Value::Null,
+    };
     let body = json!({
+        "cluster": cluster,
         "uptime_s": state.admin.uptime().as_secs_f64(),
         "cpu_s": process.cpu_seconds,
         "rss_bytes": process.rss_bytes,
