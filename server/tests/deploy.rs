@@ -217,3 +217,63 @@ fn find_database(dir: &Path) -> Option<PathBuf> {
     }
     None
 }
+
+/// The `EASEL_*` settings of one service of `deploy/compose.cluster.yaml` (its own and the
+/// shared `x-cluster` ones), as `(name, value)`.
+fn cluster_node_settings(service: &str) -> Vec<(String, String)> {
+    let compose = repository_file("deploy/compose.cluster.yaml");
+    let setting = |line: &str| {
+        let (name, value) = line.trim().split_once(':')?;
+        name.starts_with("EASEL_").then(|| (name.to_owned(), value.trim().trim_matches('"').to_owned()))
+    };
+    let shared = compose.split("x-cluster:").nth(1).and_then(|rest| rest.split("\n\n").next()).expect("x-cluster");
+    let own = compose.split(&format!("  {service}:")).nth(1).expect("the service").split("\n  node-").next();
+    shared.lines().chain(own.into_iter().flat_map(str::lines)).filter_map(setting).collect()
+}
+
+#[test]
+fn the_cluster_compose_file_runs_nodes_with_settings_the_server_knows() {
+    let help = serve_help();
+    let postgres = common::postgres::Postgres::start();
+    for service in ["node-1", "node-2", "node-3"] {
+        let settings = cluster_node_settings(service);
+        for (name, _) in &settings {
+            // Secrets' values are not shown: `[env: NAME]`.
+            let known = help.contains(&format!("[env: {name}=")) || help.contains(&format!("[env: {name}]"));
+            assert!(known, "{name} is not a setting of `easel serve`");
+        }
+        let value = |key: &str| settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let port = value("EASEL_PORT").expect("a port of its own");
+        assert_eq!(value("EASEL_PUBLIC_URL"), Some(format!("http://localhost:{port}")), "{service}");
+        assert!(value("EASEL_CLUSTER").is_some_and(|url| url.starts_with("postgres://")), "{service}");
+        // The node runs with them (its database here the test's, its address loopback).
+        let root = std::env::temp_dir().join(format!("easel-cluster-node-{service}-{}", std::process::id()));
+        std::fs::create_dir_all(&root).expect("a directory to run in");
+        let mut command = Command::new(EASEL);
+        command.arg("serve");
+        for (name, value) in &settings {
+            command.env(name, value);
+        }
+        command.env("EASEL_CLUSTER", postgres.url()).env("EASEL_BIND", "127.0.0.1").env("EASEL_PORT", "0");
+        let mut child = command.current_dir(&root).stdout(Stdio::piped()).spawn().expect("starting easel");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+        let address = line.trim().strip_prefix("Easel listening on http://").expect("listening line").to_owned();
+        let deadline = Instant::now() + common::WAIT;
+        loop {
+            let mut http = TcpStream::connect(&address).expect("connect");
+            http.write_all(b"GET /readyz HTTP/1.1\r\nHost: easel\r\nConnection: close\r\n\r\n").expect("request");
+            let mut response = String::new();
+            http.read_to_string(&mut response).expect("response");
+            if response.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{service} never became ready: {response}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(find_database(&root).is_none(), "a node of a cluster keeps nothing on local disk");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}

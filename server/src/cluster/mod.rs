@@ -231,6 +231,12 @@ impl Cluster {
         Ok((kept, peers?.into_iter().map(|row| row.get(0)).collect()))
     }
 
+    /// Whether a renewal went through within the last lease: while not, this node can place no
+    /// room and may be holding none (`/readyz` says it is not ready).
+    pub fn in_touch(&self) -> bool {
+        self.last_renewed.lock().unwrap_or_else(|p| p.into_inner()).elapsed() < LEASE
+    }
+
     /// The public URLs of the cluster's live nodes (this one's among them).
     pub fn peers(&self) -> Vec<String> {
         self.peers.read().unwrap_or_else(|p| p.into_inner()).clone()

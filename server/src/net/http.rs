@@ -1,6 +1,7 @@
 //! HTTP routes: the browser client (`pages`), `/healthz` (the process answers), `/readyz` (it
-//! takes new players: not while it drains), `/metrics`, `/ws`, and `/webtransport` (where pages
-//! learn how to open a WebTransport session).
+//! takes new players: not while it drains, nor in a cluster while its database does not
+//! answer), `/metrics`, `/ws`, and `/webtransport` (where pages learn how to open a
+//! WebTransport session).
 
 use axum::Router;
 use axum::extract::{Path as UrlPath, State};
@@ -58,6 +59,9 @@ async fn common_headers(State(state): State<AppState>, mut response: Response) -
 /// load balancer sends newcomers elsewhere while the players already here play on.
 async fn ready(State(state): State<AppState>) -> Response {
     match state.rooms.admission() {
+        crate::room::Admission::Open if state.cluster.as_ref().is_some_and(|c| !c.in_touch()) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "the cluster's database does not answer\n").into_response()
+        }
         crate::room::Admission::Open => (StatusCode::OK, "ready\n").into_response(),
         crate::room::Admission::Draining | crate::room::Admission::Closed => {
             (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
