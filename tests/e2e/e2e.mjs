@@ -5,7 +5,7 @@
 // Env: EASEL_BIN (the server binary, with the client built in). Run through `cargo xtask test`.
 import { chromium } from 'playwright-core';
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import os from 'node:os';
@@ -687,6 +687,90 @@ await test('a dropped connection is shown and the client reconnects', async () =
     const s = await state(pageB);
     return s.status === 'joined' && player(s, 'alice') ? s : null;
   }, 30_000);
+});
+
+// A private PostgreSQL for the cluster test: initdb into a temporary directory and postgres on a
+// free loopback port, as the postgres user when run as root (PostgreSQL refuses root); killed
+// with the servers.
+async function startPostgres() {
+  const versions = readdirSync('/usr/lib/postgresql').sort();
+  const bin = path.join('/usr/lib/postgresql', versions[versions.length - 1], 'bin');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'easel-e2e-pg-'));
+  const user = process.getuid() === 0
+    ? { uid: Number(execFileSync('id', ['-u', 'postgres'])), gid: Number(execFileSync('id', ['-g', 'postgres'])) }
+    : {};
+  if (user.uid !== undefined) chownSync(dir, user.uid, user.gid);
+  execFileSync(path.join(bin, 'initdb'), ['--auth=trust', '--username=postgres', '--no-sync', '-D', dir],
+    { ...user, cwd: '/', stdio: 'ignore' });
+  const port = await freePort();
+  const proc = spawn(path.join(bin, 'postgres'), ['-D', dir, '-h', '127.0.0.1', '-p', String(port), '-k', dir,
+    '-c', 'fsync=off'], { ...user, cwd: '/', stdio: 'ignore' });
+  running.servers.add(proc);
+  await waitFor('postgres to take connections', async () => {
+    try {
+      execFileSync(path.join(bin, 'pg_isready'), ['-q', '-h', '127.0.0.1', '-p', String(port)]);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, proc };
+}
+
+function freePort() {
+  return new Promise((resolve) => {
+    const probe = net.createServer();
+    probe.listen(0, '127.0.0.1', () => { const { port } = probe.address(); probe.close(() => resolve(port)); });
+  });
+}
+
+await test('in a cluster, pages that come in through different nodes meet on the room\'s node', async () => {
+  const postgres = await startPostgres();
+  const secret = 'the e2e cluster secret';
+  const token = 'e2e-cluster-console-token';
+  const nodes = [];
+  const contexts = [];
+  try {
+    for (let i = 0; i < 2; i++) {
+      const port = await freePort();
+      nodes.push(await startServer(port, ['--cluster', postgres.url, '--public-url', `http://127.0.0.1:${port}`,
+        '--cluster-secret', secret, '--admin-token', token]));
+      // The next node registers after this one has: the first is the least loaded by its id.
+      await waitFor('the node to join the cluster', async () => (await fetch(`${nodes[i].url}/readyz`)).ok);
+    }
+    const pages = [];
+    for (const [name, node, query] of [['nia', nodes[1], ''], ['oto', nodes[0], ''], ['pim', nodes[1], '&transport=ws']]) {
+      const context = await browser.newContext({ viewport: { width: 800, height: 600 } });
+      contexts.push(context);
+      const page = await context.newPage();
+      page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+      await joinAs(page, node.url, name, 'clustered', query);
+      pages.push(page);
+    }
+    for (const page of pages) {
+      await waitFor('every page to see all three', async () => {
+        const s = await state(page);
+        return ['nia', 'oto', 'pim'].every((name) => player(s, name));
+      });
+    }
+    // Nia's page came from the second node and plays on the first over WebTransport (the
+    // redirect's node offers it across origins); Pim's over the WebSocket.
+    const nia = await state(pages[0]);
+    const pim = await state(pages[2]);
+    if (nia.transport !== 'WebTransport') throw new Error(`nia plays over ${nia.transport}`);
+    if (pim.transport !== 'WebSocket') throw new Error(`pim plays over ${pim.transport}`);
+    const status = async (node) => (await fetch(`${node.url}/admin/api/status`,
+      { headers: { authorization: `Bearer ${token}` } })).json();
+    const [first, second] = [await status(nodes[0]), await status(nodes[1])];
+    const held = first.rooms.find((r) => r.name === 'clustered');
+    if (!held || held.players.length !== 3) throw new Error(`the first node holds ${JSON.stringify(first.rooms)}`);
+    if (second.rooms.length !== 0) throw new Error(`the second node holds ${JSON.stringify(second.rooms)}`);
+    if (second.cluster.nodes.length !== 2) throw new Error(`the cluster: ${JSON.stringify(second.cluster)}`);
+  } finally {
+    for (const context of contexts) await context.close();
+    for (const node of nodes) node.proc.kill('SIGKILL');
+    postgres.proc.kill('SIGKILL');
+  }
 });
 
 await test('no errors in the browser console', async () => {

@@ -33,6 +33,8 @@ pub const LEASE: Duration = Duration::from_secs(5);
 pub const RENEW_EVERY: Duration = Duration::from_secs(1);
 /// The longest a query to the database may take before it counts as failed.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+/// The least time between two reads of the live nodes prompted by an origin nobody knew.
+const PEERS_REFRESH: Duration = Duration::from_millis(250);
 
 /// Why the cluster could not do something.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +81,8 @@ pub struct Cluster {
     /// The public URLs of the live nodes, as of the last renewal: their pages may connect here
     /// (a player redirected from one node to another keeps the first node's page).
     peers: std::sync::RwLock<Vec<String>>,
+    /// When an unknown origin last made the node read the live nodes again.
+    peers_asked: Mutex<Option<Instant>>,
 }
 
 /// Claims `$1` for the live, undraining node with the fewest rooms when no lease on it is
@@ -137,6 +141,7 @@ impl Cluster {
             database,
             last_renewed: Mutex::new(Instant::now()),
             peers: std::sync::RwLock::new(vec![settings.public_url.clone()]),
+            peers_asked: Mutex::new(None),
         }))
     }
 
@@ -240,6 +245,36 @@ impl Cluster {
     /// The public URLs of the cluster's live nodes (this one's among them).
     pub fn peers(&self) -> Vec<String> {
         self.peers.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The live nodes' URLs, read from the database again when `origin` is none of those known
+    /// (a node that joined since the last renewal, whose page a redirect sent here), at most
+    /// every `PEERS_REFRESH` so that made-up origins cannot make the node flood the database.
+    pub async fn peers_for(&self, origin: Option<&str>) -> Vec<String> {
+        let known = self.peers();
+        let Some(origin) = origin else { return known };
+        if known.iter().any(|peer| peer.eq_ignore_ascii_case(origin)) {
+            return known;
+        }
+        {
+            let mut asked = self.peers_asked.lock().unwrap_or_else(|p| p.into_inner());
+            if asked.is_some_and(|at| at.elapsed() < PEERS_REFRESH) {
+                return known;
+            }
+            *asked = Some(Instant::now());
+        }
+        let live = async {
+            let client = self.database.client().await?;
+            let rows = timed(client.query("SELECT url FROM nodes WHERE seen_until > now()", &[])).await?;
+            Ok::<_, ClusterError>(rows.into_iter().map(|row| row.get(0)).collect::<Vec<String>>())
+        };
+        match live.await {
+            Ok(urls) => {
+                *self.peers.write().unwrap_or_else(|p| p.into_inner()) = urls.clone();
+                urls
+            }
+            Err(_) => known,
+        }
     }
 
     /// The start of a drain: this node takes no new rooms, and every room it holds is handed

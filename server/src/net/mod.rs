@@ -68,6 +68,15 @@ impl AppState {
     pub fn peers(&self) -> Vec<String> {
         self.cluster.as_ref().map(|cluster| cluster.peers()).unwrap_or_default()
     }
+
+    /// `peers`, asked again of the cluster when `origin` is not among them (see
+    /// `Cluster::peers_for`).
+    pub async fn peers_for(&self, origin: Option<&str>) -> Vec<String> {
+        match &self.cluster {
+            Some(cluster) => cluster.peers_for(origin).await,
+            None => Vec::new(),
+        }
+    }
 }
 
 /// Counts live sessions (WebSocket and WebTransport), for the connection limit and so that

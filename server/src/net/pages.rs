@@ -253,18 +253,55 @@ fn page_policy(host: Option<&str>, allowed: &Connect) -> String {
             connect.push_str(&format!(" https://{}:{port}", super::origin::without_port(host)));
         }
     }
+    let mut sources = Vec::new();
     for peer in &allowed.peers {
-        let Some((scheme, authority)) = peer.split_once("://") else { continue };
-        if super::origin::plain_host(authority) {
-            let websocket = if scheme == "https" { "wss" } else { "ws" };
-            connect.push_str(&format!(" {peer} {websocket}://{authority} https://{authority}"));
+        for source in cluster_sources(peer) {
+            if !sources.contains(&source) {
+                sources.push(source);
+            }
         }
+    }
+    for source in sources {
+        connect.push(' ');
+        connect.push_str(&source);
     }
     format!(
         "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
          img-src 'self' data: blob:; connect-src {connect}; base-uri 'none'; form-action 'self'; \
          frame-ancestors 'none'"
     )
+}
+
+/// Where a page may connect for a cluster node at `peer` (`http(s)://host[:port]`): the node's
+/// page, WebSocket and WebTransport on any port of its host, and, for a host that is a
+/// subdomain (`node-3.example.com`), on every sibling (`*.example.com`). A page lives longer than
+/// the list of nodes it was served with: nodes started later on the same host or under the
+/// same domain (an autoscaled fleet) are reachable too.
+fn cluster_sources(peer: &str) -> Vec<String> {
+    let Some((scheme, authority)) = peer.split_once("://") else { return Vec::new() };
+    if !super::origin::plain_host(authority) || !matches!(scheme, "http" | "https") {
+        return Vec::new();
+    }
+    let host = super::origin::without_port(authority);
+    let mut hosts = vec![host.to_owned()];
+    let is_name = host.chars().any(|c| c.is_ascii_alphabetic()) && !host.starts_with('[');
+    if is_name && host.matches('.').count() >= 2 {
+        if let Some((_, parent)) = host.split_once('.') {
+            hosts.push(format!("*.{parent}"));
+        }
+    }
+    let websocket = if scheme == "https" { "wss" } else { "ws" };
+    hosts
+        .iter()
+        .flat_map(|host| {
+            let mut sources = vec![format!("{scheme}://{host}:*"), format!("{websocket}://{host}:*")];
+            if scheme == "http" {
+                // WebTransport is always https://, on the node's UDP port.
+                sources.push(format!("https://{host}:*"));
+            }
+            sources
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -305,8 +342,12 @@ mod tests {
     fn a_clusters_page_may_connect_to_every_node() {
         let peers = vec!["https://node-1.example.com".to_owned(), "http://10.0.0.2:8080".to_owned()];
         let policy = page_policy(Some("node-1.example.com"), &Connect { webtransport_port: None, peers });
-        assert!(policy.contains(" https://node-1.example.com wss://node-1.example.com "), "{policy}");
-        assert!(policy.contains(" http://10.0.0.2:8080 ws://10.0.0.2:8080 https://10.0.0.2:8080;"), "{policy}");
+        assert!(policy.contains(" https://node-1.example.com:* wss://node-1.example.com:* "), "{policy}");
+        assert!(policy.contains(" https://*.example.com:* wss://*.example.com:* "), "siblings: {policy}");
+        assert!(policy.contains(" http://10.0.0.2:* ws://10.0.0.2:* https://10.0.0.2:*;"), "{policy}");
+        assert!(!policy.contains("*.0.2"), "no sibling pattern for an address: {policy}");
+        assert!(cluster_sources("https://example.com").iter().all(|s| !s.contains("*.")), "no sibling of a domain");
+        assert!(cluster_sources("javascript://x").is_empty());
     }
 
     #[test]

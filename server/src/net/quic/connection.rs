@@ -43,9 +43,12 @@ async fn accept_as(incoming: IncomingSession, state: AppState, id: u64) {
         return;
     }
     let host = crate::net::origin::page_host(request.authority(), state.http_port);
-    if let Err(reason) =
-        crate::net::origin::check(request.origin(), &host, &state.config.allowed_origins, &state.peers())
-    {
+    if let Err(reason) = crate::net::origin::check(
+        request.origin(),
+        &host,
+        &state.config.allowed_origins,
+        &state.peers_for(request.origin()).await,
+    ) {
         tracing::info!("refused WebTransport: {reason}");
         request.forbidden().await;
         return;

@@ -18,7 +18,7 @@ use crate::room::Ending;
 
 /// `GET /autobahn-echo`.
 pub(in crate::net) async fn upgrade(State(state): State<AppState>, request: Request) -> Response {
-    super::accept(state, request, echo)
+    super::accept(state, request, echo).await
 }
 
 async fn echo(mut socket: Socket, _writer: Arc<SocketWriter>, state: AppState, _connection: u64) {

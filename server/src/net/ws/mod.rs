@@ -60,19 +60,21 @@ pub(super) type Socket = WebSocketStream<SocketIo>;
 /// `GET /ws`: Easel's protocol.
 pub(super) async fn upgrade(State(state): State<AppState>, request: Request) -> Response {
     accept(state, request, |socket, writer, state, id| connection::Connection::new(socket, writer, state, id).run())
+        .await
 }
 
 /// Checks the origin and the handshake (RFC 6455, 4.2.1), answers 101 and runs `serve` on the
 /// upgraded socket; or answers why not.
-fn accept<Serve, Served>(state: AppState, mut request: Request, serve: Serve) -> Response
+async fn accept<Serve, Served>(state: AppState, mut request: Request, serve: Serve) -> Response
 where
     Serve: FnOnce(Socket, Arc<SocketWriter>, AppState, u64) -> Served + Send + 'static,
     Served: Future<Output = ()> + Send,
 {
+    let origin = request.headers().get(header::ORIGIN).map(|o| o.to_str().unwrap_or("(unreadable)").to_owned());
+    let peers = state.peers_for(origin.as_deref()).await;
     let headers = request.headers();
-    let origin = headers.get(header::ORIGIN).map(|o| o.to_str().unwrap_or("(unreadable)"));
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-    if let Err(reason) = super::origin::check(origin, host, &state.config.allowed_origins, &state.peers()) {
+    if let Err(reason) = super::origin::check(origin.as_deref(), host, &state.config.allowed_origins, &peers) {
         tracing::info!("refused WebSocket: {reason}");
         return (StatusCode::FORBIDDEN, reason).into_response();
     }
