@@ -7,8 +7,10 @@
 //!   the offline merge, every phase verified against the exact expected board.
 //! - `soak`: clients coming and going for a long time, some cut off, some breaking rules.
 //! - `measure`: the milestones a harness samples the server at, and percentiles.
+//! - `postgres`: a private PostgreSQL, for the cluster's benchmark and tests.
 
 pub mod arena;
 pub mod measure;
+pub mod postgres;
 pub mod soak;
 pub mod whiteboard;

@@ -1,12 +1,14 @@
-//! A private PostgreSQL for a test: `initdb` into a temporary directory and `postgres` on a free
-//! loopback port, run as the `postgres` user when the test runs as root (PostgreSQL refuses
-//! root), and stopped by its PID when dropped.
+//! A private PostgreSQL for a test or a benchmark of the cluster: `initdb` into a temporary
+//! directory and `postgres` on a free loopback port, run as the `postgres` user when started by
+//! root (PostgreSQL refuses root), and stopped by its PID when dropped.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
 
 static STARTED: AtomicU32 = AtomicU32::new(0);
 
@@ -19,16 +21,16 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    /// Starts a new, empty cluster and waits until it takes connections.
-    pub fn start() -> Self {
-        let bin = bin_dir();
+    /// Starts a new, empty database cluster and waits until it takes connections.
+    pub fn start() -> Result<Self> {
+        let bin = bin_dir()?;
         let n = STARTED.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("easel-pg-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("creating the database directory");
-        let user = running_as_root().then(postgres_user);
+        std::fs::create_dir_all(&dir).context("creating the database directory")?;
+        let user = if running_as_root() { Some(postgres_user()?) } else { None };
         if let Some((uid, gid)) = user {
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("giving the directory to postgres");
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).context("giving the directory to postgres")?;
         }
         let status = as_user(Command::new(bin.join("initdb")), user)
             .args(["--auth=trust", "--username=postgres", "--encoding=UTF8", "--no-sync", "-D"])
@@ -36,32 +38,23 @@ impl Postgres {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .status()
-            .expect("running initdb (install Debian's postgresql)");
-        assert!(status.success(), "initdb failed");
-        let mut postgres = Self { child: None, dir, port: free_port(), bin, user };
-        postgres.run();
-        postgres
+            .context("running initdb")?;
+        if !status.success() {
+            bail!("initdb failed");
+        }
+        let mut postgres = Self { child: None, dir, port: free_port()?, bin, user };
+        postgres.run()?;
+        Ok(postgres)
+    }
+
+    /// The postmaster's PID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// `postgres://postgres@127.0.0.1:PORT/postgres`.
     pub fn url(&self) -> String {
-        self.url_of("postgres")
-    }
-
-    pub fn url_of(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
-    }
-
-    /// Creates database `name` and returns its URL.
-    pub fn database(&self, name: &str) -> String {
-        let status = Command::new(self.bin.join("psql"))
-            .args(["-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-p", &self.port.to_string(), "-c"])
-            .arg(format!("CREATE DATABASE \"{name}\""))
-            .stdout(Stdio::null())
-            .status()
-            .expect("running psql");
-        assert!(status.success(), "creating database {name}");
-        self.url_of(name)
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
     /// Stops the server at once, as a crash would (immediate shutdown: no checkpoint, the
@@ -79,11 +72,11 @@ impl Postgres {
     }
 
     /// Starts the server again on the same files and port, after `kill`.
-    pub fn restart(&mut self) {
-        self.run();
+    pub fn restart(&mut self) -> Result<()> {
+        self.run()
     }
 
-    fn run(&mut self) {
+    fn run(&mut self) -> Result<()> {
         let child = as_user(Command::new(self.bin.join("postgres")), self.user)
             .arg("-D")
             .arg(&self.dir)
@@ -94,9 +87,9 @@ impl Postgres {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("starting postgres");
+            .context("starting postgres")?;
         self.child = Some(child);
-        wait_until_accepting(&self.bin, self.port);
+        wait_until_accepting(&self.bin, self.port)
     }
 }
 
@@ -108,14 +101,14 @@ impl Drop for Postgres {
 }
 
 /// Debian's newest PostgreSQL server programs.
-fn bin_dir() -> PathBuf {
+fn bin_dir() -> Result<PathBuf> {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL is not installed (Debian package postgresql; `cargo xtask test` installs it)")
+        .context("PostgreSQL is not installed (Debian package postgresql; `cargo xtask test` installs it)")?
         .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
         .filter(|bin| bin.join("postgres").exists())
         .collect();
     versions.sort();
-    versions.pop().expect("no PostgreSQL server under /usr/lib/postgresql")
+    versions.pop().context("no PostgreSQL server under /usr/lib/postgresql")
 }
 
 fn running_as_root() -> bool {
@@ -123,16 +116,18 @@ fn running_as_root() -> bool {
 }
 
 /// The `postgres` user's uid and gid.
-fn postgres_user() -> (u32, u32) {
-    let passwd = std::fs::read_to_string("/etc/passwd").expect("reading /etc/passwd");
+fn postgres_user() -> Result<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").context("reading /etc/passwd")?;
     passwd
         .lines()
         .find_map(|line| {
             let fields: Vec<&str> = line.split(':').collect();
-            (fields.first() == Some(&"postgres")).then(|| (fields[2].parse().ok(), fields[3].parse().ok()))
+            match fields.as_slice() {
+                ["postgres", _, uid, gid, ..] => Some((uid.parse().ok()?, gid.parse().ok()?)),
+                _ => None,
+            }
         })
-        .and_then(|(uid, gid)| Some((uid?, gid?)))
-        .expect("no postgres user (it comes with Debian's postgresql package)")
+        .context("no postgres user (it comes with Debian's postgresql package)")
 }
 
 fn as_user(mut command: Command, user: Option<(u32, u32)>) -> Command {
@@ -142,12 +137,12 @@ fn as_user(mut command: Command, user: Option<(u32, u32)>) -> Command {
     command
 }
 
-/// A port nothing listens on now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+/// A loopback port nothing listens on now.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("no free port")?.port())
 }
 
-fn wait_until_accepting(bin: &Path, port: u16) {
+fn wait_until_accepting(bin: &Path, port: u16) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ready = Command::new(bin.join("pg_isready"))
@@ -155,9 +150,11 @@ fn wait_until_accepting(bin: &Path, port: u16) {
             .status()
             .is_ok_and(|status| status.success());
         if ready {
-            return;
+            return Ok(());
         }
-        assert!(Instant::now() < deadline, "postgres did not start within 30 s");
+        if Instant::now() >= deadline {
+            bail!("postgres did not start within 30 s");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -8,10 +8,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::postgres::{Postgres, free_port};
 use common::{Server, WAIT};
 use easel_client::core::ClientCore;
 use easel_client::headless::HeadlessClient;
+use easel_load::postgres::{Postgres, free_port};
 use easel_protocol::board::{Point, StrokeId};
 
 const SECRET: &str = "the cluster's shared secret";
@@ -31,10 +31,10 @@ struct Fleet {
 
 impl Fleet {
     fn start(name: &str) -> Self {
-        let postgres = Postgres::start();
+        let postgres = Postgres::start().expect("a private PostgreSQL");
         let database = postgres.url();
         let data = std::env::temp_dir().join(format!("easel-cluster-{name}-{}", std::process::id()));
-        let ports = (0..3).map(|_| free_port()).collect();
+        let ports = (0..3).map(|_| free_port().expect("a free port")).collect();
         let mut fleet =
             Self { postgres, database, ports, nodes: Vec::new(), data: data.to_string_lossy().into_owned() };
         for node in 0..3 {
@@ -372,7 +372,7 @@ async fn a_database_away_for_less_than_the_lease_delays_acknowledgements_and_los
     let mut acknowledged = both_draw(&writers, Duration::from_millis(300)).await;
     fleet.postgres.kill();
     acknowledged.extend(both_draw(&writers, Duration::from_secs(3)).await);
-    fleet.postgres.restart();
+    fleet.postgres.restart().expect("postgres again");
     acknowledged.extend(both_draw(&writers, Duration::from_millis(300)).await);
     // The same room, on the same node, all along: its players were never disconnected.
     for writer in &writers {
@@ -404,7 +404,7 @@ async fn a_database_away_for_longer_than_the_lease_fences_the_room_and_loses_not
             .unwrap();
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
-    fleet.postgres.restart();
+    fleet.postgres.restart().expect("postgres again");
     let mut back = Vec::new();
     for (i, writer) in writers.into_iter().enumerate() {
         let core = writer.disconnect().await;

@@ -234,7 +234,7 @@ fn cluster_node_settings(service: &str) -> Vec<(String, String)> {
 #[test]
 fn the_cluster_compose_file_runs_nodes_with_settings_the_server_knows() {
     let help = serve_help();
-    let postgres = common::postgres::Postgres::start();
+    let postgres = easel_load::postgres::Postgres::start().expect("a private PostgreSQL");
     for service in ["node-1", "node-2", "node-3"] {
         let settings = cluster_node_settings(service);
         for (name, _) in &settings {

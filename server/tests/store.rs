@@ -4,24 +4,22 @@
 
 mod common;
 
-use std::sync::OnceLock;
-
-use common::postgres::Postgres;
 use easel::store::{CommitError, Committed, Fence, Location, Store, StoreThread};
+use easel_load::postgres::Postgres;
 use easel_protocol::Identity;
 use tokio::sync::mpsc;
 
-/// One PostgreSQL for this test binary; each test gets a database of its own.
-fn postgres() -> &'static Postgres {
-    static POSTGRES: OnceLock<Postgres> = OnceLock::new();
-    POSTGRES.get_or_init(Postgres::start)
+/// A PostgreSQL of the test's own, stopped (by PID) when the test drops it. (A static one would
+/// outlive the test binary: statics are never dropped.)
+fn postgres() -> Postgres {
+    Postgres::start().expect("a private PostgreSQL")
 }
 
-/// Every kind of store, fresh, for test `name`.
-fn locations(name: &str) -> Vec<Location> {
+/// Every kind of store, fresh, for test `name`, on `postgres`.
+fn locations(name: &str, postgres: &Postgres) -> Vec<Location> {
     let dir = std::env::temp_dir().join(format!("easel-store-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    vec![Location::Directory(dir), Location::Memory, Location::Postgres(postgres().database(name))]
+    vec![Location::Directory(dir), Location::Memory, Location::Postgres(postgres.url())]
 }
 
 fn open(location: &Location) -> (Store, StoreThread) {
@@ -36,7 +34,8 @@ async fn commit(store: &Store, room: &str, first_seq: u64, ops: &[&[u8]], fence:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn committed_ops_load_back_after_a_reopen() {
-    for location in locations("reopen").into_iter().filter(|l| *l != Location::Memory) {
+    let postgres = postgres();
+    for location in locations("reopen", &postgres).into_iter().filter(|l| *l != Location::Memory) {
         let (store, thread) = open(&location);
         commit(&store, "r", 1, &[b"one", b"two"], None).await.result.unwrap();
         drop(store);
@@ -50,7 +49,8 @@ async fn committed_ops_load_back_after_a_reopen() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn compaction_replaces_the_covered_ops_with_a_snapshot() {
-    for location in locations("compact") {
+    let postgres = postgres();
+    for location in locations("compact", &postgres) {
         let (store, _thread) = open(&location);
         commit(&store, "r", 1, &[b"a", b"b", b"c"], None).await.result.unwrap();
         store.compact("r", b"state-after-2".to_vec(), 2, None);
@@ -63,7 +63,8 @@ async fn compaction_replaces_the_covered_ops_with_a_snapshot() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_recommitted_op_replaces_the_one_of_the_same_seq() {
-    for location in locations("recommit") {
+    let postgres = postgres();
+    for location in locations("recommit", &postgres) {
         let (store, _thread) = open(&location);
         commit(&store, "r", 1, &[b"first try"], None).await.result.unwrap();
         commit(&store, "r", 1, &[b"retried"], None).await.result.unwrap();
@@ -73,7 +74,8 @@ async fn a_recommitted_op_replaces_the_one_of_the_same_seq() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn identities_are_confirmed_only_with_their_token() {
-    for location in locations("identities") {
+    let postgres = postgres();
+    for location in locations("identities", &postgres) {
         let (store, _thread) = open(&location);
         let first = store.identify(None).await.unwrap();
         assert_eq!(store.identify(Some(first)).await.unwrap(), first, "a correct token keeps the identity");
@@ -87,7 +89,8 @@ async fn identities_are_confirmed_only_with_their_token() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_stores_on_one_database_never_hand_out_the_same_author() {
-    let url = postgres().database("authors");
+    let postgres = postgres();
+    let url = postgres.url();
     let (a, _a) = open(&Location::Postgres(url.clone()));
     let (b, _b) = open(&Location::Postgres(url));
     let mut authors = Vec::new();
@@ -104,7 +107,8 @@ async fn two_stores_on_one_database_never_hand_out_the_same_author() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_commit_under_a_lost_lease_is_fenced_out_and_others_in_its_group_are_written() {
-    let url = postgres().database("fencing");
+    let postgres = postgres();
+    let url = postgres.url();
     let (store, _thread) = open(&Location::Postgres(url.clone()));
     let client = connect(&url).await;
     client
@@ -133,13 +137,13 @@ async fn a_commit_under_a_lost_lease_is_fenced_out_and_others_in_its_group_are_w
 
 #[tokio::test(flavor = "multi_thread")]
 async fn commits_fail_while_the_database_is_down_and_go_through_once_it_is_back() {
-    let mut postgres = Postgres::start();
+    let mut postgres = Postgres::start().expect("a private PostgreSQL");
     let (store, _thread) = open(&Location::Postgres(postgres.url()));
     commit(&store, "r", 1, &[b"before"], None).await.result.unwrap();
     postgres.kill();
     let failed = commit(&store, "r", 2, &[b"during"], None).await;
     assert!(matches!(failed.result, Err(CommitError::Database(_))), "{:?}", failed.result);
-    postgres.restart();
+    postgres.restart().expect("postgres again");
     // The store connects again on the next request; the room would retry the same op.
     commit(&store, "r", 2, &[b"during"], None).await.result.unwrap();
     let board = store.load("r").await.unwrap();

@@ -3,8 +3,6 @@
 // Each test binary includes this module and uses a part of it.
 #![allow(dead_code)]
 
-pub mod postgres;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::Duration;
