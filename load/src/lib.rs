@@ -6,10 +6,13 @@
 //! - `whiteboard`: W writers and W readers building a 10,000-stroke board, then a late joiner and
 //!   the offline merge, every phase verified against the exact expected board.
 //! - `soak`: clients coming and going for a long time, some cut off, some breaking rules.
+//! - `cluster`: three nodes on one PostgreSQL: join times through redirects, failover after
+//!   `kill -9`, and what the leases cost the database.
 //! - `measure`: the milestones a harness samples the server at, and percentiles.
 //! - `postgres`: a private PostgreSQL, for the cluster's benchmark and tests.
 
 pub mod arena;
+pub mod cluster;
 pub mod measure;
 pub mod postgres;
 pub mod soak;

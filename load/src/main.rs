@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use easel_client::headless::{Transport, TransportChoice, Trust};
 use easel_load::arena::{self, Behavior, BotConfig};
+use easel_load::cluster::{self, ClusterConfig};
 use easel_load::measure::Milestone;
 use easel_load::soak::{self, SoakConfig};
 use easel_load::whiteboard::{self, WORKLOAD_STROKES, WhiteboardConfig};
@@ -60,6 +61,12 @@ struct Cli {
     /// Also print the summary as one JSON line (last line of output).
     #[arg(long)]
     json: bool,
+    /// The cluster workload's server binary: it starts three nodes of it (and a PostgreSQL).
+    #[arg(long, value_name = "PATH")]
+    easel: Option<std::path::PathBuf>,
+    /// Times the cluster workload kills a room's node.
+    #[arg(long, default_value_t = 1)]
+    failovers: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -94,6 +101,10 @@ enum Workload {
     /// Clients coming and going for --duration, --count at a time in a few rooms: playing,
     /// cut off and resuming, breaking rules (`cargo xtask soak` runs it).
     Soak,
+    /// Three nodes of --easel on a private PostgreSQL, one bot in each of --count rooms joining
+    /// through a random node; the idle cluster measured for --duration; --failovers kills
+    /// (`cargo xtask bench cluster` runs it; --server is ignored).
+    Cluster,
 }
 
 /// The certificates the bots trust over HTTPS.
@@ -112,6 +123,7 @@ fn main() -> anyhow::Result<()> {
         Workload::Mixed => Behavior::Mixed,
         Workload::Whiteboard => return whiteboard_bots(cli),
         Workload::Soak => return soak_bots(cli),
+        Workload::Cluster => return cluster_bots(cli),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let transport = runtime.block_on(Transport::choose(&cli.server, cli.transport.into(), &trust(&cli)?))?;
@@ -209,6 +221,34 @@ fn soak_bots(cli: Cli) -> anyhow::Result<()> {
         summary.errors,
     );
     finish(&summary, summary.ok, summary.reason.as_deref(), cli.json)
+}
+
+fn cluster_bots(cli: Cli) -> anyhow::Result<()> {
+    let easel = cli.easel.clone().context("the cluster workload needs --easel PATH (the server binary)")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let config = ClusterConfig { easel, rooms: cli.count, window: cli.duration, failovers: cli.failovers };
+    let report = runtime.block_on(cluster::run(&config));
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            println!("  NOT OK: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    println!(
+        "cluster: {} rooms on {} nodes; join p50 {:.1} ms, p99 {:.1} ms ({:.0} % redirected); idle: database {:.3} cores, nodes {:.3} cores; failover ({} players) p50 {:.0} ms, max {:.0} ms",
+        report.rooms,
+        report.nodes,
+        report.join_ms.p50,
+        report.join_ms.p99,
+        report.redirected * 100.0,
+        report.database_cores,
+        report.nodes_cores,
+        report.failed_over,
+        report.failover_ms.p50,
+        report.failover_ms.max,
+    );
+    finish(&report, true, None, cli.json)
 }
 
 /// Prints a run's milestone on its own line, where a benchmark harness watches for it.

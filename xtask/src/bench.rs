@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -723,6 +723,118 @@ fn run_whiteboard(binaries: &Binaries, w: usize, options: &WhiteboardOptions, co
         "stored_board_bytes": summary["stored_board_bytes"],
         "load_ms": summary["load_ms"],
         "offline": summary["offline"],
+        "commit": context.commit,
+        "date": context.date,
+        "machine": context.machine,
+    }))
+}
+
+/// `cargo xtask bench cluster [--rooms 1000] [--window 10] [--failovers 3]`.
+pub struct ClusterOptions {
+    pub rooms: Vec<usize>,
+    pub window: Duration,
+    pub failovers: usize,
+    pub common: CommonOptions,
+}
+
+impl ClusterOptions {
+    pub fn parse(args: &[String]) -> Result<Self> {
+        let mut options =
+            Self { rooms: vec![1000], window: Duration::from_secs(10), failovers: 3, common: CommonOptions::default() };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            if options.common.parse(arg, &mut args)? {
+                continue;
+            }
+            match arg.as_str() {
+                "--rooms" => {
+                    let list = args.next().context("--rooms needs a value")?;
+                    options.rooms = list
+                        .split(',')
+                        .map(|n| n.trim().parse::<usize>())
+                        .collect::<Result<_, _>>()
+                        .context("--rooms")?;
+                }
+                "--window" => {
+                    let seconds: u64 = args.next().context("--window needs seconds")?.parse().context("--window")?;
+                    options.window = Duration::from_secs(seconds);
+                }
+                "--failovers" => {
+                    options.failovers =
+                        args.next().context("--failovers needs a value")?.parse().context("--failovers")?;
+                }
+                other => bail!("unknown bench option {other}"),
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// `cargo xtask bench cluster`: three nodes on a private PostgreSQL, run by `easel-bot
+/// --behavior cluster` (it starts them); one JSON line and a table row per room count.
+pub fn cluster(root: &Path, options: &ClusterOptions) -> Result<()> {
+    let binaries = build(root, &options.common)?;
+    let context = RunContext::collect(root, &options.common);
+    let results = options.common.record.then(|| root.join("bench").join("results").join("cluster.jsonl"));
+    let rows = run_series(&options.rooms, results.as_deref(), |rooms| {
+        step(&format!(
+            "cluster, 3 nodes, {rooms} rooms (window {:?}, {} failovers)",
+            options.window, options.failovers
+        ));
+        run_cluster(&binaries, rooms, options, &context).unwrap_or_else(|e| {
+            json!({ "impl": "easel", "workload": "cluster", "rooms": rooms, "ok": false, "reason": e.to_string(),
+                    "commit": context.commit, "date": context.date, "machine": context.machine })
+        })
+    })?;
+    println!(
+        "\n{:>6} {:>4} {:>20} {:>11} {:>13} {:>11} {:>22}",
+        "rooms", "ok", "join p50/p99 ms", "redirected", "database cores", "node cores", "failover p50/max ms"
+    );
+    for row in &rows {
+        let f = |v: &Value, digits: usize| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.digits$}"));
+        println!(
+            "{:>6} {:>4} {:>20} {:>11} {:>13} {:>11} {:>22}",
+            row["rooms"].to_string(),
+            if row["ok"].as_bool().unwrap_or(false) { "yes" } else { "NO" },
+            format!("{}/{}", f(&row["join_ms"]["p50"], 1), f(&row["join_ms"]["p99"], 1)),
+            row["redirected"].as_f64().map_or("-".to_owned(), |x| format!("{:.0} %", x * 100.0)),
+            f(&row["database_cores"], 3),
+            f(&row["nodes_cores"], 3),
+            format!("{}/{}", f(&row["failover_ms"]["p50"], 0), f(&row["failover_ms"]["max"], 0)),
+        );
+    }
+    ensure_all_ok(&rows)
+}
+
+fn run_cluster(binaries: &Binaries, rooms: usize, options: &ClusterOptions, context: &RunContext) -> Result<Value> {
+    let output = Command::new(&binaries.bots)
+        .args(["--behavior", "cluster", "--json", "--easel"])
+        .arg(&binaries.server)
+        .args(["--count", &rooms.to_string(), "--duration", &format!("{}s", options.window.as_secs())])
+        .args(["--failovers", &options.failovers.to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running easel-bot")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    print!("{stdout}");
+    if !output.status.success() {
+        bail!("{}", stdout.lines().find_map(|l| l.trim().strip_prefix("NOT OK: ")).unwrap_or("the bots failed"));
+    }
+    let summary: Value = serde_json::from_str(stdout.lines().last().context("no output")?).context("the JSON line")?;
+    Ok(json!({
+        "impl": "easel",
+        "workload": "cluster",
+        "nodes": summary["nodes"],
+        "rooms": rooms,
+        "ok": true,
+        "reason": Value::Null,
+        "window_s": options.window.as_secs(),
+        "join_ms": summary["join_ms"],
+        "redirected": summary["redirected"],
+        "database_cores": round(summary["database_cores"].as_f64().unwrap_or(0.0), 4),
+        "nodes_cores": round(summary["nodes_cores"].as_f64().unwrap_or(0.0), 3),
+        "failover_ms": summary["failover_ms"],
+        "failed_over": summary["failed_over"],
         "commit": context.commit,
         "date": context.date,
         "machine": context.machine,

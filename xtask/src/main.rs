@@ -38,6 +38,11 @@ commands:
   bench whiteboard [--w 4,16,64] [--server-workers N] [--server PATH] [--transport ws|quic] [--dev] [--no-record]
                       the whiteboard workload: JSON line + table per W,
                       appended to bench/results/whiteboard.jsonl
+  bench cluster [--rooms 1000] [--window 10] [--failovers 3] [--server PATH] [--dev] [--no-record]
+                      three nodes on a private PostgreSQL, one bot per room joining through a
+                      random node: join time (redirects included), the idle cluster's database
+                      and node CPU, failover time after kill -9 of a room's node; appended to
+                      bench/results/cluster.jsonl
   bench report        SVG plots of the recorded results into docs/bench/
   fuzz [--seconds 60] [--target NAME] [--minimize]
                       coverage-guided fuzzing of every decoder and state machine of untrusted
@@ -73,10 +78,11 @@ fn main() -> Result<()> {
                 }
             }
             Some("whiteboard") => bench::whiteboard(&root, &bench::WhiteboardOptions::parse(&args[2..])?),
+            Some("cluster") => bench::cluster(&root, &bench::ClusterOptions::parse(&args[2..])?),
             Some("report") => report::render(&root),
             _ => {
                 eprintln!("{USAGE}");
-                bail!("bench takes `arena`, `whiteboard` or `report`")
+                bail!("bench takes `arena`, `whiteboard`, `cluster` or `report`")
             }
         },
         _ => {

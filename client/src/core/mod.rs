@@ -109,6 +109,8 @@ pub struct ClientCore {
     redirects_in_a_row: u32,
     /// `Welcome`s received: each is a (re)join, on this server or another.
     welcomes: u32,
+    /// Redirects followed, in all.
+    redirects: u32,
 }
 
 /// A server of a cluster sent this client to the room's owner.
@@ -166,6 +168,7 @@ impl ClientCore {
             seat: None,
             redirects_in_a_row: 0,
             welcomes: 0,
+            redirects: 0,
         }
     }
 
@@ -219,6 +222,11 @@ impl ClientCore {
 
     pub fn room(&self) -> &str {
         &self.room
+    }
+
+    /// How many redirects this client has followed.
+    pub fn redirects(&self) -> u32 {
+        self.redirects
     }
 
     /// How many times this client has joined (a `Welcome`), reconnects and redirects included.
@@ -318,6 +326,7 @@ impl ClientCore {
     /// after a back-off), and the `Hello` it sends carries the seat.
     pub fn take_redirect(&mut self) -> Option<String> {
         let redirect = self.redirect.take()?;
+        self.redirects += 1;
         self.seat = Some(redirect.seat);
         Some(redirect.url)
     }
