@@ -285,10 +285,11 @@ fn cluster_sources(peer: &str) -> Vec<String> {
     let host = super::origin::without_port(authority);
     let mut hosts = vec![host.to_owned()];
     let is_name = host.chars().any(|c| c.is_ascii_alphabetic()) && !host.starts_with('[');
-    if is_name && host.matches('.').count() >= 2 {
-        if let Some((_, parent)) = host.split_once('.') {
-            hosts.push(format!("*.{parent}"));
-        }
+    if is_name
+        && host.matches('.').count() >= 2
+        && let Some((_, parent)) = host.split_once('.')
+    {
+        hosts.push(format!("*.{parent}"));
     }
     let websocket = if scheme == "https" { "wss" } else { "ws" };
     hosts
