@@ -111,6 +111,13 @@ pub struct ServeArgs {
     /// that redirects hand out.
     #[arg(long, env = "EASEL_CLUSTER_SECRET", value_name = "SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// Tell Agones this server's life through its SDK sidecar: Ready once the database answers,
+    /// health while rooms tick, Allocated while it holds rooms (its `rooms` counter), Shutdown
+    /// after a drain; in a cluster, --public-url defaults to the GameServer's address and port
+    /// [default: off]. (Built with the `agones` feature only.)
+    #[cfg(feature = "agones")]
+    #[arg(long, env = "EASEL_AGONES", value_name = "SWITCH", value_enum)]
+    pub agones: Option<Switch>,
 }
 
 /// A feature turned on or off.
@@ -149,6 +156,8 @@ struct FileSettings {
     cluster: Option<String>,
     public_url: Option<String>,
     cluster_secret: Option<String>,
+    #[cfg(feature = "agones")]
+    agones: Option<Switch>,
 }
 
 /// Where the browser client's files come from.
@@ -195,16 +204,34 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// This node's place in a cluster; `None`: a single node.
     pub cluster: Option<ClusterSettings>,
+    /// Where to tell Agones the server's life (`agones` feature); `None`: nowhere.
+    pub agones: Option<AgonesSidecar>,
+}
+
+/// The Agones SDK server the GameServer's pod runs beside the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgonesSidecar {
+    /// Its gRPC port on localhost; `None`: `AGONES_SDK_GRPC_PORT`, as the pod sets it, or 9357.
+    pub port: Option<u16>,
 }
 
 /// A node of a cluster: its rooms' boards are in `storage` (`Location::Postgres`), which also
 /// holds the room directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSettings {
-    /// How players reach this node (`http(s)://host[:port]`, no path).
-    pub public_url: String,
+    /// How players reach this node.
+    pub public_url: PublicUrl,
     /// Signs seats; shared by every node.
     pub secret: String,
+}
+
+/// How players reach a node of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicUrl {
+    /// `http(s)://host[:port]`, no path, as the host gave it.
+    Given(String),
+    /// The address and first port Agones gave the GameServer, over plain HTTP.
+    FromAgones,
 }
 
 /// WebTransport's settings.
@@ -358,6 +385,7 @@ impl Config {
             // Tests stop at once unless they test the drain.
             drain_timeout: Duration::ZERO,
             cluster: None,
+            agones: None,
         }
     }
 
@@ -547,6 +575,10 @@ impl ServeArgs {
             (None, Some(text)) => parse_duration(text).map_err(ConfigError::DrainTimeout)?,
             (None, None) => DEFAULT_DRAIN_TIMEOUT,
         };
+        #[cfg(feature = "agones")]
+        let agones = (self.agones.or(file.agones) == Some(Switch::On)).then_some(AgonesSidecar { port: None });
+        #[cfg(not(feature = "agones"))]
+        let agones = None;
         let (storage, cluster) = match (
             self.cluster.or(file.cluster),
             self.public_url.or(file.public_url),
@@ -554,14 +586,17 @@ impl ServeArgs {
         ) {
             (None, None, None) => (Location::Directory(data_dir), None),
             (None, _, _) => return Err(ConfigError::ClusterSettingsWithoutCluster),
-            (Some(database), Some(public_url), Some(secret)) => {
+            (Some(database), public_url, Some(secret)) if public_url.is_some() || agones.is_some() => {
                 if !(database.starts_with("postgres://") || database.starts_with("postgresql://")) {
                     return Err(ConfigError::ClusterUrl(database));
                 }
                 if secret.len() < crate::cluster::MIN_SECRET_CHARS {
                     return Err(ConfigError::ClusterSecret);
                 }
-                let public_url = validate_public_url(public_url.trim())?;
+                let public_url = match public_url {
+                    Some(url) => PublicUrl::Given(validate_public_url(url.trim())?),
+                    None => PublicUrl::FromAgones,
+                };
                 (Location::Postgres(database), Some(ClusterSettings { public_url, secret }))
             }
             (Some(_), _, _) => return Err(ConfigError::ClusterIncomplete),
@@ -577,6 +612,7 @@ impl ServeArgs {
             quic,
             storage,
             cluster,
+            agones,
             listen: SocketAddr::new(bind, port),
             tick_rate,
             pages,
@@ -716,7 +752,11 @@ mod tests {
         let config = args(db, Some("https://node-3.example.com/"), secret).into_config().unwrap();
         assert_eq!(config.storage, Location::Postgres("postgres://easel@db:5432/easel".into()));
         let cluster = config.cluster.unwrap();
-        assert_eq!(cluster.public_url, "https://node-3.example.com", "without its trailing slash");
+        assert_eq!(
+            cluster.public_url,
+            PublicUrl::Given("https://node-3.example.com".into()),
+            "without its trailing slash"
+        );
         assert!(matches!(args(db, None, secret).into_config(), Err(ConfigError::ClusterIncomplete)));
         assert!(matches!(
             args(None, Some("http://a:1"), None).into_config(),

@@ -1,6 +1,7 @@
 //! The Easel dedicated server as a library: `run(config, listener, shutdown)` is the IO edge that
 //! `main.rs` and the tests both call.
 
+pub mod agones;
 pub mod cluster;
 pub mod config;
 pub mod metrics;
@@ -39,6 +40,11 @@ pub enum RunError {
     Redirect { address: SocketAddr, source: std::io::Error },
     #[error("cannot join the cluster: {0}")]
     Cluster(#[from] cluster::ClusterError),
+    #[cfg(feature = "agones")]
+    #[error("cannot reach Agones: {0}")]
+    Agones(#[from] agones::AgonesError),
+    #[error("no --public-url, and this build cannot ask Agones for one (the `agones` feature)")]
+    NoPublicUrl,
 }
 
 /// Serves `config` on `listener` until `shutdown` completes, then closes every client with
@@ -68,9 +74,26 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         }
         None => None,
     };
+    #[cfg(feature = "agones")]
+    let mut agones = match config.agones {
+        Some(sidecar) => Some(agones::Agones::connect(sidecar).await?),
+        None => None,
+    };
     let (store, store_thread) = store::Store::open(&config.storage)?;
     let cluster = match (&config.cluster, &config.storage) {
-        (Some(settings), store::Location::Postgres(url)) => Some(cluster::Cluster::join(url, settings).await?),
+        (Some(settings), store::Location::Postgres(url)) => {
+            let public_url = match &settings.public_url {
+                config::PublicUrl::Given(url) => url.clone(),
+                #[cfg(feature = "agones")]
+                config::PublicUrl::FromAgones => match agones.as_mut() {
+                    Some(agones) => agones.public_url().await?,
+                    None => return Err(RunError::NoPublicUrl),
+                },
+                #[cfg(not(feature = "agones"))]
+                config::PublicUrl::FromAgones => return Err(RunError::NoPublicUrl),
+            };
+            Some(cluster::Cluster::join(url, &public_url, &settings.secret).await?)
+        }
         _ => None,
     };
     let admin = net::admin::Admin::provision(&config)?;
@@ -78,6 +101,15 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let metrics = Arc::new(Metrics::default());
     let rooms = room::Rooms::new(config.clone(), metrics.clone(), store.clone());
     let leases = cluster.clone().map(|cluster| tokio::spawn(cluster.keep_leases(rooms.clone())));
+    // The database answers (the store opened; in a cluster, the node joined): ready for players.
+    #[cfg(feature = "agones")]
+    let following = match agones.as_mut() {
+        Some(sdk) => {
+            sdk.ready().await?;
+            Some(tokio::spawn(sdk.clone().follow(rooms.clone(), metrics.clone())))
+        }
+        None => None,
+    };
     let state = net::AppState {
         config,
         rooms: rooms.clone(),
@@ -114,6 +146,15 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         task.abort();
     }
     rooms.closed().await;
+    #[cfg(feature = "agones")]
+    if let Some(mut sdk) = agones {
+        if let Some(following) = following {
+            following.abort();
+        }
+        if let Err(e) = sdk.shutdown().await {
+            tracing::warn!("cannot tell Agones the server is done: {e}");
+        }
+    }
     drop(rooms);
     // Every handle is gone now: the store thread finishes the queued writes and exits.
     let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;

@@ -61,7 +61,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = args.into_config()?;
+    #[allow(unused_mut)]
+    let mut config = args.into_config()?;
     // Logs go to stderr, where a service manager collects them; stdout carries only the line
     // that says where the server listens, for whoever started it (decision 0029).
     let logs = tracing_subscriber::fmt()
@@ -83,6 +84,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let runtime = runtime.enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
+        // Under Agones (a Passthrough port), the port is the one the GameServer was given.
+        #[cfg(feature = "agones")]
+        if let Some(sidecar) = config.agones {
+            let port = easel::agones::Agones::connect(sidecar).await?.assigned_port().await?;
+            tracing::info!(port, "listening on the GameServer's port");
+            config.listen.set_port(port);
+        }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -277,3 +277,30 @@ fn the_cluster_compose_file_runs_nodes_with_settings_the_server_knows() {
         let _ = std::fs::remove_dir_all(&root);
     }
 }
+
+#[test]
+fn the_agones_manifests_use_the_servers_settings_counter_and_port() {
+    let help = serve_help();
+    let fleet = repository_file("deploy/agones/fleet.yaml");
+    let settings: Vec<&str> = fleet
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("- name: "))
+        .filter(|name| name.starts_with("EASEL_"))
+        .collect();
+    assert!(settings.contains(&"EASEL_CLUSTER"), "the fleet's nodes join a cluster: {settings:?}");
+    for name in settings {
+        let known = help.contains(&format!("[env: {name}=")) || help.contains(&format!("[env: {name}]"));
+        assert!(known, "{name} is not a setting of `easel serve`");
+    }
+    // `--agones` exists in builds with the feature (this test runs the plain build).
+    assert!(fleet.contains(r#"args: ["serve", "--agones", "on"]"#), "{fleet}");
+    assert!(fleet.contains("portPolicy: Passthrough") && fleet.contains("protocol: TCPUDP"), "one port, TCP and UDP");
+    let counter = easel::agones::ROOMS_COUNTER;
+    assert!(fleet.contains(&format!("counters:\n        {counter}:")), "the fleet declares the {counter} counter");
+    for file in ["fleetautoscaler.yaml", "allocation.yaml"] {
+        let text = repository_file(&format!("deploy/agones/{file}"));
+        assert!(text.contains(&format!("key: {counter}")) || text.contains(&format!("{counter}:")), "{file}");
+    }
+    let autoscaler = repository_file("deploy/agones/fleetautoscaler.yaml");
+    assert!(autoscaler.contains("fleetName: easel") && autoscaler.contains("type: Counter"), "{autoscaler}");
+}

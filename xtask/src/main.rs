@@ -129,6 +129,15 @@ fn test(root: &Path) -> Result<()> {
     if !rust.success {
         bail!("Rust tests failed");
     }
+    step("the Agones integration against an SDK server stand-in (the agones feature)");
+    let agones = run_counting(
+        cargo()
+            .args(["test", "--package", "easel-tests", "--features", "agones", "--locked"])
+            .args(["--test", "agones"]),
+    )?;
+    if !agones.success {
+        bail!("the Agones test failed");
+    }
     dist::dist(root, Profile::Release)?;
     step("building the server for the browser tests");
     let status = cargo().args(["build", "--package", "easel-server", "--bin", "easel", "--locked"]).status()?;
@@ -174,7 +183,8 @@ fn test(root: &Path) -> Result<()> {
         },
     };
     bench::whiteboard(root, &smoke).context("the whiteboard benchmark smoke run failed")?;
-    println!("\ntotal: {} passed, {} failed", rust.passed + browser.passed, rust.failed + browser.failed);
+    let passed = rust.passed + agones.passed + browser.passed;
+    println!("\ntotal: {passed} passed, {} failed", rust.failed + agones.failed + browser.failed);
     Ok(())
 }
 
@@ -241,7 +251,25 @@ fn lint() -> Result<()> {
     if !wasm_clippy.success() {
         bail!("clippy found problems in the wasm client");
     }
+    step("clippy (the server and its tests with the agones feature)");
+    ensure_protoc()?;
+    let agones_clippy = cargo()
+        .args(["clippy", "--package", "easel-tests", "--features", "agones", "--all-targets", "--locked"])
+        .args(["--", "-D", "warnings"])
+        .status()?;
+    if !agones_clippy.success() {
+        bail!("clippy found problems with the agones feature");
+    }
     Ok(())
+}
+
+/// `protoc`, which the Agones SDK's build needs (Debian's protobuf-compiler).
+fn ensure_protoc() -> Result<()> {
+    if Path::new("/usr/bin/protoc").exists() {
+        return Ok(());
+    }
+    step("installing Debian's protobuf-compiler (apt-get), for the agones feature");
+    apt::install(&["protobuf-compiler"])
 }
 
 pub(crate) fn ensure_wasm_target() -> Result<()> {

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::{Client, NoTls};
 
-use crate::config::ClusterSettings;
 use crate::room::Rooms;
 use crate::store::Fence;
 use seat::Seats;
@@ -121,26 +120,27 @@ const HEARTBEAT: &str = "
     WHERE id = $1";
 
 impl Cluster {
-    /// Connects to the database at `url`, creates the tables if needed and registers this node.
-    pub async fn join(url: &str, settings: &ClusterSettings) -> Result<Arc<Self>, ClusterError> {
+    /// Connects to the database at `url`, creates the tables if needed and registers this node,
+    /// reached by players at `public_url`, with the cluster's `secret`.
+    pub async fn join(url: &str, public_url: &str, secret: &str) -> Result<Arc<Self>, ClusterError> {
         let database = Database::new(url)?;
         let client = database.client().await?;
         let schema = format!("BEGIN; {} COMMIT;", crate::store::POSTGRES_SCHEMA);
         timed(client.batch_execute(&schema)).await?;
         let row = timed(client.query_one(
             "INSERT INTO nodes (url, seen_until) VALUES ($1, now() + make_interval(secs => $2)) RETURNING id",
-            &[&settings.public_url, &LEASE.as_secs_f64()],
+            &[&public_url, &LEASE.as_secs_f64()],
         ))
         .await?;
         let node: i64 = row.get(0);
-        tracing::info!(node, url = settings.public_url, "joined the cluster");
+        tracing::info!(node, url = public_url, "joined the cluster");
         Ok(Arc::new(Self {
             node,
-            public_url: settings.public_url.clone(),
-            seats: Arc::new(Seats::new(&settings.secret)),
+            public_url: public_url.to_owned(),
+            seats: Arc::new(Seats::new(secret)),
             database,
             last_renewed: Mutex::new(Instant::now()),
-            peers: std::sync::RwLock::new(vec![settings.public_url.clone()]),
+            peers: std::sync::RwLock::new(vec![public_url.to_owned()]),
             peers_asked: Mutex::new(None),
         }))
     }
