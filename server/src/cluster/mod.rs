@@ -71,6 +71,8 @@ pub struct NodeStatus {
 /// This node's membership of the cluster.
 pub struct Cluster {
     node: i64,
+    /// How long a lease lasts after its last renewal (`LEASE`; shorter in tests).
+    lease: Duration,
     public_url: String,
     seats: Arc<Seats>,
     database: Database,
@@ -123,19 +125,30 @@ impl Cluster {
     /// Connects to the database at `url`, creates the tables if needed and registers this node,
     /// reached by players at `public_url`, with the cluster's `secret`.
     pub async fn join(url: &str, public_url: &str, secret: &str) -> Result<Arc<Self>, ClusterError> {
+        Self::join_with_lease(url, public_url, secret, LEASE).await
+    }
+
+    /// `join`, with leases of `lease` (a model test's seconds are few).
+    pub async fn join_with_lease(
+        url: &str,
+        public_url: &str,
+        secret: &str,
+        lease: Duration,
+    ) -> Result<Arc<Self>, ClusterError> {
         let database = Database::new(url)?;
         let client = database.client().await?;
         let schema = format!("BEGIN; {} COMMIT;", crate::store::POSTGRES_SCHEMA);
         timed(client.batch_execute(&schema)).await?;
         let row = timed(client.query_one(
             "INSERT INTO nodes (url, seen_until) VALUES ($1, now() + make_interval(secs => $2)) RETURNING id",
-            &[&public_url, &LEASE.as_secs_f64()],
+            &[&public_url, &lease.as_secs_f64()],
         ))
         .await?;
         let node: i64 = row.get(0);
         tracing::info!(node, url = public_url, "joined the cluster");
         Ok(Arc::new(Self {
             node,
+            lease,
             public_url: public_url.to_owned(),
             seats: Arc::new(Seats::new(secret)),
             database,
@@ -171,7 +184,7 @@ impl Cluster {
     /// URL.
     async fn holder(&self, room: &str) -> Result<(i64, i64, String), ClusterError> {
         let client = self.database.client().await?;
-        let claimed = timed(client.query_opt(CLAIM, &[&room, &LEASE.as_secs_f64()])).await?;
+        let claimed = timed(client.query_opt(CLAIM, &[&room, &self.lease.as_secs_f64()])).await?;
         let holder = match claimed {
             Some(row) => row,
             None => timed(client.query_opt(HOLDER, &[&room])).await?.ok_or(ClusterError::NoNode)?,
@@ -200,7 +213,7 @@ impl Cluster {
                 Err(e) => {
                     let since = self.last_renewed.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
                     tracing::warn!("cannot renew leases for {since:?}: {e}");
-                    if since >= LEASE {
+                    if since >= self.lease {
                         for (room, fence) in &held {
                             rooms.lost(room, *fence, "this server lost touch with the cluster");
                         }
@@ -210,15 +223,16 @@ impl Cluster {
         }
     }
 
-    /// Renews the leases on `held`; returns the rooms still held and the live nodes' URLs.
-    async fn renew(
+    /// Renews the leases on `held` and says this node is alive (with `players`, draining or
+    /// not); returns the rooms still held and the live nodes' URLs.
+    pub async fn renew(
         &self,
         held: &[(String, Fence)],
         players: usize,
         draining: bool,
     ) -> Result<(Vec<String>, Vec<String>), ClusterError> {
         let client = self.database.client().await?;
-        let lease = LEASE.as_secs_f64();
+        let lease = self.lease.as_secs_f64();
         let players = i32::try_from(players).unwrap_or(i32::MAX);
         let names: Vec<&str> = held.iter().map(|(name, _)| name.as_str()).collect();
         let epochs: Vec<i64> = held.iter().map(|(_, fence)| fence.epoch).collect();
@@ -239,7 +253,7 @@ impl Cluster {
     /// Whether a renewal went through within the last lease: while not, this node can place no
     /// room and may be holding none (`/readyz` says it is not ready).
     pub fn in_touch(&self) -> bool {
-        self.last_renewed.lock().unwrap_or_else(|p| p.into_inner()).elapsed() < LEASE
+        self.last_renewed.lock().unwrap_or_else(|p| p.into_inner()).elapsed() < self.lease
     }
 
     /// The public URLs of the cluster's live nodes (this one's among them).
@@ -284,7 +298,7 @@ impl Cluster {
             Ok(client) => client,
             Err(e) => return tracing::warn!("cannot hand rooms off: {e}"),
         };
-        let lease = LEASE.as_secs_f64();
+        let lease = self.lease.as_secs_f64();
         if let Err(e) = timed(client.execute(HEARTBEAT, &[&self.node, &lease, &0_i32, &true])).await {
             return tracing::warn!("cannot hand rooms off: {e}");
         }
