@@ -183,6 +183,14 @@ fn test(root: &Path) -> Result<()> {
         },
     };
     bench::whiteboard(root, &smoke).context("the whiteboard benchmark smoke run failed")?;
+    step("benchmark smoke run (cluster, 30 rooms, one failover, not recorded)");
+    let smoke = bench::ClusterOptions {
+        rooms: vec![30],
+        window: std::time::Duration::from_secs(1),
+        failovers: 1,
+        common: bench::CommonOptions { profile: Profile::Dev, record: false, ..Default::default() },
+    };
+    bench::cluster(root, &smoke).context("the cluster benchmark smoke run failed")?;
     let passed = rust.passed + agones.passed + browser.passed;
     println!("\ntotal: {passed} passed, {} failed", rust.failed + agones.failed + browser.failed);
     Ok(())
