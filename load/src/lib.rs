@@ -8,11 +8,13 @@
 //! - `soak`: clients coming and going for a long time, some cut off, some breaking rules.
 //! - `cluster`: three nodes on one PostgreSQL: join times through redirects, failover after
 //!   `kill -9`, and what the leases cost the database.
+//! - `idle`: connections that join and then say nothing: what they cost the server.
 //! - `measure`: the milestones a harness samples the server at, and percentiles.
 //! - `postgres`: a private PostgreSQL, for the cluster's benchmark and tests.
 
 pub mod arena;
 pub mod cluster;
+pub mod idle;
 pub mod measure;
 pub mod postgres;
 pub mod soak;

@@ -8,6 +8,7 @@ use clap::{Parser, ValueEnum};
 use easel_client::headless::{Transport, TransportChoice, Trust};
 use easel_load::arena::{self, Behavior, BotConfig};
 use easel_load::cluster::{self, ClusterConfig};
+use easel_load::idle::{self, IdleConfig};
 use easel_load::measure::Milestone;
 use easel_load::soak::{self, SoakConfig};
 use easel_load::whiteboard::{self, WORKLOAD_STROKES, WhiteboardConfig};
@@ -67,6 +68,9 @@ struct Cli {
     /// Times the cluster workload kills a room's node.
     #[arg(long, default_value_t = 1)]
     failovers: usize,
+    /// Clients per room of the idle workload.
+    #[arg(long, default_value_t = 10)]
+    per_room: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -105,6 +109,9 @@ enum Workload {
     /// through a random node; the idle cluster measured for --duration; --failovers kills
     /// (`cargo xtask bench cluster` runs it; --server is ignored).
     Cluster,
+    /// --count connections in rooms of --per-room that join and then say nothing; the server is
+    /// measured over --duration after --warmup (`cargo xtask bench idle` runs it).
+    Idle,
 }
 
 /// The certificates the bots trust over HTTPS.
@@ -124,6 +131,7 @@ fn main() -> anyhow::Result<()> {
         Workload::Whiteboard => return whiteboard_bots(cli),
         Workload::Soak => return soak_bots(cli),
         Workload::Cluster => return cluster_bots(cli),
+        Workload::Idle => return idle_bots(cli),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let transport = runtime.block_on(Transport::choose(&cli.server, cli.transport.into(), &trust(&cli)?))?;
@@ -221,6 +229,22 @@ fn soak_bots(cli: Cli) -> anyhow::Result<()> {
         summary.errors,
     );
     finish(&summary, summary.ok, summary.reason.as_deref(), cli.json)
+}
+
+fn idle_bots(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let transport = runtime.block_on(Transport::choose(&cli.server, cli.transport.into(), &trust(&cli)?))?;
+    println!("easel-bot: transport {}", transport.name());
+    let config =
+        IdleConfig { transport, clients: cli.count, per_room: cli.per_room, warmup: cli.warmup, window: cli.duration };
+    let summary = runtime.block_on(idle::run(config, print_milestone));
+    println!(
+        "idle: {}/{} joined in {} rooms in {:.1} s; {:.1} B/s per client while idle",
+        summary.joined, summary.clients, summary.rooms, summary.join_s, summary.bytes_per_client_s
+    );
+    let ok = summary.ok;
+    let reason = summary.reason.clone();
+    finish(&summary, ok, reason.as_deref(), cli.json)
 }
 
 fn cluster_bots(cli: Cli) -> anyhow::Result<()> {

@@ -350,6 +350,8 @@ struct Sample {
     /// took some can be told apart.
     machine_steal: u64,
     metrics: String,
+    /// The server's resident memory.
+    server_rss_kb: u64,
 }
 
 /// One bot run against one server, sampled at the window's edges.
@@ -519,6 +521,7 @@ fn sample(server_pid: u32, bots_pid: u32, reach: &Reach) -> Result<Sample> {
         machine_total,
         machine_steal,
         metrics: http_get(reach, "/metrics")?,
+        server_rss_kb: read_status_kb(server_pid, "VmRSS").unwrap_or(0),
     })
 }
 
@@ -835,6 +838,133 @@ fn run_cluster(binaries: &Binaries, rooms: usize, options: &ClusterOptions, cont
         "nodes_cores": round(summary["nodes_cores"].as_f64().unwrap_or(0.0), 3),
         "failover_ms": summary["failover_ms"],
         "failed_over": summary["failed_over"],
+        "commit": context.commit,
+        "date": context.date,
+        "machine": context.machine,
+    }))
+}
+
+/// `cargo xtask bench idle [--n 5000,15000] [--per-room 10] [--window 10]`.
+pub struct IdleOptions {
+    pub counts: Vec<usize>,
+    pub per_room: usize,
+    pub window: Duration,
+    pub common: CommonOptions,
+}
+
+impl IdleOptions {
+    pub fn parse(args: &[String]) -> Result<Self> {
+        let mut options = Self {
+            counts: vec![5000, 15000],
+            per_room: 10,
+            window: Duration::from_secs(10),
+            common: CommonOptions::default(),
+        };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            if options.common.parse(arg, &mut args)? {
+                continue;
+            }
+            match arg.as_str() {
+                "--n" => {
+                    let list = args.next().context("--n needs a value")?;
+                    options.counts =
+                        list.split(',').map(|n| n.trim().parse::<usize>()).collect::<Result<_, _>>().context("--n")?;
+                }
+                "--per-room" => {
+                    options.per_room =
+                        args.next().context("--per-room needs a value")?.parse().context("--per-room")?;
+                }
+                "--window" => {
+                    let seconds: u64 = args.next().context("--window needs seconds")?.parse().context("--window")?;
+                    options.window = Duration::from_secs(seconds);
+                }
+                other => bail!("unknown bench option {other}"),
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// `cargo xtask bench idle`: connections that join and say nothing; the server's memory per
+/// connection (RSS over the same server before any joined) and its CPU while they stand.
+pub fn idle(root: &Path, options: &IdleOptions) -> Result<()> {
+    let binaries = build(root, &options.common)?;
+    let context = RunContext::collect(root, &options.common);
+    let results = options.common.record.then(|| root.join("bench").join("results").join("idle.jsonl"));
+    let rows = run_series(&options.counts, results.as_deref(), |n| {
+        step(&format!("idle, {n} connections in rooms of {} (window {:?})", options.per_room, options.window));
+        run_idle(&binaries, n, options, &context).unwrap_or_else(|e| {
+            json!({ "impl": "easel", "workload": "idle", "n": n, "ok": false, "reason": e.to_string(),
+                    "commit": context.commit, "date": context.date, "machine": context.machine })
+        })
+    })?;
+    println!(
+        "\n{:>7} {:>6} {:>4} {:>14} {:>16} {:>13} {:>16}",
+        "n", "rooms", "ok", "server cores", "RSS KB / conn", "RSS MB", "B/s per client"
+    );
+    for row in &rows {
+        let f = |v: &Value, digits: usize| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.digits$}"));
+        println!(
+            "{:>7} {:>6} {:>4} {:>14} {:>16} {:>13} {:>16}",
+            row["n"].to_string(),
+            row["rooms"].to_string(),
+            if row["ok"].as_bool().unwrap_or(false) { "yes" } else { "NO" },
+            f(&row["server_cores"], 3),
+            f(&row["rss_kb_per_connection"], 1),
+            f(&row["server_rss_mb"], 1),
+            f(&row["bytes_per_client_s"], 1),
+        );
+    }
+    ensure_all_ok(&rows)
+}
+
+fn run_idle(binaries: &Binaries, n: usize, options: &IdleOptions, context: &RunContext) -> Result<Value> {
+    let args: Vec<String> = ["--rules", "game", "--log-level", "warn", "--max-connections"]
+        .iter()
+        .map(|a| a.to_string())
+        .chain([(n + 100).to_string()])
+        .chain(options.common.server_workers.iter().flat_map(|w| ["--workers".to_owned(), w.to_string()]))
+        .collect();
+    let (server, reach) = process::start_server(&binaries.server, &args)?;
+    let server_pid = server.0.id();
+    // The server before any connection: what each one adds is measured against it.
+    std::thread::sleep(Duration::from_millis(500));
+    let baseline_kb = read_status_kb(server_pid, "VmRSS").context("the server's memory")?;
+    let bot_args: Vec<String> = ["--behavior", "idle", "--json", "--transport", "ws", "--warmup", "3s"]
+        .iter()
+        .map(|a| a.to_string())
+        .chain(["--count".to_owned(), n.to_string(), "--per-room".to_owned(), options.per_room.to_string()])
+        .chain(["--duration".to_owned(), format!("{}s", options.window.as_secs())])
+        .collect();
+    let budget = Duration::from_secs(180) + options.window;
+    let Measured { start, end, summary, server_alive, .. } =
+        measure(binaries, &bot_args, budget, server, &reach)?.map_err(anyhow::Error::msg)?;
+    let seconds = end.at.duration_since(start.at).as_secs_f64();
+    let cores = (end.server_ticks - start.server_ticks) as f64 / context.clock_ticks / seconds;
+    let rss_kb = end.server_rss_kb;
+    let mut reasons = Vec::new();
+    if !summary["ok"].as_bool().unwrap_or(false) {
+        reasons.push(summary["reason"].as_str().unwrap_or("the bots failed").to_owned());
+    }
+    if !server_alive {
+        reasons.push("the server died during the run".to_owned());
+    }
+    Ok(json!({
+        "impl": "easel",
+        "workload": "idle",
+        "n": n,
+        "rooms": summary["rooms"],
+        "per_room": options.per_room,
+        "ok": reasons.is_empty(),
+        "reason": if reasons.is_empty() { Value::Null } else { Value::from(reasons.join("; ")) },
+        "server_cores": round(cores, 4),
+        "server_rss_mb": round(rss_kb as f64 / 1024.0, 1),
+        "server_rss_baseline_mb": round(baseline_kb as f64 / 1024.0, 1),
+        "rss_kb_per_connection": round(rss_kb.saturating_sub(baseline_kb) as f64 / n as f64, 2),
+        "bytes_per_client_s": summary["bytes_per_client_s"],
+        "join_s": summary["join_s"],
+        "window_s": options.window.as_secs(),
         "commit": context.commit,
         "date": context.date,
         "machine": context.machine,

@@ -43,6 +43,10 @@ commands:
                       random node: join time (redirects included), the idle cluster's database
                       and node CPU, failover time after kill -9 of a room's node; appended to
                       bench/results/cluster.jsonl
+  bench idle [--n 5000,15000] [--per-room 10] [--window 10] [--server-workers N] [--server PATH] [--dev] [--no-record]
+                      connections that join rooms of --per-room and then say nothing: the
+                      server's RSS per connection and its CPU while they stand; appended to
+                      bench/results/idle.jsonl
   bench report        SVG plots of the recorded results into docs/bench/
   fuzz [--seconds 60] [--target NAME] [--minimize]
                       coverage-guided fuzzing of every decoder and state machine of untrusted
@@ -79,10 +83,11 @@ fn main() -> Result<()> {
             }
             Some("whiteboard") => bench::whiteboard(&root, &bench::WhiteboardOptions::parse(&args[2..])?),
             Some("cluster") => bench::cluster(&root, &bench::ClusterOptions::parse(&args[2..])?),
+            Some("idle") => bench::idle(&root, &bench::IdleOptions::parse(&args[2..])?),
             Some("report") => report::render(&root),
             _ => {
                 eprintln!("{USAGE}");
-                bail!("bench takes `arena`, `whiteboard`, `cluster` or `report`")
+                bail!("bench takes `arena`, `whiteboard`, `cluster`, `idle` or `report`")
             }
         },
         _ => {
@@ -191,6 +196,14 @@ fn test(root: &Path) -> Result<()> {
         common: bench::CommonOptions { profile: Profile::Dev, record: false, ..Default::default() },
     };
     bench::cluster(root, &smoke).context("the cluster benchmark smoke run failed")?;
+    step("benchmark smoke run (idle, 100 connections, not recorded)");
+    let smoke = bench::IdleOptions {
+        counts: vec![100],
+        per_room: 10,
+        window: std::time::Duration::from_secs(1),
+        common: bench::CommonOptions { profile: Profile::Dev, record: false, ..Default::default() },
+    };
+    bench::idle(root, &smoke).context("the idle benchmark smoke run failed")?;
     let passed = rust.passed + agones.passed + browser.passed;
     println!("\ntotal: {passed} passed, {} failed", rust.failed + agones.failed + browser.failed);
     Ok(())

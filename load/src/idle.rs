@@ -1,0 +1,108 @@
+//! The idle workload: `clients` connections in rooms of `per_room`, each sending its `Hello` and
+//! nothing after (no input, no ping), while the bots read whatever the server sends. What a
+//! server pays for connections where nothing moves: its memory per connection and its CPU.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use easel_client::core::{Channel, ClientCore, Status};
+use easel_client::headless::{Link, Received, Transport};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::measure::Milestone;
+
+/// Joins in flight at once: a burst of thousands would only measure the accept queue.
+const JOINS_AT_ONCE: usize = 200;
+
+pub struct IdleConfig {
+    pub transport: Transport,
+    pub clients: usize,
+    pub per_room: usize,
+    pub warmup: Duration,
+    pub window: Duration,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IdleSummary {
+    pub ok: bool,
+    pub reason: Option<String>,
+    pub clients: usize,
+    pub rooms: usize,
+    pub joined: usize,
+    pub join_s: f64,
+    /// Bytes the server sent each client per second over the window (payloads and framing).
+    pub bytes_per_client_s: f64,
+}
+
+pub async fn run(config: IdleConfig, milestone: impl Fn(Milestone)) -> IdleSummary {
+    let rooms = config.clients.div_ceil(config.per_room.max(1));
+    let gate = Arc::new(Semaphore::new(JOINS_AT_ONCE));
+    let received = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut joining = Vec::new();
+    for index in 0..config.clients {
+        let (gate, transport, received) = (gate.clone(), config.transport.clone(), received.clone());
+        let room = format!("idle-{}", index / config.per_room.max(1));
+        joining.push(tokio::spawn(async move {
+            let permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
+            let link = join(&transport, ClientCore::new(&format!("idle-{index}"), &room)).await?;
+            drop(permit);
+            // Read and count whatever comes, until the run ends (the task is dropped).
+            tokio::spawn(drain(link, received));
+            Ok::<(), String>(())
+        }));
+    }
+    let mut joined = 0;
+    let mut reason = None;
+    for join in joining {
+        match join.await {
+            Ok(Ok(())) => joined += 1,
+            Ok(Err(e)) => reason = Some(e),
+            Err(e) => reason = Some(e.to_string()),
+        }
+    }
+    let join_s = started.elapsed().as_secs_f64();
+    milestone(Milestone::Joined);
+    tokio::time::sleep(config.warmup).await;
+    let before = received.load(Ordering::Relaxed);
+    milestone(Milestone::WindowStart);
+    tokio::time::sleep(config.window).await;
+    milestone(Milestone::WindowEnd);
+    let bytes = received.load(Ordering::Relaxed) - before;
+    let ok = joined == config.clients;
+    IdleSummary {
+        ok,
+        reason: if ok { None } else { reason.or_else(|| Some("not every client joined".to_owned())) },
+        clients: config.clients,
+        rooms,
+        joined,
+        join_s,
+        bytes_per_client_s: bytes as f64 / config.clients.max(1) as f64 / config.window.as_secs_f64(),
+    }
+}
+
+/// Opens a link, sends `Hello`, reads until the `Welcome`.
+async fn join(transport: &Transport, mut core: ClientCore) -> Result<Link, String> {
+    let mut link = Link::open(transport).await.map_err(|e| e.to_string())?;
+    link.send(&core.hello(), Channel::Reliable).await.map_err(|e| e.to_string())?;
+    loop {
+        match link.recv().await {
+            Received::Message { bytes, .. } => {
+                core.handle_message(0.0, &bytes).map_err(|e| e.to_string())?;
+                if *core.status() == Status::Joined {
+                    return Ok(link);
+                }
+            }
+            Received::Closed { code, reason } => return Err(format!("closed ({code}): {reason}")),
+            Received::Lost(why) => return Err(format!("lost: {why}")),
+        }
+    }
+}
+
+async fn drain(mut link: Link, received: Arc<AtomicU64>) {
+    while let Received::Message { wire, .. } = link.recv().await {
+        received.fetch_add(wire as u64, Ordering::Relaxed);
+    }
+}
