@@ -114,12 +114,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Registers for Ctrl-C and SIGTERM at once (so a signal that arrives right after start-up is
-/// still graceful) and returns a future that completes on either.
+/// still graceful) and returns a future that completes on either. Takes SIGHUP over from its
+/// default too (which ends the process): a reload asked for while the server starts must not
+/// stop it (the certificate's watcher, if any, does the reloading).
 #[cfg(unix)]
 fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
     let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    // Once tokio handles a signal, it does for the life of the process.
+    drop(signal(SignalKind::hangup()).context("listening for SIGHUP")?);
     Ok(async move {
         tokio::select! {
             _ = interrupt.recv() => {},

@@ -83,10 +83,16 @@ impl Tls {
     }
 
     /// Reloads the certificate whenever its files change or SIGHUP comes, and counts each
-    /// successful reload on `reloaded` (WebTransport follows it). Runs until aborted.
-    pub async fn watch(self, reloaded: watch::Sender<u64>) {
+    /// successful reload on `reloaded` (WebTransport follows it). Runs until aborted. It listens
+    /// for SIGHUP from the call on, not from the first poll: a reload asked for while the server
+    /// starts is not lost.
+    pub fn watch(self, reloaded: watch::Sender<u64>) -> impl Future<Output = ()> + Send {
+        let hangup = hangup();
+        self.reload_on_change_or(hangup, reloaded)
+    }
+
+    async fn reload_on_change_or(self, mut hangup: Hangup, reloaded: watch::Sender<u64>) {
         let mut seen = stamp(&self.files);
-        let mut hangup = hangup();
         let mut check = tokio::time::interval(CHECK_EVERY);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
