@@ -61,9 +61,9 @@ pub struct ClusterReport {
 }
 
 /// One bot: its room's player, holding its connection open.
-struct Bot {
-    core: ClientCore,
-    link: Link,
+pub(crate) struct Bot {
+    pub core: ClientCore,
+    pub link: Link,
 }
 
 pub async fn run(config: &ClusterConfig) -> Result<ClusterReport> {
@@ -173,8 +173,9 @@ pub async fn run(config: &ClusterConfig) -> Result<ClusterReport> {
     })
 }
 
-/// Joins through `entry`, following redirects, until the `Welcome`.
-async fn join(entry: &Transport, mut core: ClientCore) -> Result<Bot> {
+/// Joins through `entry`, following redirects, until the `Welcome` (the idle workload's joins
+/// too).
+pub(crate) async fn join(entry: &Transport, mut core: ClientCore) -> Result<Bot> {
     let mut transport = entry.clone();
     let mut link = Link::open(&transport).await?;
     link.send(&core.hello(), easel_client::core::Channel::Reliable).await?;
@@ -273,8 +274,7 @@ fn wait_ready(port: &str) -> Result<()> {
 
 /// The index (by port) of the node holding `room`.
 async fn owner_of(database: &str, room: &str, ports: &[u16]) -> Result<usize> {
-    let (client, connection) = tokio_postgres::connect(database, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
+    let client = crate::postgres::connect(database).await?;
     let row = client
         .query_one("SELECT n.url FROM rooms r JOIN nodes n ON n.id = r.owner WHERE r.name = $1", &[&room])
         .await?;

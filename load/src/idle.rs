@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use easel_client::core::{Channel, ClientCore, Status};
+use easel_client::core::ClientCore;
 use easel_client::headless::{Link, Received, Transport};
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -47,10 +47,12 @@ pub async fn run(config: IdleConfig, milestone: impl Fn(Milestone)) -> IdleSumma
         let room = format!("idle-{}", index / config.per_room.max(1));
         joining.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
-            let link = join(&transport, ClientCore::new(&format!("idle-{index}"), &room)).await?;
+            let bot = crate::cluster::join(&transport, ClientCore::new(&format!("idle-{index}"), &room))
+                .await
+                .map_err(|e| e.to_string())?;
             drop(permit);
             // Read and count whatever comes, until the run ends (the task is dropped).
-            tokio::spawn(drain(link, received));
+            tokio::spawn(drain(bot.link, received));
             Ok::<(), String>(())
         }));
     }
@@ -80,24 +82,6 @@ pub async fn run(config: IdleConfig, milestone: impl Fn(Milestone)) -> IdleSumma
         joined,
         join_s,
         bytes_per_client_s: bytes as f64 / config.clients.max(1) as f64 / config.window.as_secs_f64(),
-    }
-}
-
-/// Opens a link, sends `Hello`, reads until the `Welcome`.
-async fn join(transport: &Transport, mut core: ClientCore) -> Result<Link, String> {
-    let mut link = Link::open(transport).await.map_err(|e| e.to_string())?;
-    link.send(&core.hello(), Channel::Reliable).await.map_err(|e| e.to_string())?;
-    loop {
-        match link.recv().await {
-            Received::Message { bytes, .. } => {
-                core.handle_message(0.0, &bytes).map_err(|e| e.to_string())?;
-                if *core.status() == Status::Joined {
-                    return Ok(link);
-                }
-            }
-            Received::Closed { code, reason } => return Err(format!("closed ({code}): {reason}")),
-            Received::Lost(why) => return Err(format!("lost: {why}")),
-        }
     }
 }
 

@@ -47,6 +47,11 @@ impl Postgres {
         Ok(postgres)
     }
 
+    /// A client of this server's database (its connection driven on the current runtime).
+    pub async fn connect(&self) -> Result<tokio_postgres::Client> {
+        connect(&self.url()).await
+    }
+
     /// The postmaster's PID, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -135,6 +140,13 @@ fn as_user(mut command: Command, user: Option<(u32, u32)>) -> Command {
         command.gid(gid).uid(uid).current_dir(Path::new("/"));
     }
     command
+}
+
+/// A client of the database at `url`, its connection driven on the current runtime.
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.context("connecting")?;
+    tokio::spawn(connection);
+    Ok(client)
 }
 
 /// A loopback port nothing listens on now.

@@ -117,9 +117,7 @@ async fn http_get(port: u16, path: &str) -> String {
 }
 
 async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connecting");
-    tokio::spawn(connection);
-    client
+    easel_load::postgres::connect(url).await.expect("connecting to the test's PostgreSQL")
 }
 
 /// Joins `room` through `entry`, retrying until `within` has passed (a room's node may have

@@ -111,7 +111,5 @@ async fn run(url: &str, seed: u32) {
 }
 
 async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connecting");
-    tokio::spawn(connection);
-    client
+    easel_load::postgres::connect(url).await.expect("connecting to the test's PostgreSQL")
 }

@@ -151,7 +151,5 @@ async fn commits_fail_while_the_database_is_down_and_go_through_once_it_is_back(
 }
 
 async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connecting");
-    tokio::spawn(connection);
-    client
+    easel_load::postgres::connect(url).await.expect("connecting to the test's PostgreSQL")
 }

@@ -116,6 +116,9 @@ const RENEW: &str = "
     WHERE r.name = held.name AND r.epoch = held.epoch AND r.owner = $1
     RETURNING r.name";
 
+/// The public URLs of the live nodes.
+const LIVE_NODES: &str = "SELECT url FROM nodes WHERE seen_until > now()";
+
 /// Says node `$1` is alive, how many players it has and whether it drains.
 const HEARTBEAT: &str = "
     UPDATE nodes SET seen_until = now() + make_interval(secs => $2), players = $3, draining = $4
@@ -241,7 +244,7 @@ impl Cluster {
         let renewal_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&self.node, &names, &epochs, &lease];
         let heartbeat = client.execute(HEARTBEAT, &heartbeat_params);
         let renewal = client.query(RENEW, &renewal_params);
-        let peers = client.query("SELECT url FROM nodes WHERE seen_until > now()", &[]);
+        let peers = client.query(LIVE_NODES, &[]);
         // One round trip: the client pipelines all three.
         let (heartbeat, renewal, peers) =
             timed(async { Ok::<_, tokio_postgres::Error>(tokio::join!(heartbeat, renewal, peers)) }).await?;
@@ -279,7 +282,7 @@ impl Cluster {
         }
         let live = async {
             let client = self.database.client().await?;
-            let rows = timed(client.query("SELECT url FROM nodes WHERE seen_until > now()", &[])).await?;
+            let rows = timed(client.query(LIVE_NODES, &[])).await?;
             Ok::<_, ClusterError>(rows.into_iter().map(|row| row.get(0)).collect::<Vec<String>>())
         };
         match live.await {

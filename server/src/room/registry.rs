@@ -160,16 +160,20 @@ impl Rooms {
     /// Room `room`'s lease `lease` is gone: if the room open under that name still holds it, it
     /// closes, its players told `reason` with 1012 (they come back through any node).
     pub fn lost(&self, room: &str, lease: Fence, reason: &str) {
-        if let Some(handle) = self.lock().get(room).filter(|handle| handle.lease == Some(lease)) {
-            let _ = handle.control.send(Control::Moved { reason: CloseReason::new(close::SERVICE_RESTART, reason) });
-        }
+        self.command_if_held(room, lease, Control::Moved { reason: CloseReason::new(close::SERVICE_RESTART, reason) });
     }
 
     /// Room `room` (under `lease`) is handed to the node at `url`: every player is redirected
     /// there with a seat of its own from `issue`, and the room closes here.
     pub fn hand_off(&self, room: &str, lease: Fence, url: String, issue: Box<dyn Fn() -> Vec<u8> + Send>) {
+        self.command_if_held(room, lease, Control::HandOff { url, issue });
+    }
+
+    /// Sends room `room` `command` if the room open under that name holds `lease` (a newer
+    /// room of the same name is left alone).
+    fn command_if_held(&self, room: &str, lease: Fence, command: Control) {
         if let Some(handle) = self.lock().get(room).filter(|handle| handle.lease == Some(lease)) {
-            let _ = handle.control.send(Control::HandOff { url, issue });
+            let _ = handle.control.send(command);
         }
     }
 
