@@ -3,8 +3,9 @@
 //! (the `agones` feature, `--agones on`) makes the calls:
 //! - Ready once the server's database answers (after the store opened and, in a cluster, the
 //!   node joined);
-//! - a health ping every `EVERY` while the rooms tick (or there are none): a server whose tick
-//!   loop has stalled stops pinging and Agones replaces it;
+//! - a health ping every `EVERY` while the rooms tick (or there are none, or all rest because
+//!   nothing in them moves): a server whose tick loop has stalled stops pinging and Agones
+//!   replaces it;
 //! - the `rooms` counter kept at the number of rooms open, for a FleetAutoscaler's Counter
 //!   policy and allocation by counter; Allocated while the node holds a room, so a scale-down
 //!   never takes a node with players, and Ready again once it holds none;
@@ -26,6 +27,19 @@ pub enum Call {
     Ready,
 }
 
+/// What the node's rooms are doing, looked at every `EVERY`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Activity {
+    /// Rooms open.
+    pub rooms: usize,
+    /// Of those, the rooms at rest: not ticking because nothing in them moves.
+    pub resting: usize,
+    /// Ticks run by all rooms so far.
+    pub ticks: u64,
+    /// Whether the node is draining.
+    pub draining: bool,
+}
+
 /// What Agones has been told, and what the server did since.
 #[derive(Debug, Default)]
 pub struct Lifecycle {
@@ -35,13 +49,14 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
-    /// The calls due now that `rooms` are open and the rooms have ticked `ticks` times in all;
-    /// while `draining`, the node stays as it is (it will shut down) and only says it lives.
-    pub fn step(&mut self, rooms: usize, ticks: u64, draining: bool) -> Vec<Call> {
+    /// The calls due now that the rooms do what `now` says; while draining, the node stays as
+    /// it is (it will shut down) and only says it lives.
+    pub fn step(&mut self, now: Activity) -> Vec<Call> {
+        let Activity { rooms, resting, ticks, draining } = now;
         let mut calls = Vec::new();
         let ticking = ticks > self.ticks;
         self.ticks = ticks;
-        if rooms == 0 || ticking {
+        if ticking || resting >= rooms {
             calls.push(Call::Health);
         }
         let count = i64::try_from(rooms).unwrap_or(i64::MAX);
@@ -70,7 +85,7 @@ pub use sdk::{Agones, AgonesError};
 mod sdk {
     use std::sync::Arc;
 
-    use super::{Call, EVERY, Lifecycle, ROOMS_COUNTER};
+    use super::{Activity, Call, EVERY, Lifecycle, ROOMS_COUNTER};
     use crate::metrics::Metrics;
     use crate::room::Rooms;
 
@@ -134,7 +149,13 @@ mod sdk {
             let mut every = tokio::time::interval(EVERY);
             loop {
                 every.tick().await;
-                for call in lifecycle.step(rooms.room_count(), metrics.ticks.value(), rooms.is_draining()) {
+                let now = Activity {
+                    rooms: rooms.room_count(),
+                    resting: usize::try_from(metrics.rooms_at_rest.value()).unwrap_or(0),
+                    ticks: metrics.ticks.value(),
+                    draining: rooms.is_draining(),
+                };
+                for call in lifecycle.step(now) {
                     let result = match call {
                         Call::Health => health.send(()).await.map_err(|_| "the health stream ended".to_owned()),
                         Call::CountRooms(count) => {
@@ -156,34 +177,46 @@ mod sdk {
 mod tests {
     use super::*;
 
+    fn activity(rooms: usize, resting: usize, ticks: u64, draining: bool) -> Activity {
+        Activity { rooms, resting, ticks, draining }
+    }
+
     #[test]
     fn an_idle_node_is_ready_and_healthy_with_no_rooms_counted() {
         let mut lifecycle = Lifecycle::default();
-        assert_eq!(lifecycle.step(0, 0, false), vec![Call::Health, Call::CountRooms(0)]);
-        assert_eq!(lifecycle.step(0, 0, false), vec![Call::Health], "nothing ticks, nothing has to");
+        assert_eq!(lifecycle.step(activity(0, 0, 0, false)), vec![Call::Health, Call::CountRooms(0)]);
+        assert_eq!(lifecycle.step(activity(0, 0, 0, false)), vec![Call::Health], "nothing ticks, nothing has to");
     }
 
     #[test]
     fn a_node_with_rooms_is_allocated_while_it_holds_them_and_ready_again_after() {
         let mut lifecycle = Lifecycle::default();
-        lifecycle.step(0, 0, false);
-        assert_eq!(lifecycle.step(2, 60, false), vec![Call::Health, Call::CountRooms(2), Call::Allocate]);
-        assert_eq!(lifecycle.step(3, 120, false), vec![Call::Health, Call::CountRooms(3)]);
-        assert_eq!(lifecycle.step(0, 150, false), vec![Call::Health, Call::CountRooms(0), Call::Ready]);
+        lifecycle.step(activity(0, 0, 0, false));
+        assert_eq!(lifecycle.step(activity(2, 0, 60, false)), vec![Call::Health, Call::CountRooms(2), Call::Allocate]);
+        assert_eq!(lifecycle.step(activity(3, 0, 120, false)), vec![Call::Health, Call::CountRooms(3)]);
+        assert_eq!(lifecycle.step(activity(0, 0, 150, false)), vec![Call::Health, Call::CountRooms(0), Call::Ready]);
     }
 
     #[test]
     fn rooms_that_stop_ticking_stop_the_health_pings() {
         let mut lifecycle = Lifecycle::default();
-        lifecycle.step(1, 30, false);
-        assert_eq!(lifecycle.step(1, 30, false), Vec::<Call>::new(), "a stalled tick loop is not healthy");
-        assert_eq!(lifecycle.step(1, 31, false), vec![Call::Health]);
+        lifecycle.step(activity(1, 0, 30, false));
+        assert_eq!(lifecycle.step(activity(1, 0, 30, false)), Vec::<Call>::new(), "a stalled tick loop is not healthy");
+        assert_eq!(lifecycle.step(activity(1, 0, 31, false)), vec![Call::Health]);
+    }
+
+    #[test]
+    fn rooms_at_rest_keep_a_node_healthy_though_nothing_ticks() {
+        let mut lifecycle = Lifecycle::default();
+        lifecycle.step(activity(2, 0, 30, false));
+        assert_eq!(lifecycle.step(activity(2, 2, 30, false)), vec![Call::Health], "both rooms rest");
+        assert_eq!(lifecycle.step(activity(2, 1, 30, false)), Vec::<Call>::new(), "one should tick and did not");
     }
 
     #[test]
     fn a_draining_node_keeps_its_state_and_only_says_it_lives() {
         let mut lifecycle = Lifecycle::default();
-        lifecycle.step(1, 30, false);
-        assert_eq!(lifecycle.step(0, 60, true), vec![Call::Health, Call::CountRooms(0)], "not Ready: it is leaving");
+        lifecycle.step(activity(1, 0, 30, false));
+        assert_eq!(lifecycle.step(activity(0, 0, 60, true)), vec![Call::Health, Call::CountRooms(0)], "not Ready: it is leaving");
     }
 }

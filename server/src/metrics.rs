@@ -74,6 +74,8 @@ impl Histogram {
 pub struct Metrics {
     pub connections_total: Counter,
     pub rooms: Gauge,
+    /// Rooms that stopped ticking because nothing in them moves (`room::task::Beat`).
+    pub rooms_at_rest: Gauge,
     pub players: Gauge,
     pub ticks: Counter,
     /// Ticks skipped because a room fell more than one period behind.
@@ -108,6 +110,7 @@ impl Metrics {
                 self.websocket_connections.value() + self.webtransport_connections.value(),
             ),
             ("easel_rooms", "Open rooms", self.rooms.value()),
+            ("easel_rooms_at_rest", "Open rooms not ticking because nothing in them moves", self.rooms_at_rest.value()),
             ("easel_players", "Players in rooms", self.players.value()),
             ("easel_websocket_connections", "Open WebSocket connections", self.websocket_connections.value()),
             ("easel_webtransport_connections", "Open WebTransport sessions", self.webtransport_connections.value()),

@@ -394,3 +394,68 @@ async fn a_client_that_loses_a_snapshot_says_so_and_gets_decodable_snapshots_aga
     assert!((last - first).abs() > 100.0, "ann moved on the lossy client's screen after the loss: {first} → {last}");
     server.stop().await;
 }
+
+/// Waits until the server says `rooms` of its rooms rest (tick no more: nothing in them moves).
+async fn until_rooms_rest(server: &TestServer, rooms: i64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.metric("easel_rooms_at_rest").await != rooms {
+        assert!(tokio::time::Instant::now() < deadline, "{rooms} room(s) should come to rest");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A room where nothing moves stops ticking, since a tick would change and send nothing, and
+/// costs nothing while it rests. A player's input wakes it: the player moves for everyone to
+/// see, on tick numbers that kept step with the time it rested, as if it had ticked all along.
+#[tokio::test]
+async fn a_room_where_nothing_moves_rests_and_wakes_on_its_beat() {
+    let server = TestServer::start().await;
+    let started = std::time::Instant::now();
+    let ann = server.join("ann", "still").await;
+    let bob = server.join("bob", "still").await;
+    let ann_id = ann.core().view().me().unwrap();
+    let start = bob.wait_for(WAIT, "ann placed", |core| core.view().players().get(&ann_id)?.state).await.unwrap();
+    until_rooms_rest(&server, 1).await;
+    let rested_on = bob.core().view().tick();
+    let ticks = server.metric("easel_ticks_total").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(server.metric("easel_ticks_total").await, ticks, "a resting room does not tick");
+
+    ann.hold_direction(if start.x < 1000.0 { 1 } else { -1 }, 0);
+    let woke_on = bob
+        .wait_for(WAIT, "ann moving as seen by bob", |core| {
+            let now = core.view().players().get(&ann_id)?.state?;
+            (now.x != start.x).then(|| core.view().tick())
+        })
+        .await
+        .unwrap();
+    let rested_ticks = woke_on - rested_on;
+    let most = (started.elapsed().as_secs_f64() * 30.0).ceil() as u32 + 1;
+    assert!(
+        (18..=most).contains(&rested_ticks),
+        "the 600 ms of rest count as ticks, as many as the time allows: {rested_ticks} (at most {most})"
+    );
+    let _ = brought_to_rest(&ann, ann_id).await;
+    until_rooms_rest(&server, 1).await;
+    server.stop().await;
+}
+
+/// A player whose connection dropped waits out its resume grace even in a room at rest, then
+/// leaves for everyone to see: the room wakes for the end of the grace by itself.
+#[tokio::test]
+async fn a_resting_room_lets_a_dropped_player_go_when_its_grace_ends() {
+    let mut config = Config::for_tests();
+    config.limits.resume_grace = Duration::from_millis(700);
+    let server = TestServer::start_with(config).await;
+    let ann = server.join("ann", "grace").await;
+    let bob = server.join("bob", "grace").await;
+    let bob_id = bob.core().view().me().unwrap();
+    ann.wait_for(WAIT, "bob placed", |core| core.view().players().get(&bob_id)?.state).await.unwrap();
+    until_rooms_rest(&server, 1).await;
+    let _core = bob.lose_connection().await;
+    ann.wait_for(WAIT, "bob gone once his grace ended", |core| (!core.view().players().contains_key(&bob_id)).then_some(()))
+        .await
+        .unwrap();
+    assert_eq!(server.metric("easel_players").await, 1);
+    server.stop().await;
+}

@@ -14,7 +14,7 @@ const NO_TICK: u32 = u32::MAX;
 
 /// Ticks timed at once: writes of a tick count for `SLOTS` ticks (267 ms at 30 Hz); a snapshot
 /// still unwritten by then was superseded or is a slow client's.
-const SLOTS: usize = 8;
+pub(crate) const SLOTS: usize = 8;
 
 /// Shared by a room and its members' connections.
 #[derive(Debug)]
@@ -57,6 +57,12 @@ impl Fanout {
         (timed && previous_last != 0).then(|| Duration::from_micros(previous_last.saturating_sub(previous_start)))
     }
 
+    /// Ends the timing of every tick still timed and returns their spans: the room rests, so
+    /// no later tick would take their slots (called `SLOTS` ticks after the last one began).
+    pub fn settle(&self, now: Instant) -> Vec<Duration> {
+        (0..SLOTS).filter_map(|_| self.start(None, now)).collect()
+    }
+
     /// A snapshot of `tick` was written to a member's socket.
     pub fn written(&self, tick: u32) {
         if let Some(slot) = self.slots.iter().find(|slot| slot.tick.load(Ordering::Relaxed) == tick) {
@@ -96,6 +102,16 @@ mod tests {
             idle_ticks(&fanout, SLOTS).is_empty(),
             "tick 3 had no write, and ticks that published nothing are not timed"
         );
+    }
+
+    #[test]
+    fn settling_observes_the_ticks_still_timed_once() {
+        let fanout = Fanout::default();
+        fanout.start(Some(1), Instant::now());
+        fanout.written(1);
+        fanout.start(None, Instant::now());
+        assert_eq!(fanout.settle(Instant::now()).len(), 1, "tick 1 wrote; the idle tick is not timed");
+        assert!(fanout.settle(Instant::now()).is_empty(), "nothing is observed twice");
     }
 
     #[test]

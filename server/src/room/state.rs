@@ -369,11 +369,7 @@ impl Room {
         // everyone a snapshot 30 times a second).
         let players: Vec<NetPlayer> = outbox.players.iter().map(NetPlayer::quantized).collect();
         let changed = self.latest.as_ref().is_none_or(|(_, last)| **last != players);
-        // Cells and members left behind by the budget need snapshots until they have caught up,
-        // and a member whose client lost one needs one it can decode.
-        let catching_up = self.cell_views.values().any(CellView::behind)
-            || self.members.values().any(|m| m.detached_at.is_none() && m.view.owed());
-        let published = changed || self.moving || catching_up;
+        let published = changed || self.moving || self.catching_up();
         if let Some(span) = self.fanout.start(published.then_some(outbox.tick), now) {
             self.metrics.snapshot_fanout_seconds.observe(span.as_micros() as u64);
         }
@@ -389,6 +385,43 @@ impl Room {
         self.board.flush();
         self.board.maybe_compact();
         self.metrics.ticks.inc();
+    }
+
+    /// Asked right after a tick: whether the room can stop ticking until something arrives,
+    /// since another tick would send nothing and change nothing (no inputs wait, the world is at
+    /// rest, and every member holds its newest state). Its task then sleeps, wakes it for
+    /// anything that arrives (a join or an input changes that answer), and `skip_ticks`
+    /// accounts for the ticks it slept through; a detached player's grace still ends at
+    /// `wake_at`.
+    pub fn at_rest(&mut self) -> bool {
+        self.inputs.is_empty() && !self.moving && !self.catching_up() && self.sim.at_rest()
+    }
+
+    /// Whether cells or members left behind by the budget need snapshots until they have caught
+    /// up, or a member whose client lost one needs one it can decode.
+    fn catching_up(&self) -> bool {
+        self.cell_views.values().any(CellView::behind)
+            || self.members.values().any(|m| m.detached_at.is_none() && m.view.owed())
+    }
+
+    /// Observes the snapshot fan-out of the ticks before a rest, which no later tick will
+    /// (`Fanout::settle`); due `fanout::SLOTS` ticks after the last.
+    pub fn settle_fanout(&self, now: Instant) {
+        for span in self.fanout.settle(now) {
+            self.metrics.snapshot_fanout_seconds.observe(span.as_micros() as u64);
+        }
+    }
+
+    /// Advances the room by `ticks` ticks it slept through at rest, as ticking would have.
+    pub fn skip_ticks(&mut self, ticks: u32) {
+        self.sim.skip(ticks);
+    }
+
+    /// When a room at rest must tick again by itself: the end of the earliest grace period of a
+    /// detached player.
+    pub fn wake_at(&self) -> Option<Instant> {
+        let grace = self.config.limits.resume_grace;
+        self.members.values().filter_map(|m| m.detached_at).min().map(|at| at + grace)
     }
 
     /// Sends every attached member the snapshot of `tick`: its view, within its budget, as a

@@ -11,7 +11,7 @@ mod systems;
 use std::collections::HashMap;
 
 use bevy_ecs::prelude::*;
-use easel_protocol::game::Rules;
+use easel_protocol::game::{self, Rules};
 use easel_protocol::rng::Mulberry32;
 use easel_protocol::{OrbState, PlayerState};
 
@@ -149,6 +149,46 @@ impl Sim {
         self.tick = self.tick.wrapping_add(1);
         let events = std::mem::take(&mut self.world.resource_mut::<TickEvents>().0);
         Outbox { tick: self.tick, players: self.players(), events }
+    }
+
+    /// Whether a step without inputs would change nothing but the tick number and the players'
+    /// step credit: nobody has inputs queued or steps to take, and nobody touches an orb (one
+    /// can reappear under a player standing still, who collects it on the next step).
+    pub fn at_rest(&mut self) -> bool {
+        if !self.world.resource::<PendingInputs>().0.is_empty() {
+            return false;
+        }
+        let mut players = self.world.query::<(&InputQueue, &Steps, &Position)>();
+        let mut places = Vec::with_capacity(self.players.len());
+        for (queue, steps, at) in players.iter(&self.world) {
+            if !queue.pending.is_empty() || steps.len > 0 {
+                return false;
+            }
+            places.push((at.x, at.y));
+        }
+        let rules = self.rules();
+        if !rules.orbs_collectable {
+            return true;
+        }
+        let mut orbs = self.world.query_filtered::<&Position, With<Orb>>();
+        !orbs
+            .iter(&self.world)
+            .any(|orb| places.iter().any(|&place| game::touches_orb(place, (orb.x, orb.y), &rules)))
+    }
+
+    /// Advances the world by `ticks` steps without inputs, as `step(&[])` that many times would,
+    /// when it is `at_rest`: only the tick number and the players' step credit move.
+    pub fn skip(&mut self, ticks: u32) {
+        debug_assert!(self.at_rest(), "only a world at rest can skip its steps");
+        let earned = u8::try_from(ticks).unwrap_or(u8::MAX);
+        let mut queues = self.world.query::<&mut InputQueue>();
+        for mut queue in queues.iter_mut(&mut self.world) {
+            let credit = queue.credit.saturating_add(earned).min(STEP_CREDIT_CAP);
+            if queue.credit != credit {
+                queue.credit = credit;
+            }
+        }
+        self.tick = self.tick.wrapping_add(ticks);
     }
 
     /// Every player's current state, ordered by id.
@@ -294,6 +334,53 @@ mod tests {
             "the collected orb reappears elsewhere: {:?}",
             out.events
         );
+    }
+
+    /// Two worlds, moved alike until both stand still.
+    fn two_worlds_come_to_rest() -> (Sim, Sim) {
+        let worlds = [(); 2].map(|()| {
+            let mut sim = Sim::new(Rules::GAME, DT);
+            sim.add_player(1, (1000.0, 1000.0));
+            sim.add_player(2, (1500.0, 1200.0));
+            for seq in 1..=20 {
+                sim.step(&[input(1, seq, 1, 0), input(2, seq, 0, -1)]);
+            }
+            sim
+        });
+        let [mut a, mut b] = worlds;
+        for sim in [&mut a, &mut b] {
+            assert!(!sim.at_rest(), "the last inputs' steps were just taken");
+            sim.step(&[]);
+            assert!(sim.at_rest(), "no inputs queued, no steps to take, no orb underfoot");
+        }
+        (a, b)
+    }
+
+    #[test]
+    fn skipping_ticks_at_rest_is_stepping_without_inputs() {
+        let (mut stepped, mut skipped) = two_worlds_come_to_rest();
+        for _ in 0..50 {
+            stepped.step(&[]);
+        }
+        skipped.skip(50);
+        assert_eq!(stepped.tick(), skipped.tick());
+        // Inputs bunched by jitter spend the credit saved while standing: both worlds saved alike.
+        let burst: Vec<TickInput> = (21..=26).map(|seq| input(1, seq, 1, 1)).collect();
+        for inputs in [burst.as_slice(), &[input(2, 21, -1, 0)], &[], &[]] {
+            assert_eq!(stepped.step(inputs), skipped.step(inputs));
+        }
+    }
+
+    #[test]
+    fn a_world_with_inputs_waiting_or_an_orb_underfoot_is_not_at_rest() {
+        let mut sim = Sim::new(Rules::GAME, DT);
+        let orb = sim.orbs()[0];
+        sim.add_player(1, (orb.x, orb.y));
+        assert!(!sim.at_rest(), "the orb under the player is collected on the next step");
+        sim.step(&[]);
+        assert!(sim.at_rest());
+        sim.step(&[input(1, 1, 1, 0), input(1, 2, 1, 0), input(1, 3, 1, 0), input(1, 4, 1, 0), input(1, 5, 1, 0)]);
+        assert!(!sim.at_rest(), "more inputs than one step takes wait in the queue");
     }
 
     #[test]

@@ -245,6 +245,37 @@ async fn an_unchanged_world_publishes_no_new_snapshot() {
 }
 
 #[tokio::test]
+async fn a_room_rests_only_once_a_tick_would_send_and_change_nothing() {
+    let (mut room, _commits) = room_with(Config::for_tests()).await;
+    let (a, _a_rx, _a_kick) = link(8);
+    let delivered = Arc::clone(&a.delivery);
+    let mut snapshots = room.join(Instant::now(), 1, "a".into(), identity(1), (500.0, 500.0), a).unwrap().snapshots;
+    room.tick(Instant::now());
+    assert!(!room.at_rest(), "the first state was published: one more shows nothing moves");
+    room.tick(Instant::now());
+    assert!(room.at_rest(), "nothing moves and everyone holds the newest state");
+    let rested_on = snapshots.borrow_and_update().tick;
+
+    let input = TickInput { player: 1, seq: 1, dx: 1, dy: 0 };
+    room.play(Instant::now(), Play::Input { input, arrived: Instant::now() });
+    assert!(!room.at_rest(), "an input waits for its tick");
+    // Ten ticks slept through before the input's: its tick is numbered as if they had run.
+    room.skip_ticks(10);
+    room.tick(Instant::now());
+    assert!(!room.at_rest(), "the player moved: the next snapshot shows it stopped");
+    assert_eq!(snapshots.borrow_and_update().tick, rested_on + 11);
+    room.tick(Instant::now());
+    assert!(room.at_rest());
+
+    delivered.lost(0);
+    room.play(Instant::now(), Play::SnapshotLost { player: 1 });
+    assert!(!room.at_rest(), "a member that lost a snapshot is owed one");
+    room.tick(Instant::now());
+    assert!(snapshots.has_changed().unwrap());
+    assert!(room.at_rest());
+}
+
+#[tokio::test]
 async fn a_full_room_refuses_with_try_again_later() {
     let mut config = Config::for_tests();
     config.limits.room_capacity = 1;
