@@ -71,6 +71,10 @@ struct Cli {
     /// Clients per room of the idle workload.
     #[arg(long, default_value_t = 10)]
     per_room: usize,
+    /// The idle workload's clients send a ping this often, as the page does (1s); without it,
+    /// nothing after their `Hello`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    ping_every: Option<Duration>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -235,8 +239,14 @@ fn idle_bots(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let transport = runtime.block_on(Transport::choose(&cli.server, cli.transport.into(), &trust(&cli)?))?;
     println!("easel-bot: transport {}", transport.name());
-    let config =
-        IdleConfig { transport, clients: cli.count, per_room: cli.per_room, warmup: cli.warmup, window: cli.duration };
+    let config = IdleConfig {
+        transport,
+        clients: cli.count,
+        per_room: cli.per_room,
+        ping_every: cli.ping_every,
+        warmup: cli.warmup,
+        window: cli.duration,
+    };
     let summary = runtime.block_on(idle::run(config, print_milestone));
     println!(
         "idle: {}/{} joined in {} rooms in {:.1} s; {:.1} B/s per client while idle",

@@ -844,11 +844,13 @@ fn run_cluster(binaries: &Binaries, rooms: usize, options: &ClusterOptions, cont
     }))
 }
 
-/// `cargo xtask bench idle [--n 5000,15000] [--per-room 10] [--window 10]`.
+/// `cargo xtask bench idle [--n 5000,15000] [--per-room 10] [--window 10] [--ping-every 1]`.
 pub struct IdleOptions {
     pub counts: Vec<usize>,
     pub per_room: usize,
     pub window: Duration,
+    /// Each client pings this often, as the page does; `None`: clients send nothing.
+    pub ping_every: Option<Duration>,
     pub common: CommonOptions,
 }
 
@@ -858,6 +860,7 @@ impl IdleOptions {
             counts: vec![5000, 15000],
             per_room: 10,
             window: Duration::from_secs(10),
+            ping_every: None,
             common: CommonOptions::default(),
         };
         let mut args = args.iter();
@@ -879,6 +882,14 @@ impl IdleOptions {
                     let seconds: u64 = args.next().context("--window needs seconds")?.parse().context("--window")?;
                     options.window = Duration::from_secs(seconds);
                 }
+                "--ping-every" => {
+                    let seconds: f64 =
+                        args.next().context("--ping-every needs seconds")?.parse().context("--ping-every")?;
+                    if !(seconds > 0.0 && seconds.is_finite()) {
+                        bail!("--ping-every takes a positive number of seconds");
+                    }
+                    options.ping_every = Some(Duration::from_secs_f64(seconds));
+                }
                 other => bail!("unknown bench option {other}"),
             }
         }
@@ -893,22 +904,24 @@ pub fn idle(root: &Path, options: &IdleOptions) -> Result<()> {
     let context = RunContext::collect(root, &options.common);
     let results = options.common.record.then(|| root.join("bench").join("results").join("idle.jsonl"));
     let rows = run_series(&options.counts, results.as_deref(), |n| {
-        step(&format!("idle, {n} connections in rooms of {} (window {:?})", options.per_room, options.window));
+        let pings = options.ping_every.map_or("no pings".to_owned(), |every| format!("a ping every {every:?}"));
+        step(&format!("idle, {n} connections in rooms of {}, {pings} (window {:?})", options.per_room, options.window));
         run_idle(&binaries, n, options, &context).unwrap_or_else(|e| {
             json!({ "impl": "easel", "workload": "idle", "n": n, "ok": false, "reason": e.to_string(),
                     "commit": context.commit, "date": context.date, "machine": context.machine })
         })
     })?;
     println!(
-        "\n{:>7} {:>6} {:>4} {:>14} {:>16} {:>13} {:>16}",
-        "n", "rooms", "ok", "server cores", "RSS KB / conn", "RSS MB", "B/s per client"
+        "\n{:>7} {:>6} {:>7} {:>4} {:>14} {:>16} {:>13} {:>16}",
+        "n", "rooms", "ping s", "ok", "server cores", "RSS KB / conn", "RSS MB", "B/s per client"
     );
     for row in &rows {
         let f = |v: &Value, digits: usize| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.digits$}"));
         println!(
-            "{:>7} {:>6} {:>4} {:>14} {:>16} {:>13} {:>16}",
+            "{:>7} {:>6} {:>7} {:>4} {:>14} {:>16} {:>13} {:>16}",
             row["n"].to_string(),
             row["rooms"].to_string(),
+            f(&row["ping_every_s"], 1),
             if row["ok"].as_bool().unwrap_or(false) { "yes" } else { "NO" },
             f(&row["server_cores"], 3),
             f(&row["rss_kb_per_connection"], 1),
@@ -936,6 +949,7 @@ fn run_idle(binaries: &Binaries, n: usize, options: &IdleOptions, context: &RunC
         .map(|a| a.to_string())
         .chain(["--count".to_owned(), n.to_string(), "--per-room".to_owned(), options.per_room.to_string()])
         .chain(["--duration".to_owned(), format!("{}s", options.window.as_secs())])
+        .chain(options.ping_every.iter().flat_map(|every| ["--ping-every".to_owned(), format!("{}ms", every.as_millis())]))
         .collect();
     let budget = Duration::from_secs(180) + options.window;
     let Measured { start, end, summary, server_alive, .. } =
@@ -956,6 +970,7 @@ fn run_idle(binaries: &Binaries, n: usize, options: &IdleOptions, context: &RunC
         "n": n,
         "rooms": summary["rooms"],
         "per_room": options.per_room,
+        "ping_every_s": options.ping_every.map(|every| every.as_secs_f64()),
         "ok": reasons.is_empty(),
         "reason": if reasons.is_empty() { Value::Null } else { Value::from(reasons.join("; ")) },
         "server_cores": round(cores, 4),

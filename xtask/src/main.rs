@@ -43,10 +43,10 @@ commands:
                       random node: join time (redirects included), the idle cluster's database
                       and node CPU, failover time after kill -9 of a room's node; appended to
                       bench/results/cluster.jsonl
-  bench idle [--n 5000,15000] [--per-room 10] [--window 10] [--server-workers N] [--server PATH] [--dev] [--no-record]
-                      connections that join rooms of --per-room and then say nothing: the
-                      server's RSS per connection and its CPU while they stand; appended to
-                      bench/results/idle.jsonl
+  bench idle [--n 5000,15000] [--per-room 10] [--window 10] [--ping-every SECONDS] [--server-workers N] [--server PATH] [--dev] [--no-record]
+                      connections that join rooms of --per-room and then say nothing (or only
+                      ping, as the page does every second): the server's RSS per connection
+                      and its CPU while they stand; appended to bench/results/idle.jsonl
   bench report        SVG plots of the recorded results into docs/bench/
   fuzz [--seconds 60] [--target NAME] [--minimize]
                       coverage-guided fuzzing of every decoder and state machine of untrusted
@@ -201,6 +201,7 @@ fn test(root: &Path) -> Result<()> {
         counts: vec![100],
         per_room: 10,
         window: std::time::Duration::from_secs(1),
+        ping_every: Some(std::time::Duration::from_secs(1)),
         common: bench::CommonOptions { profile: Profile::Dev, record: false, ..Default::default() },
     };
     bench::idle(root, &smoke).context("the idle benchmark smoke run failed")?;
