@@ -120,7 +120,9 @@ impl Player {
         let delivery = &self.reach.delivery;
         match event {
             SessionEvent::Join { name, room, identity, resume, seat } => {
-                return self.join(name, &room, identity, resume, seat).await.map(Some);
+                // Boxed: a join (placement in a cluster included) is several KB of future that
+                // every connection's task would otherwise carry, inline, for as long as it lives.
+                return Box::pin(self.join(name, &room, identity, resume, seat)).await.map(Some);
             }
             SessionEvent::Reply(msg) => return Ok(Some(Bytes::from(encode(&msg)))),
             SessionEvent::Input { seq, ack, dirs } => {

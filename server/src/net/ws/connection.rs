@@ -57,7 +57,9 @@ impl Connection {
                 self.state.metrics.closed_for_cause.inc();
                 tracing::info!(code = reason.code, reason = %reason.reason, "closing connection");
             }
-            self.close(reason).await;
+            // Boxed: the closing handshake's future is bigger than the connection's whole
+            // loop, and is needed only at the end.
+            Box::pin(self.close(reason)).await;
         }
     }
 
