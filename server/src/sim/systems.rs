@@ -1,4 +1,4 @@
-//! The systems of one tick (verbs), and the resources they share.
+//! The systems of one tick (verbs), and the state besides the world that they share.
 
 use bevy_ecs::prelude::*;
 use easel_protocol::OrbState;
@@ -8,33 +8,30 @@ use easel_protocol::rng::Mulberry32;
 use super::components::{InputQueue, LastInputSeq, Orb, PlayerId, Position, Score, Steps};
 use super::{MAX_QUEUED_INPUTS, MAX_STEPS_PER_TICK, STEP_CREDIT_CAP, SimEvent, TickInput};
 
-#[derive(Resource)]
-pub(super) struct Config {
+/// What a tick's systems share besides the world, handed to each as its input. (As resources,
+/// bevy would keep 64 slots of each in every room's world: about 15 KB a room.)
+pub(super) struct TickState {
     pub rules: Rules,
     /// Fixed tick length in seconds.
     pub dt: f32,
+    /// Orb respawn places: seeded, so replays collect and respawn identically.
+    pub orb_rng: Mulberry32,
+    /// The inputs this tick applies.
+    pub pending: Vec<TickInput>,
+    /// What happened during the tick that clients must learn reliably.
+    pub events: Vec<SimEvent>,
 }
-
-/// Orb respawn places: seeded, so replays collect and respawn identically.
-#[derive(Resource)]
-pub(super) struct OrbRng(pub Mulberry32);
-
-#[derive(Resource, Default)]
-pub(super) struct PendingInputs(pub Vec<TickInput>);
-
-#[derive(Resource, Default)]
-pub(super) struct TickEvents(pub Vec<SimEvent>);
 
 /// New inputs join their player's queue in seq order (stale and repeated ones are dropped); then
 /// each player moves through as many queued inputs as its credit allows, one tick of movement
 /// each. Sorting first makes the outcome independent of arrival order within the tick and lets
 /// each player find its inputs by binary search.
 pub(super) fn apply_inputs(
-    mut pending: ResMut<PendingInputs>,
+    InMut(tick): InMut<TickState>,
     mut players: Query<(&PlayerId, &mut InputQueue, &mut Steps, &mut LastInputSeq)>,
 ) {
-    pending.0.sort_unstable_by_key(|i| (i.player, i.seq));
-    let inputs = &pending.0;
+    tick.pending.sort_unstable_by_key(|i| (i.player, i.seq));
+    let inputs = &tick.pending;
     for (id, mut queue, mut steps, mut last_seq) in &mut players {
         let start = inputs.partition_point(|i| i.player < id.0);
         let end = inputs.partition_point(|i| i.player <= id.0);
@@ -63,14 +60,14 @@ pub(super) fn apply_inputs(
             *steps = taken;
         }
     }
-    pending.0.clear();
+    tick.pending.clear();
 }
 
-pub(super) fn move_players(config: Res<Config>, mut players: Query<(&Steps, &mut Position), With<PlayerId>>) {
+pub(super) fn move_players(InMut(tick): InMut<TickState>, mut players: Query<(&Steps, &mut Position), With<PlayerId>>) {
     for (steps, mut pos) in &mut players {
         let mut at = (pos.x, pos.y);
         for &(dx, dy) in &steps.dirs[..usize::from(steps.len)] {
-            at = game::step_position(at, dx, dy, config.dt, &config.rules);
+            at = game::step_position(at, dx, dy, tick.dt, &tick.rules);
         }
         if at != (pos.x, pos.y) {
             *pos = Position { x: at.0, y: at.1 };
@@ -79,13 +76,11 @@ pub(super) fn move_players(config: Res<Config>, mut players: Query<(&Steps, &mut
 }
 
 pub(super) fn collect_orbs(
-    config: Res<Config>,
-    mut rng: ResMut<OrbRng>,
-    mut events: ResMut<TickEvents>,
+    InMut(tick): InMut<TickState>,
     mut players: Query<(&PlayerId, &Position, &mut Score), Without<Orb>>,
     mut orbs: Query<(&Orb, &mut Position), Without<PlayerId>>,
 ) {
-    if !config.rules.orbs_collectable {
+    if !tick.rules.orbs_collectable {
         return;
     }
     // Players in id order, so when two touch the same orb the lower id wins, every time.
@@ -95,11 +90,11 @@ pub(super) fn collect_orbs(
     orbs.sort_unstable_by_key(|(orb, _)| orb.id);
     for (id, player_pos, score) in &mut ordered {
         for (orb, orb_pos) in &mut orbs {
-            if game::touches_orb((player_pos.x, player_pos.y), (orb_pos.x, orb_pos.y), &config.rules) {
+            if game::touches_orb((player_pos.x, player_pos.y), (orb_pos.x, orb_pos.y), &tick.rules) {
                 score.0 += 1;
-                let (x, y) = config.rules.random_point(&mut rng.0);
+                let (x, y) = tick.rules.random_point(&mut tick.orb_rng);
                 **orb_pos = Position { x, y };
-                events.0.push(SimEvent::OrbCollected { by: id.0, orb: OrbState { id: orb.id, x, y } });
+                tick.events.push(SimEvent::OrbCollected { by: id.0, orb: OrbState { id: orb.id, x, y } });
             }
         }
     }
