@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use easel_client::core::{Channel, ClientCore};
-use easel_protocol::{ClientMsg, encode};
 use easel_client::headless::{Link, Received, Transport};
+use easel_protocol::{ClientMsg, encode};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 

@@ -217,6 +217,10 @@ mod tests {
     fn a_draining_node_keeps_its_state_and_only_says_it_lives() {
         let mut lifecycle = Lifecycle::default();
         lifecycle.step(activity(1, 0, 30, false));
-        assert_eq!(lifecycle.step(activity(0, 0, 60, true)), vec![Call::Health, Call::CountRooms(0)], "not Ready: it is leaving");
+        assert_eq!(
+            lifecycle.step(activity(0, 0, 60, true)),
+            vec![Call::Health, Call::CountRooms(0)],
+            "not Ready: it is leaving"
+        );
     }
 }

@@ -453,9 +453,11 @@ async fn a_resting_room_lets_a_dropped_player_go_when_its_grace_ends() {
     ann.wait_for(WAIT, "bob placed", |core| core.view().players().get(&bob_id)?.state).await.unwrap();
     until_rooms_rest(&server, 1).await;
     let _core = bob.lose_connection().await;
-    ann.wait_for(WAIT, "bob gone once his grace ended", |core| (!core.view().players().contains_key(&bob_id)).then_some(()))
-        .await
-        .unwrap();
+    ann.wait_for(WAIT, "bob gone once his grace ended", |core| {
+        (!core.view().players().contains_key(&bob_id)).then_some(())
+    })
+    .await
+    .unwrap();
     assert_eq!(server.metric("easel_players").await, 1);
     server.stop().await;
 }

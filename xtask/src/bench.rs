@@ -949,7 +949,9 @@ fn run_idle(binaries: &Binaries, n: usize, options: &IdleOptions, context: &RunC
         .map(|a| a.to_string())
         .chain(["--count".to_owned(), n.to_string(), "--per-room".to_owned(), options.per_room.to_string()])
         .chain(["--duration".to_owned(), format!("{}s", options.window.as_secs())])
-        .chain(options.ping_every.iter().flat_map(|every| ["--ping-every".to_owned(), format!("{}ms", every.as_millis())]))
+        .chain(
+            options.ping_every.iter().flat_map(|every| ["--ping-every".to_owned(), format!("{}ms", every.as_millis())]),
+        )
         .collect();
     let budget = Duration::from_secs(180) + options.window;
     let Measured { start, end, summary, server_alive, .. } =

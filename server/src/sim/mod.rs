@@ -85,7 +85,9 @@ impl Sim {
     pub fn new(rules: Rules, dt: f32) -> Self {
         let mut world = World::new();
         let mut orb_rng = Mulberry32::new(rules.orb_seed);
-        world.spawn_batch((0u32..).zip(rules.initial_orbs(&mut orb_rng)).map(|(id, (x, y))| (Orb { id }, Position { x, y })));
+        world.spawn_batch(
+            (0u32..).zip(rules.initial_orbs(&mut orb_rng)).map(|(id, (x, y))| (Orb { id }, Position { x, y })),
+        );
         let mut systems: [BoxedSystem<InMut<'static, TickState>>; 3] = [
             Box::new(IntoSystem::into_system(systems::apply_inputs)),
             Box::new(IntoSystem::into_system(systems::move_players)),
@@ -171,9 +173,7 @@ impl Sim {
             return true;
         }
         let mut orbs = self.world.query_filtered::<&Position, With<Orb>>();
-        !orbs
-            .iter(&self.world)
-            .any(|orb| places.iter().any(|&place| game::touches_orb(place, (orb.x, orb.y), &rules)))
+        !orbs.iter(&self.world).any(|orb| places.iter().any(|&place| game::touches_orb(place, (orb.x, orb.y), &rules)))
     }
 
     /// Advances the world by `ticks` steps without inputs, as `step(&[])` that many times would,
