@@ -110,7 +110,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         }
         None => None,
     };
-    let state = net::AppState {
+    let state = net::AppState::new(net::Shared {
         config,
         rooms: rooms.clone(),
         metrics,
@@ -121,7 +121,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         tls,
         admin,
         cluster,
-    };
+    });
     // One shutdown for both edges: when it comes, the UDP side stops taking sessions while the
     // TCP side's loop has the rooms close every session (WebTransport ones too) and waits for
     // them; then the UDP endpoint closes.

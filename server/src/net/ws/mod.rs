@@ -43,12 +43,13 @@ use crate::session::CloseReason;
 /// Outgoing bytes tungstenite may hold for a connection before writes fail: a few snapshots of
 /// a full room. Beyond it the client is not reading and will be dropped by the write timeout.
 const MAX_WRITE_BUFFER: usize = 4 * 1024 * 1024;
-/// Read chunk per connection. tungstenite zeroes this much before every read, including the one
-/// that finds the socket empty, and nearly every client message is an input of about 20 bytes:
-/// at 8 KiB the zeroing was 3 % of the server's CPU at N = 500 (`perf`). A long stroke (messages
-/// go up to 16 KiB) takes several reads; tungstenite's 128 KiB default would also cost 128 MB of
-/// memory at 1,000 players.
-const READ_BUFFER: usize = 1024;
+/// Read chunk per connection, kept for the connection's life. tungstenite zeroes this much
+/// before every read, including the one that finds the socket empty, and nearly every client
+/// message is an input of about 20 bytes: at 8 KiB the zeroing was 3 % of the server's CPU at
+/// N = 500 (`perf`), and 1 KiB was a twelfth of an idle connection's memory. A long stroke
+/// (messages go up to 16 KiB) takes several reads; tungstenite's 128 KiB default would also
+/// cost 128 MB of memory at 1,000 players.
+const READ_BUFFER: usize = 512;
 /// How long a closing connection waits for the client's side of the closing handshake.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A client that sent nothing for this long after the server's close has sent all it will.
