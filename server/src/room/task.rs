@@ -210,9 +210,14 @@ impl Beat {
 
     /// A tick runs at `now`: how many periods passed since the one before (2 or more: late).
     fn ticked(&mut self, now: Instant) -> u64 {
-        let periods = now.duration_since(self.last_tick).as_nanos() / self.period.as_nanos().max(1);
+        let periods = self.periods_since_last_tick(now);
         self.last_tick = now;
         u64::try_from(periods).unwrap_or(u64::MAX)
+    }
+
+    /// Whole periods from the latest tick to `now`.
+    fn periods_since_last_tick(&self, now: Instant) -> u128 {
+        now.duration_since(self.last_tick).as_nanos() / self.period.as_nanos().max(1)
     }
 
     /// The room is at rest: no ticks until `wake`.
@@ -229,8 +234,7 @@ impl Beat {
         // Ticks from now on take the slots and time the ticks before the rest as usual.
         self.fanout_due = None;
         self.metrics.rooms_at_rest.dec();
-        let periods = now.duration_since(self.last_tick).as_nanos() / self.period.as_nanos().max(1);
-        let skipped = u32::try_from(periods).unwrap_or(u32::MAX);
+        let skipped = u32::try_from(self.periods_since_last_tick(now)).unwrap_or(u32::MAX);
         self.last_tick += self.period * skipped;
         self.ticker.reset_at((self.last_tick + self.period).into());
         skipped
