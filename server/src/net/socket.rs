@@ -232,24 +232,37 @@ impl SocketWriter {
 
 impl DirectWrite for SocketWriter {
     fn write_now_or(&self, report: Option<&Bytes>, snapshot: &EncodedSnapshot, queue: &mut dyn FnMut()) -> bool {
+        self.write_frames_now_or(report.map(std::slice::from_ref).unwrap_or_default(), Some(snapshot), queue)
+    }
+
+    fn write_messages_now_or(&self, messages: &[Bytes], queue: &mut dyn FnMut()) -> bool {
+        self.write_frames_now_or(messages, None, queue)
+    }
+}
+
+impl SocketWriter {
+    /// Writes `messages` and then `snapshot`, each as one frame, into the socket's byte stream
+    /// with one write if the socket is idle; else calls `queue` under the lock (`DirectWrite`).
+    fn write_frames_now_or(
+        &self,
+        messages: &[Bytes],
+        snapshot: Option<&EncodedSnapshot>,
+        queue: &mut dyn FnMut(),
+    ) -> bool {
         let mut state = self.lock();
         if !state.busy {
-            let report_header = report.map(|report| server_frame_header(report.len()));
-            let snapshot_header = server_frame_header(snapshot.bytes.len());
-            // Without a report its two parts are empty: `writev` skips them.
-            let parts: [&[u8]; 4] = [
-                report_header.as_ref().map_or(&[], |header| header.as_slice()),
-                report.map_or(&[], |report| report.as_ref()),
-                snapshot_header.as_slice(),
-                snapshot.bytes.as_ref(),
-            ];
-            let slices = parts.map(IoSlice::new);
+            let payloads: Vec<&[u8]> =
+                messages.iter().map(Bytes::as_ref).chain(snapshot.map(|s| s.bytes.as_ref())).collect();
+            let headers: Vec<_> = payloads.iter().map(|payload| server_frame_header(payload.len())).collect();
+            let parts: Vec<&[u8]> =
+                headers.iter().zip(&payloads).flat_map(|(header, payload)| [header.as_slice(), *payload]).collect();
+            let total: usize = parts.iter().map(|part| part.len()).sum();
+            let slices: Vec<IoSlice<'_>> = parts.iter().map(|part| IoSlice::new(part)).collect();
             if let Some(tls) = state.tls.as_mut() {
                 // Encrypted as one record stream, then written as far as the socket takes it;
                 // what it does not take stays in the session for the connection task, like a
                 // plain write's rest. (Once encrypted it is committed: a socket that is full
-                // holds back this one snapshot, and the next ones go to the slot.)
-                let total: usize = parts.iter().map(|part| part.len()).sum();
+                // holds back this one write, and the next snapshots go to the slot.)
                 let accepted = tls.writer().write_vectored(&slices).unwrap_or(0);
                 while tls.wants_write() {
                     if !matches!(tls.write_tls(&mut SocketSink(&self.socket)), Ok(1..)) {
@@ -261,12 +274,13 @@ impl DirectWrite for SocketWriter {
                     state.busy = true;
                     self.finish_write.notify_one();
                 }
-                self.count_written(report, snapshot);
+                self.count_written(messages, snapshot);
                 return true;
             }
             // Zero bytes taken (the socket is full, or broken): the connection task finds out.
+            // (A write of more than the system's limit of slices takes the first ones only; the
+            // rest is a leftover like any other.)
             if let Ok(written @ 1..) = self.socket.try_write_vectored(&slices) {
-                let total: usize = parts.iter().map(|part| part.len()).sum();
                 if written < total {
                     let mut skip = written;
                     for part in parts {
@@ -277,7 +291,7 @@ impl DirectWrite for SocketWriter {
                     state.busy = true;
                     self.finish_write.notify_one();
                 }
-                self.count_written(report, snapshot);
+                self.count_written(messages, snapshot);
                 return true;
             }
         }
@@ -285,14 +299,14 @@ impl DirectWrite for SocketWriter {
         queue();
         false
     }
-}
 
-impl SocketWriter {
-    fn count_written(&self, report: Option<&Bytes>, snapshot: &EncodedSnapshot) {
-        let payload = report.map_or(0, Bytes::len) + snapshot.bytes.len();
-        self.metrics.messages_out.add(1 + u64::from(report.is_some()));
+    fn count_written(&self, messages: &[Bytes], snapshot: Option<&EncodedSnapshot>) {
+        let payload = messages.iter().map(Bytes::len).sum::<usize>() + snapshot.map_or(0, |s| s.bytes.len());
+        self.metrics.messages_out.add((messages.len() + usize::from(snapshot.is_some())) as u64);
         self.metrics.bytes_out.add(payload as u64);
-        self.delivery.written(snapshot.tick);
+        if let Some(snapshot) = snapshot {
+            self.delivery.written(snapshot.tick);
+        }
     }
 }
 
@@ -475,6 +489,23 @@ mod tests {
         expected.extend(framed(&[3; 40]));
         assert_eq!(read_exactly(&mut client, expected.len()).await, expected);
         assert_eq!(writer.delivery.tick(), 3);
+    }
+
+    #[tokio::test]
+    async fn reliable_messages_are_written_in_order_in_one_write_when_idle_and_queued_when_busy() {
+        let (_io, writer, mut client) = pair().await;
+        let messages = [Bytes::from_static(b"first"), Bytes::from(vec![2; 300]), Bytes::from_static(b"third")];
+        let mut queued = 0;
+        assert!(!writer.write_messages_now_or(&messages, &mut || queued += 1), "busy until the welcome is out");
+        assert_eq!(queued, 1);
+        writer.idle_if(|| true);
+        assert!(writer.write_messages_now_or(&messages, &mut || unreachable!("the socket was idle")));
+        let expected: Vec<u8> = messages.iter().flat_map(|message| framed(message)).collect();
+        assert_eq!(read_exactly(&mut client, expected.len()).await, expected);
+        assert_eq!(writer.delivery.tick(), 0, "no snapshot was written");
+        // Still idle: the next write goes straight out too.
+        assert!(writer.write_now_or(None, &snapshot(4, 40), &mut || unreachable!("still idle")));
+        assert_eq!(read_exactly(&mut client, 42).await, framed(&[4; 40]));
     }
 
     #[tokio::test]

@@ -7,6 +7,10 @@
 //! a room wakes hundreds of connections at once, overflows by moving its oldest wakes behind the
 //! newest and undoes the order. (Yielding every few wakes to keep that queue short kept the order
 //! at N = 500 but stretched the fan-out at N = 1,000: docs/bench/HISTORY.md.)
+//!
+//! A member's reliable messages take the same way from the room's own task (`send_messages`):
+//! what the room gathered for it goes to its socket in one write when that is idle, else into
+//! its connection's queue (decision 0049).
 
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, OnceLock};
@@ -26,6 +30,46 @@ pub trait DirectWrite: Send + Sync {
     /// something queued, calls `queue` (while holding the socket, so that nothing is written in
     /// between) and returns false.
     fn write_now_or(&self, report: Option<&Bytes>, snapshot: &EncodedSnapshot, queue: &mut dyn FnMut()) -> bool;
+
+    /// Writes reliable `messages` at once, in order, and returns true; or queues them as
+    /// `write_now_or` does. Only a transport that carries them on the stream the connection
+    /// writes its own messages to can take them here (a socket); the default queues them.
+    fn write_messages_now_or(&self, messages: &[Bytes], queue: &mut dyn FnMut()) -> bool {
+        let _ = messages;
+        queue();
+        false
+    }
+}
+
+/// Hands a member's reliable `messages` to its connection, in order: written to its socket at
+/// once when that is idle (no task woken), else queued for its connection task, which writes
+/// them with one flush. False when its queue cannot take them all: the member is too slow.
+pub(crate) fn send_messages(
+    messages: &[Bytes],
+    queue: &mpsc::Sender<Bytes>,
+    socket: Option<&Arc<dyn DirectWrite>>,
+    traffic: &Traffic,
+) -> bool {
+    let mut kept = true;
+    let mut enqueue = || {
+        for message in messages {
+            if let Err(mpsc::error::TrySendError::Full(_)) = queue.try_send(message.clone()) {
+                kept = false;
+                return;
+            }
+        }
+    };
+    let written = match socket {
+        Some(socket) => socket.write_messages_now_or(messages, &mut enqueue),
+        None => {
+            enqueue();
+            false
+        }
+    };
+    if written {
+        traffic.sent(messages.iter().map(|message| message.len() as u64).sum());
+    }
+    kept
 }
 
 /// One member's snapshot of a tick, on its way to the member's connection.

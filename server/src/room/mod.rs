@@ -6,10 +6,11 @@
 //! (`task::run_room`) that owns its channels and timers; this module holds what connections and
 //! rooms exchange.
 //!
-//! A room never waits on a client: every message to a member is a `try_send` into that member's
-//! bounded queue, and a snapshot is written to the member's socket without blocking when the
-//! socket is idle, else put in a per-member `watch` slot that newer snapshots overwrite
-//! (`handoff`). One slow client therefore costs one queue at most and cannot stall the tick.
+//! A room never waits on a client: reliable messages to a member wait in the room for up to 4 ms
+//! to share one write, then are written to the member's socket without blocking when it is
+//! idle, else put in the member's bounded queue; a snapshot is written the same way, else put in
+//! a per-member `watch` slot that newer snapshots overwrite (`handoff`). One slow client
+//! therefore costs one queue at most and cannot stall the tick.
 //!
 //! Snapshots are deltas against the newest snapshot each member is sure to hold (`snapshot`;
 //! `MemberLink::delivery`), of the players in its view and within its byte budget (`interest`).

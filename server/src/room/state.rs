@@ -1,11 +1,13 @@
 //! One room's state, sans-IO in quinn-proto's style: its simulation, board replica, members and
 //! chat, driven by `task::run_room` through `join`, `connection_ended`, `play`, `committed` and
 //! `tick`, each handed the current time. It reads no clock, starts no timer and waits on
-//! nothing: every message to a member is a `try_send` into that member's bounded queue, and a
-//! tick's snapshots go to the `Handover`, so one slow client cannot stall it.
+//! nothing: a member's reliable messages wait in the room until `messages_due` and then go in one
+//! write to an idle socket or into that member's bounded queue, and a tick's snapshots go to the
+//! `Handover`, so one slow client cannot stall it.
 //!
 //! Call order: `new` once the board is loaded; `join` / `connection_ended` / `play` /
-//! `committed` as they come; `tick` at each tick time; `retry_commits` at `commit_retry_at`;
+//! `committed` as they come; `tick` at each tick time; `send_messages` at `messages_due`;
+//! `retry_commits` at `commit_retry_at`;
 //! `close_everyone` and then `leave_all` when the room shuts down.
 
 use std::collections::BTreeMap;
@@ -35,6 +37,9 @@ struct Member {
     /// The whiteboard author this connection edits as.
     author: u32,
     messages: mpsc::Sender<Bytes>,
+    /// Reliable messages for it not yet handed to its connection: they go together, at the
+    /// room's next hand-over of messages (`Room::messages_due`).
+    outgoing: Vec<Bytes>,
     kick: Option<oneshot::Sender<CloseReason>>,
     snapshots: Arc<watch::Sender<EncodedSnapshot>>,
     socket: Option<Arc<dyn DirectWrite>>,
@@ -51,6 +56,10 @@ struct Member {
     input_waits: InputWaits,
 }
 
+/// How long a reliable message may wait for others to share its write: a message goes at once
+/// if none went for this long, else when this long after the last hand-over. See decision 0049.
+const MESSAGE_WINDOW: Duration = Duration::from_millis(4);
+
 pub(crate) struct Room {
     name: String,
     sim: Sim,
@@ -66,6 +75,10 @@ pub(crate) struct Room {
     moving: bool,
     fanout: Arc<Fanout>,
     traffic: Arc<super::Traffic>,
+    /// When the members' reliable messages are to be handed over, if any wait.
+    messages_due: Option<Instant>,
+    /// When they were last handed over.
+    messages_sent_at: Option<Instant>,
     /// Where each tick's snapshots go to the connections.
     handover: Handover,
     config: Arc<Config>,
@@ -86,6 +99,8 @@ impl Room {
             moving: false,
             fanout: Arc::default(),
             traffic: Arc::default(),
+            messages_due: None,
+            messages_sent_at: None,
             handover,
             config,
             metrics,
@@ -122,6 +137,7 @@ impl Room {
             info,
             author: identity.author,
             messages: link.messages.clone(),
+            outgoing: Vec::new(),
             kick: None,
             snapshots,
             socket: None,
@@ -175,6 +191,8 @@ impl Room {
                 old.send(CloseReason::new(close::POLICY_VIOLATION, "this player was resumed on another connection"));
         }
         member.author = identity.author;
+        // What was waiting for the old connection is in the welcome and the board.
+        member.outgoing = Vec::new();
         member.messages = link.messages;
         member.kick = Some(link.kick);
         member.snapshots = Arc::new(snapshots_tx);
@@ -234,6 +252,7 @@ impl Room {
         }
         member.detached_at = Some(now);
         member.kick = None;
+        member.outgoing = Vec::new();
         // Nothing is written to a detached member, and the socket closes once nobody holds it.
         member.socket = None;
         tracing::debug!(room = %self.name, player_id, "connection dropped; waiting for a resume");
@@ -278,10 +297,8 @@ impl Room {
             }
             Play::Board { player, client_seq, op } => self.board_op(now, player, client_seq, op),
             Play::BoardSync { player } => {
-                if let Some(member) = self.members.get(&player) {
-                    for chunk in self.board.chunks() {
-                        let _ = member.messages.try_send(chunk);
-                    }
+                for chunk in self.board.chunks() {
+                    self.send_bytes_to(now, player, chunk);
                 }
             }
             Play::SnapshotLost { player } => {
@@ -291,7 +308,7 @@ impl Room {
             }
             Play::Presence { player, presence } => {
                 if self.members.contains_key(&player) {
-                    self.broadcast_lossy(player, &ServerMsg::Presence { player, presence });
+                    self.broadcast_lossy(now, player, &ServerMsg::Presence { player, presence });
                 }
             }
         }
@@ -373,6 +390,8 @@ impl Room {
         if let Some(span) = self.fanout.start(published.then_some(outbox.tick), now) {
             self.metrics.snapshot_fanout_seconds.observe(span.as_micros() as u64);
         }
+        // The tick's messages (and any still waiting) go before its snapshot.
+        self.send_messages(now);
         if published {
             self.publish(outbox.tick, Arc::new(players));
         }
@@ -474,10 +493,64 @@ impl Room {
     fn broadcast_bytes(&mut self, now: Instant, bytes: Bytes, except: Option<u32>) {
         let mut too_slow = Vec::new();
         for (id, member) in &mut self.members {
-            if Some(*id) == except {
-                continue;
+            if Some(*id) != except && !member.queue(bytes.clone()) {
+                too_slow.push(*id);
             }
-            if let Err(mpsc::error::TrySendError::Full(_)) = member.messages.try_send(bytes.clone()) {
+        }
+        self.messages_waiting(now);
+        for id in too_slow {
+            self.disconnect_too_slow(now, id);
+        }
+    }
+
+    /// Presence is ephemeral: a member whose queue is half full simply misses this update.
+    fn broadcast_lossy(&mut self, now: Instant, from: u32, msg: &ServerMsg) {
+        let bytes = Bytes::from(encode(msg));
+        let half = self.config.limits.outbound_queue / 2;
+        for (id, member) in &mut self.members {
+            if *id != from && member.room_left() > half {
+                member.queue(bytes.clone());
+            }
+        }
+        self.messages_waiting(now);
+    }
+
+    fn send_to(&mut self, now: Instant, player: u32, msg: &ServerMsg) {
+        self.send_bytes_to(now, player, Bytes::from(encode(msg)));
+    }
+
+    fn send_bytes_to(&mut self, now: Instant, player: u32, bytes: Bytes) {
+        let Some(member) = self.members.get_mut(&player) else { return };
+        let kept = member.queue(bytes);
+        self.messages_waiting(now);
+        if !kept {
+            self.disconnect_too_slow(now, player);
+        }
+    }
+
+    /// A message waits for the hand-over: it is due at once if none went for a `MESSAGE_WINDOW`,
+    /// else when the window since the last ends, with every other message waiting by then.
+    fn messages_waiting(&mut self, now: Instant) {
+        if self.messages_due.is_none() && self.members.values().any(|m| !m.outgoing.is_empty()) {
+            let window_end = self.messages_sent_at.map_or(now, |at| at + MESSAGE_WINDOW);
+            self.messages_due = Some(window_end.max(now));
+        }
+    }
+
+    /// When the reliable messages waiting are to be handed over (`send_messages`), if any wait.
+    pub fn messages_due(&self) -> Option<Instant> {
+        self.messages_due
+    }
+
+    /// Hands every member's waiting reliable messages to its connection: one write each, at
+    /// once, to a socket that is idle; else into the connection's queue. A member whose queue
+    /// cannot take them is too slow to keep.
+    pub fn send_messages(&mut self, now: Instant) {
+        let Some(_) = self.messages_due.take() else { return };
+        self.messages_sent_at = Some(now);
+        let mut too_slow = Vec::new();
+        for (id, member) in &mut self.members {
+            if !member.hand_over_outgoing(&self.traffic) {
                 too_slow.push(*id);
             }
         }
@@ -486,31 +559,11 @@ impl Room {
         }
     }
 
-    /// Presence is ephemeral: a member whose queue is half full simply misses this update.
-    fn broadcast_lossy(&mut self, from: u32, msg: &ServerMsg) {
-        let bytes = Bytes::from(encode(msg));
-        let half = self.config.limits.outbound_queue / 2;
-        for (id, member) in &self.members {
-            if *id != from && member.messages.capacity() > half {
-                let _ = member.messages.try_send(bytes.clone());
-            }
-        }
-    }
-
-    fn send_to(&mut self, now: Instant, player: u32, msg: &ServerMsg) {
-        let full = match self.members.get(&player) {
-            Some(member) => {
-                matches!(member.messages.try_send(Bytes::from(encode(msg))), Err(mpsc::error::TrySendError::Full(_)))
-            }
-            None => false,
-        };
-        if full {
-            self.disconnect_too_slow(now, player);
-        }
-    }
-
+    /// Tells the member's connection to close with `reason`, after what was waiting for it.
     fn kick(&mut self, player_id: u32, reason: CloseReason) {
-        if let Some(kick) = self.members.get_mut(&player_id).and_then(|m| m.kick.take()) {
+        let Some(member) = self.members.get_mut(&player_id) else { return };
+        member.hand_over_outgoing(&self.traffic);
+        if let Some(kick) = member.kick.take() {
             // The connection may already be gone; then there is nobody to tell.
             let _ = kick.send(reason);
         }
@@ -586,6 +639,38 @@ impl Room {
     /// Orbs on the field and strokes on the board, for the log.
     pub fn contents(&mut self) -> (usize, usize) {
         (self.sim.orbs().len(), self.board.len())
+    }
+}
+
+impl Member {
+    /// Queues a reliable message for the room's next hand-over of messages; false when its
+    /// connection's queue could not take everything waiting (the member is too slow). Nothing
+    /// waits for a detached member: its connection is gone, and a resume starts from the welcome.
+    fn queue(&mut self, bytes: Bytes) -> bool {
+        if self.detached_at.is_some() {
+            return true;
+        }
+        if self.room_left() == 0 {
+            return false;
+        }
+        self.outgoing.push(bytes);
+        true
+    }
+
+    /// Messages its connection's queue can still take, counting those waiting here.
+    fn room_left(&self) -> usize {
+        self.messages.capacity().saturating_sub(self.outgoing.len())
+    }
+
+    /// Hands what waits for it to its connection (`handoff::send_messages`); false when its
+    /// queue was full.
+    fn hand_over_outgoing(&mut self, traffic: &super::Traffic) -> bool {
+        if self.outgoing.is_empty() {
+            return true;
+        }
+        // Taken, not cleared: a burst's capacity is not kept for the member's whole stay.
+        let outgoing = std::mem::take(&mut self.outgoing);
+        handoff::send_messages(&outgoing, &self.messages, self.socket.as_ref(), traffic)
     }
 }
 

@@ -118,6 +118,11 @@ pub(super) async fn run_room(
                 }
                 room.committed(Instant::now(), committed);
             }
+            // Reliable messages go in one write per member at most every `MESSAGE_WINDOW`.
+            () = sleep_until(room.messages_due()) => {
+                stirred = false;
+                room.send_messages(Instant::now());
+            }
             Some(message) = play.recv() => room.play(Instant::now(), message),
             () = sleep_until(room.commit_retry_at()) => room.retry_commits(),
             // A detached player's grace ends while the room rests: the next tick lets it go.
@@ -144,6 +149,11 @@ pub(super) async fn run_room(
                     beat.rest();
                 }
             }
+        }
+        // Messages due at once (none went for a window) go now, not on the timer's next turn.
+        let now = Instant::now();
+        if room.messages_due().is_some_and(|due| due <= now) {
+            room.send_messages(now);
         }
         if stirred && beat.resting {
             room.skip_ticks(beat.wake(Instant::now()));

@@ -35,12 +35,14 @@ fn author_and_other(room: &mut Room) -> (mpsc::Receiver<Bytes>, mpsc::Receiver<B
     room.join(Instant::now(), 2, "other".into(), identity(8), (0.0, 0.0), other).unwrap();
     // Dropping the kick receivers is fine: these tests never kick.
     drop((kick_author, kick_other));
-    drain(&mut author_rx);
-    drain(&mut other_rx);
+    drain(room, &mut author_rx);
+    drain(room, &mut other_rx);
     (author_rx, other_rx)
 }
 
-fn drain(rx: &mut mpsc::Receiver<Bytes>) -> Vec<ServerMsg> {
+/// What `rx`'s member was sent, once the room handed over every message waiting.
+fn drain(room: &mut Room, rx: &mut mpsc::Receiver<Bytes>) -> Vec<ServerMsg> {
+    room.send_messages(Instant::now());
     let mut out = Vec::new();
     while let Ok(bytes) = rx.try_recv() {
         out.push(easel_protocol::decode_server(&bytes).unwrap());
@@ -55,14 +57,14 @@ async fn a_member_whose_queue_is_full_is_disconnected_not_buffered_for_and_may_r
     room.join(Instant::now(), 1, "slow".into(), identity(1), (0.0, 0.0), slow).unwrap();
     let (fast, mut fast_rx, _fast_kick) = link(64);
     room.join(Instant::now(), 2, "fast".into(), identity(2), (5.0, 5.0), fast).unwrap();
-    drain(&mut fast_rx);
+    drain(&mut room, &mut fast_rx);
     for i in 0..4 {
         room.play(Instant::now(), Play::Chat { player: 2, text: format!("line {i}") });
     }
     let reason = slow_kick.try_recv().expect("the slow member is told to go");
     assert_eq!(reason.code, close::TRY_AGAIN_LATER);
     assert!(room.members[&1].detached_at.is_some(), "its player waits for a resume");
-    let received = drain(&mut fast_rx);
+    let received = drain(&mut room, &mut fast_rx);
     assert_eq!(received.len(), 4, "the other member got all four lines and no leave: {received:?}");
     let detached_at = room.members[&1].detached_at;
     room.play(Instant::now(), Play::Chat { player: 2, text: "one more".into() });
@@ -168,7 +170,7 @@ async fn a_dropped_player_is_kept_for_a_resume_and_a_closed_one_leaves() {
         ServerMsg::Welcome { resume, .. } => resume,
         other => panic!("{other:?}"),
     };
-    drain(&mut other_rx);
+    drain(&mut room, &mut other_rx);
     room.connection_ended(Instant::now(), 1, 1, Ending::Dropped);
     assert!(room.members.contains_key(&1), "kept through the grace period");
     let (mut again, _again_rx, _again_kick) = link(64);
@@ -177,12 +179,12 @@ async fn a_dropped_player_is_kept_for_a_resume_and_a_closed_one_leaves() {
     let resumed = room.join(Instant::now(), 5, "a".into(), identity(1), (0.0, 0.0), again).unwrap();
     assert!(resumed.resumed);
     assert_eq!(resumed.player_id, 1, "the same player back");
-    assert!(drain(&mut other_rx).is_empty(), "the others saw no leave and no join");
+    assert!(drain(&mut room, &mut other_rx).is_empty(), "the others saw no leave and no join");
     room.connection_ended(Instant::now(), 1, 1, Ending::Closed);
     assert!(room.members.contains_key(&1), "the old connection's end is ignored");
     room.connection_ended(Instant::now(), 1, 2, Ending::Closed);
     assert!(!room.members.contains_key(&1), "closing leaves at once");
-    assert_eq!(drain(&mut other_rx), vec![ServerMsg::PlayerLeft { id: 1 }]);
+    assert_eq!(drain(&mut room, &mut other_rx), vec![ServerMsg::PlayerLeft { id: 1 }]);
 }
 
 #[tokio::test]
@@ -295,14 +297,14 @@ async fn a_board_op_is_relayed_at_once_and_acked_only_after_it_is_stored() {
     let (mut room, mut commits) = room_with(Config::for_tests()).await;
     let (mut author_rx, mut other_rx) = author_and_other(&mut room);
     room.play(Instant::now(), Play::Board { player: 1, client_seq: 1, op: add_by_7(0) });
-    assert!(matches!(drain(&mut other_rx).as_slice(), [ServerMsg::BoardOp(BoardOp::Add { .. })]));
+    assert!(matches!(drain(&mut room, &mut other_rx).as_slice(), [ServerMsg::BoardOp(BoardOp::Add { .. })]));
     room.tick(Instant::now());
-    assert!(drain(&mut author_rx).is_empty(), "no ack before the commit");
+    assert!(drain(&mut room, &mut author_rx).is_empty(), "no ack before the commit");
     let committed = commits.recv().await.unwrap();
     assert_eq!((committed.first_seq, committed.count), (1, 1), "written with its tick");
     room.committed(Instant::now(), committed);
-    assert_eq!(drain(&mut author_rx), vec![ServerMsg::BoardAck { client_seq: 1 }]);
-    assert!(drain(&mut other_rx).is_empty(), "relayed once");
+    assert_eq!(drain(&mut room, &mut author_rx), vec![ServerMsg::BoardAck { client_seq: 1 }]);
+    assert!(drain(&mut room, &mut other_rx).is_empty(), "relayed once");
 }
 
 #[tokio::test]
@@ -310,7 +312,7 @@ async fn after_a_failed_commit_ops_are_relayed_only_once_stored_and_in_order() {
     let (mut room, mut commits) = room_with(Config::for_tests()).await;
     let (mut author_rx, mut other_rx) = author_and_other(&mut room);
     room.play(Instant::now(), Play::Board { player: 1, client_seq: 1, op: add_by_7(0) });
-    assert_eq!(drain(&mut other_rx).len(), 1, "storage healthy: relayed at once");
+    assert_eq!(drain(&mut room, &mut other_rx).len(), 1, "storage healthy: relayed at once");
     room.tick(Instant::now());
     // The disk refuses the first commit.
     let first = commits.recv().await.unwrap();
@@ -318,7 +320,7 @@ async fn after_a_failed_commit_ops_are_relayed_only_once_stored_and_in_order() {
     room.committed(Instant::now(), Committed { result: Err(CommitError::Database(Arc::new(disk_full))), ..first });
     room.play(Instant::now(), Play::Board { player: 1, client_seq: 2, op: add_by_7(1) });
     room.play(Instant::now(), Play::Board { player: 1, client_seq: 3, op: add_by_7(2) });
-    assert!(drain(&mut other_rx).is_empty(), "while commits fail, nothing new is relayed");
+    assert!(drain(&mut room, &mut other_rx).is_empty(), "while commits fail, nothing new is relayed");
     room.retry_commits();
     room.tick(Instant::now());
     // The retried op alone, then the two of the tick together.
@@ -327,10 +329,10 @@ async fn after_a_failed_commit_ops_are_relayed_only_once_stored_and_in_order() {
         assert_eq!(committed.count, count);
         room.committed(Instant::now(), committed);
     }
-    let acks = drain(&mut author_rx);
+    let acks = drain(&mut room, &mut author_rx);
     let expected: Vec<ServerMsg> = (1..=3).map(|client_seq| ServerMsg::BoardAck { client_seq }).collect();
     assert_eq!(acks, expected, "acked in order once stored");
-    let relayed: Vec<u32> = drain(&mut other_rx)
+    let relayed: Vec<u32> = drain(&mut room, &mut other_rx)
         .into_iter()
         .filter_map(|m| match m {
             ServerMsg::BoardOp(BoardOp::Add { stroke, .. }) => Some(stroke.id.seq),
@@ -339,7 +341,7 @@ async fn after_a_failed_commit_ops_are_relayed_only_once_stored_and_in_order() {
         .collect();
     assert_eq!(relayed, vec![1, 2], "the held ops follow, in order");
     room.play(Instant::now(), Play::Board { player: 1, client_seq: 4, op: add_by_7(3) });
-    assert_eq!(drain(&mut other_rx).len(), 1, "backlog stored: relays are immediate again");
+    assert_eq!(drain(&mut room, &mut other_rx).len(), 1, "backlog stored: relays are immediate again");
 }
 
 #[tokio::test]
@@ -354,7 +356,7 @@ async fn the_ops_of_a_tick_are_written_in_one_commit() {
     assert_eq!((committed.first_seq, committed.count), (1, 5));
     room.committed(Instant::now(), committed);
     let expected: Vec<ServerMsg> = (1..=5).map(|client_seq| ServerMsg::BoardAck { client_seq }).collect();
-    assert_eq!(drain(&mut author_rx), expected);
+    assert_eq!(drain(&mut room, &mut author_rx), expected);
 }
 
 #[tokio::test]
@@ -370,6 +372,33 @@ async fn an_invalid_board_op_is_refused_to_its_author_only() {
             op: BoardOp::Add { dot: easel_protocol::board::Dot::new(7, 1), stroke: forged },
         },
     );
-    assert!(matches!(drain(&mut author_rx).as_slice(), [ServerMsg::BoardRejected { client_seq: 1, .. }]));
-    assert!(drain(&mut other_rx).is_empty());
+    assert!(matches!(drain(&mut room, &mut author_rx).as_slice(), [ServerMsg::BoardRejected { client_seq: 1, .. }]));
+    assert!(drain(&mut room, &mut other_rx).is_empty());
+}
+
+#[tokio::test]
+async fn reliable_messages_go_at_once_after_a_quiet_spell_else_together_when_the_window_ends() {
+    let (mut room, _commits) = room_with(Config::for_tests()).await;
+    let (_author_rx, mut other_rx) = author_and_other(&mut room);
+    room.send_messages(Instant::now());
+    let start = Instant::now() + Duration::from_secs(1);
+    let at = |ms: u64| start + Duration::from_millis(ms);
+    room.play(at(0), Play::Board { player: 1, client_seq: 1, op: add_by_7(0) });
+    assert_eq!(room.messages_due(), Some(at(0)), "nothing went for a window: due at once");
+    room.send_messages(at(0));
+    assert_eq!(other_rx.len(), 1);
+    other_rx.try_recv().unwrap();
+    room.play(at(1), Play::Board { player: 1, client_seq: 2, op: add_by_7(1) });
+    room.play(at(3), Play::Board { player: 1, client_seq: 3, op: add_by_7(2) });
+    let window_end = at(0) + MESSAGE_WINDOW;
+    assert_eq!(room.messages_due(), Some(window_end), "within the window: due when it ends");
+    assert!(other_rx.is_empty(), "nothing handed over before it is due");
+    room.send_messages(window_end);
+    assert_eq!(other_rx.len(), 2, "both relays at one hand-over");
+    assert_eq!(room.messages_due(), None);
+    other_rx.try_recv().unwrap();
+    other_rx.try_recv().unwrap();
+    let later = window_end + MESSAGE_WINDOW * 5;
+    room.play(later, Play::Chat { player: 2, text: "quiet again".into() });
+    assert_eq!(room.messages_due(), Some(later));
 }
