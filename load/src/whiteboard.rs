@@ -94,7 +94,9 @@ struct Shared {
     /// Every writer's live strokes, published when it finishes: the expected board.
     live: Mutex<BTreeMap<StrokeId, Stroke>>,
     /// Each client's stroke count and unacknowledged ops, by name: explains a failed phase.
-    progress: Mutex<BTreeMap<String, (usize, usize)>>,
+    /// (A `std` lock: a fair async one, taken by every client at every message, made a convoy
+    /// of wakes between the load generator's threads and left them idle a third of the time.)
+    progress: std::sync::Mutex<BTreeMap<String, (usize, usize)>>,
     errors: Mutex<Vec<String>>,
 }
 
@@ -191,8 +193,10 @@ pub async fn run(config: WhiteboardConfig, mut milestone: impl FnMut(Milestone))
     let _ = target_tx.send(Some((expected.len(), expected_digest)));
     if !wait_until(config.phase_timeout, || shared.reached.load(Ordering::Acquire) >= clients).await {
         return fail(format!(
-            "only {} of {clients} clients hold the final board",
-            shared.reached.load(Ordering::Acquire)
+            "only {} of {clients} clients hold the final board ({} strokes); {}",
+            shared.reached.load(Ordering::Acquire),
+            expected.len(),
+            furthest_behind(&shared, expected.len())
         ));
     }
     let last_op = shared.last_op.lock().await.unwrap_or(t_start);
@@ -308,8 +312,10 @@ async fn offline_case(
     }
     if !ok {
         return Err(format!(
-            "offline case: only {} of {clients} clients hold the merged board",
-            shared.reached.load(Ordering::Acquire)
+            "offline case: only {} of {clients} clients hold the merged board ({} strokes); {}",
+            shared.reached.load(Ordering::Acquire),
+            board.len(),
+            furthest_behind(shared, board.len())
         ));
     }
     let converged_at = shared.last_reached.lock().await.unwrap_or(reconnect_at);
@@ -455,7 +461,12 @@ async fn client_task(
         if wanted.is_some() && reached_generation != wanted {
             // Only while a phase waits on this client: the progress report is for failures.
             let board = core.whiteboard();
-            shared.progress.lock().await.insert(core.name().to_owned(), (board.board().len(), board.unsynced()));
+            let counts = (board.board().len(), board.unsynced());
+            let mut progress = lock(&shared.progress);
+            match progress.get_mut(core.name()) {
+                Some(known) => *known = counts,
+                None => drop(progress.insert(core.name().to_owned(), counts)),
+            }
         }
         let counted =
             wanted.is_some_and(|(count, _)| reached_generation != wanted && core.whiteboard().board().len() == count);
@@ -518,6 +529,14 @@ fn add_latencies_ms(shared: &Shared, clients: usize) -> Vec<f64> {
             (*count == clients - 1).then(|| latest.saturating_duration_since(*sent).as_secs_f64() * 1000.0)
         })
         .collect()
+}
+
+/// The client whose stroke count is furthest from `expected`, with its unacknowledged ops.
+fn furthest_behind(shared: &Shared, expected: usize) -> String {
+    lock(&shared.progress).iter().max_by_key(|(_, (count, _))| count.abs_diff(expected)).map_or_else(
+        || "no client reported".to_owned(),
+        |(name, (count, unsynced))| format!("furthest off: {name} with {count} strokes, {unsynced} unacknowledged"),
+    )
 }
 
 /// A lock nobody holds across an await or a panic.
