@@ -6,7 +6,7 @@
 //! (`task::run_room`) that owns its channels and timers; this module holds what connections and
 //! rooms exchange.
 //!
-//! A room never waits on a client: reliable messages to a member wait in the room for up to 4 ms
+//! A room never waits on a client: reliable messages to a member wait in the room for up to 5 ms
 //! to share one write, then are written to the member's socket without blocking when it is
 //! idle, else put in the member's bounded queue; a snapshot is written the same way, else put in
 //! a per-member `watch` slot that newer snapshots overwrite (`handoff`). One slow client

@@ -58,7 +58,7 @@ struct Member {
 
 /// How long a reliable message may wait for others to share its write: a message goes at once
 /// if none went for this long, else when this long after the last hand-over. See decision 0049.
-const MESSAGE_WINDOW: Duration = Duration::from_millis(4);
+const MESSAGE_WINDOW: Duration = Duration::from_millis(5);
 
 pub(crate) struct Room {
     name: String,
