@@ -405,10 +405,18 @@ async fn client_task(
                 };
                 shared.bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 let Ok(msg) = decode_server(&bytes) else { continue };
-                if let ServerMsg::BoardOp(BoardOp::Add { stroke, .. }) = &msg {
-                    received.push((stroke.id, Instant::now()));
+                let arrived = Instant::now();
+                let ops = match &msg {
+                    ServerMsg::BoardOp(op) => std::slice::from_ref(op),
+                    ServerMsg::BoardOps(ops) => ops.as_slice(),
+                    _ => &[],
+                };
+                for op in ops {
+                    if let BoardOp::Add { stroke, .. } = op {
+                        received.push((stroke.id, arrived));
+                    }
                 }
-                let changes_board = matches!(msg, ServerMsg::BoardOp(_) | ServerMsg::BoardChunk { .. });
+                let changes_board = matches!(msg, ServerMsg::BoardOp(_) | ServerMsg::BoardOps(_) | ServerMsg::BoardChunk { .. });
                 let _ = core.handle(now_ms(), msg);
                 if changes_board {
                     last_board_message = Some(Instant::now());

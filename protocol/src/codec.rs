@@ -73,6 +73,33 @@ pub fn is_snapshot(bytes: &[u8]) -> bool {
     bytes.first() == Some(&1)
 }
 
+/// bincode's variant indices of `ServerMsg::BoardOp` and `ServerMsg::BoardOps` (one byte each,
+/// being under 251), checked by the tests against `encode`.
+const BOARD_OP_VARIANT: u8 = 9;
+const BOARD_OPS_VARIANT: u8 = 16;
+
+/// Whether an encoded server message is a `BoardOp` relay, read from its first byte.
+pub fn is_board_op(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&BOARD_OP_VARIANT)
+}
+
+/// One `ServerMsg::BoardOps` of the ops of `relays`, each an encoded `ServerMsg::BoardOp`
+/// (others are skipped), made without decoding them: byte for byte what `encode` gives for
+/// `ServerMsg::BoardOps` of their ops. A relay is encoded once for every member; this splices
+/// its bytes after the variant index into the member's merged message.
+pub fn board_ops<T: AsRef<[u8]>>(relays: &[T]) -> Vec<u8> {
+    let bodies = || relays.iter().map(AsRef::as_ref).filter(|relay| is_board_op(relay)).map(|relay| &relay[1..]);
+    let count = bodies().count() as u64;
+    let mut message = Vec::with_capacity(10 + bodies().map(<[u8]>::len).sum::<usize>());
+    message.push(BOARD_OPS_VARIANT);
+    // A sequence's length, as serde writes it for a `Vec`: a u64 varint.
+    message.extend(encode(&count));
+    for body in bodies() {
+        message.extend_from_slice(body);
+    }
+    message
+}
+
 /// The tick of an encoded `Snapshot`, read from its header without decoding the rest: load
 /// generators acknowledge every snapshot this way.
 pub fn snapshot_tick(bytes: &[u8]) -> Option<u32> {
@@ -212,6 +239,21 @@ mod tests {
             any::<u64>().prop_map(|client_seq| ServerMsg::BoardAck { client_seq }),
             (any::<u32>(), any::<u32>()).prop_map(|(from_seq, wait_us)| ServerMsg::InputWait { from_seq, wait_us }),
             any_text().prop_map(|text| ServerMsg::Notice { text }),
+            (any::<u32>(), proptest::collection::vec(any::<(i16, i16)>(), 1..8), 0usize..4).prop_map(
+                |(author, points, count)| ServerMsg::BoardOps(
+                    (0..count as u32)
+                        .map(|seq| BoardOp::Add {
+                            dot: crdts::Dot::new(author, u64::from(seq) + 1),
+                            stroke: Stroke {
+                                id: StrokeId { author, seq },
+                                color: seq,
+                                width: 1,
+                                points: points.iter().map(|&(x, y)| Point { x, y }).collect(),
+                            },
+                        })
+                        .collect()
+                )
+            ),
         ]
     }
 
@@ -278,6 +320,35 @@ mod tests {
         }
         assert!(!is_snapshot(&encode(&ServerMsg::PlayerLeft { id: 1 })));
         assert!(!is_snapshot(&[]));
+    }
+
+    #[test]
+    fn relays_spliced_into_one_message_are_what_encoding_their_ops_gives() {
+        let op = |seq: u32| BoardOp::Add {
+            dot: crdts::Dot::new(7, u64::from(seq) + 1),
+            stroke: Stroke {
+                id: StrokeId { author: 7, seq },
+                color: seq,
+                width: 2,
+                points: (0..(seq % 40) as i16 + 1).map(|i| Point { x: i * 3, y: -i }).collect(),
+            },
+        };
+        let erase = BoardOp::Erase {
+            clock: crdts::VClock::from(crdts::Dot::new(7, 3)),
+            ids: vec![StrokeId { author: 7, seq: 1 }],
+        };
+        // Counts either side of 250, where the length's varint grows to three bytes.
+        for count in [0, 1, 2, 250, 251, 300] {
+            let ops: Vec<BoardOp> = (0..count).map(op).chain((count > 0).then(|| erase.clone())).collect();
+            let relays: Vec<Vec<u8>> = ops.iter().map(|op| encode(&ServerMsg::BoardOp(op.clone()))).collect();
+            assert!(relays.iter().all(|relay| is_board_op(relay)));
+            let merged = board_ops(&relays);
+            assert_eq!(merged, encode(&ServerMsg::BoardOps(ops.clone())), "{count} ops");
+            assert_eq!(decode_server(&merged), Ok(ServerMsg::BoardOps(ops)));
+        }
+        let others = [encode(&ServerMsg::BoardAck { client_seq: 3 }), encode(&ServerMsg::BoardOp(op(1)))];
+        assert!(!is_board_op(&others[0]));
+        assert_eq!(board_ops(&others), encode(&ServerMsg::BoardOps(vec![op(1)])), "only relays are spliced");
     }
 
     #[test]

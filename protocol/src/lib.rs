@@ -19,4 +19,4 @@ pub use codec::{DecodeError, decode_client, decode_server, encode};
 pub use msg::{ClientMsg, Identity, OrbState, PlayerInfo, PlayerState, Presence, Preview, ServerMsg};
 
 /// Bumped on every incompatible change to `msg`; checked in the `Hello` → `Welcome` handshake.
-pub const PROTOCOL_VERSION: u16 = 8;
+pub const PROTOCOL_VERSION: u16 = 9;

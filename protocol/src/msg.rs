@@ -142,6 +142,10 @@ pub enum ServerMsg {
         #[serde(with = "crate::codec::byte_string")]
         seat: Vec<u8>,
     },
+    /// Other authors' edits, in the order they were applied: the room gathers the relays due to
+    /// a member in one window into one message (`codec::board_ops`), as Yjs merges updates, so
+    /// a burst (a reconnect's offline edits) is one message to take, not one per op.
+    BoardOps(Vec<BoardOp>),
 }
 
 /// A whiteboard author: the server hands one out, the tab keeps it (with its secret token) so

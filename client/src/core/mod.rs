@@ -290,6 +290,7 @@ impl ClientCore {
             }
             ServerMsg::BoardChunk { index, total, bytes } => self.whiteboard.chunk(index, total, bytes)?,
             ServerMsg::BoardOp(op) => self.whiteboard.remote_op(op),
+            ServerMsg::BoardOps(ops) => ops.into_iter().for_each(|op| self.whiteboard.remote_op(op)),
             ServerMsg::BoardAck { client_seq } => self.whiteboard.acked(client_seq),
             ServerMsg::BoardRejected { client_seq, reason } => self.whiteboard.rejected(client_seq, reason),
             ServerMsg::Presence { player, presence } => self.whiteboard.remote_presence(player, presence),

@@ -151,6 +151,7 @@ impl GameView {
             | ServerMsg::Pong { .. }
             | ServerMsg::BoardChunk { .. }
             | ServerMsg::BoardOp(_)
+            | ServerMsg::BoardOps(_)
             | ServerMsg::BoardAck { .. }
             | ServerMsg::BoardRejected { .. }
             | ServerMsg::Presence { .. }

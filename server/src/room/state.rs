@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use easel_protocol::board::BoardOp;
 use easel_protocol::snapshot::NetPlayer;
-use easel_protocol::{Identity, PlayerInfo, ServerMsg, close, encode, game};
+use easel_protocol::{Identity, PlayerInfo, ServerMsg, close, codec, encode, game};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::board::{self, RoomBoard};
@@ -669,9 +669,53 @@ impl Member {
             return true;
         }
         // Taken, not cleared: a burst's capacity is not kept for the member's whole stay.
-        let outgoing = std::mem::take(&mut self.outgoing);
+        let outgoing = merge_relays(std::mem::take(&mut self.outgoing));
         handoff::send_messages(&outgoing, &self.messages, self.socket.as_ref(), traffic)
     }
+}
+
+/// Merged relays stay well under `MAX_SERVER_MESSAGE_BYTES`, and one message stays short work
+/// for the client (a few hundred ops).
+const MAX_MERGED_RELAY_BYTES: usize = 64 * 1024;
+
+/// A member's waiting messages with each run of board-op relays made one `BoardOps` message
+/// (see `ServerMsg::BoardOps`): its client takes a reconnect's burst of offline edits as a few
+/// messages, not one per op. Everything keeps its order; a lone relay stays the bytes every
+/// member shares.
+fn merge_relays(messages: Vec<Bytes>) -> Vec<Bytes> {
+    if !messages.windows(2).any(|pair| pair.iter().all(|message| codec::is_board_op(message))) {
+        return messages;
+    }
+    let mut merged = Vec::with_capacity(messages.len());
+    let mut run: Vec<Bytes> = Vec::new();
+    let mut run_bytes = 0;
+    for message in messages {
+        let relay = codec::is_board_op(&message);
+        if !run.is_empty() && (!relay || run_bytes + message.len() > MAX_MERGED_RELAY_BYTES) {
+            merged.push(one_message(&mut run));
+            run_bytes = 0;
+        }
+        if relay {
+            run_bytes += message.len();
+            run.push(message);
+        } else {
+            merged.push(message);
+        }
+    }
+    if !run.is_empty() {
+        merged.push(one_message(&mut run));
+    }
+    merged
+}
+
+/// The relays of `run` as one message, leaving it empty.
+fn one_message(run: &mut Vec<Bytes>) -> Bytes {
+    let message = match run.as_slice() {
+        [lone] => lone.clone(),
+        relays => Bytes::from(codec::board_ops(relays)),
+    };
+    run.clear();
+    message
 }
 
 /// Sends the member its input-timing report, if one is ready. Advice, not state: a member whose
