@@ -104,6 +104,9 @@ pub enum Readiness {
 #[derive(Debug, Clone, Default)]
 pub struct Board {
     set: Orswot<StrokeId, Actor>,
+    /// `set`'s clock, kept beside it: the set hands out only clones of its clock (a map of every
+    /// author), and every op reads it.
+    clock: VClock<Actor>,
     /// Bodies of exactly the strokes in `set`, ordered by id (the digest's order).
     live: BTreeMap<StrokeId, Stroke>,
     /// Each author's next stroke seq (one more than the highest seen): lets a re-add of another
@@ -175,7 +178,7 @@ impl Board {
                 if dot.actor != actor {
                     return Err(BoardError::NotYourDot);
                 }
-                let seen = self.set.clock().get(&actor);
+                let seen = self.clock.get(&actor);
                 if dot.counter <= seen {
                     return Ok(Readiness::Duplicate);
                 }
@@ -192,7 +195,7 @@ impl Board {
                 Ok(Readiness::Ready)
             }
             BoardOp::Erase { clock, .. } => {
-                if clock <= &self.set.clock() {
+                if clock <= &self.clock {
                     Ok(Readiness::Ready)
                 } else {
                     Err(BoardError::CausallyAhead)
@@ -208,8 +211,12 @@ impl Board {
                 let id = stroke.id;
                 let next = self.next_seq.entry(id.author).or_insert(0);
                 *next = (*next).max(id.seq.saturating_add(1));
+                // An unseen dot puts its stroke in the set unless an erase the set deferred
+                // covers it; asking the set afterwards (`contains`) would clone its clock.
+                let surely_in = dot.counter > self.clock.get(&dot.actor) && holds_no_deferred_removals(&self.set);
+                self.clock.apply(dot);
                 self.set.apply(orswot::Op::Add { dot, members: vec![id] });
-                if self.set.contains(&id).val {
+                if surely_in || self.set.contains(&id).val {
                     self.live.entry(id).or_insert(stroke);
                 }
                 self.settle_deferred();
@@ -217,7 +224,7 @@ impl Board {
             BoardOp::Erase { clock, ids } => {
                 // Deferred unless every dot it names has been seen here (concurrent counts too).
                 let seen = matches!(
-                    clock.partial_cmp(&self.set.clock()),
+                    clock.partial_cmp(&self.clock),
                     Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
                 );
                 let deferred = !seen;
@@ -237,6 +244,7 @@ impl Board {
     /// associative, idempotent).
     pub fn merge(&mut self, other: Board) {
         self.set.merge(other.set);
+        self.clock.merge(other.clock);
         for (author, next) in other.next_seq {
             let mine = self.next_seq.entry(author).or_insert(0);
             *mine = (*mine).max(next);
@@ -252,7 +260,7 @@ impl Board {
 
     /// The op that adds `stroke` as `actor`'s next edit.
     pub fn add_op(&self, actor: Actor, stroke: Stroke) -> BoardOp {
-        BoardOp::Add { dot: self.set.clock().inc(actor), stroke }
+        BoardOp::Add { dot: self.clock.inc(actor), stroke }
     }
 
     /// The op that erases `ids` as this replica sees them (strokes it does not hold are skipped;
@@ -289,7 +297,7 @@ impl Board {
 
     /// How many edits of `actor` this replica has seen.
     pub fn counter(&self, actor: Actor) -> u64 {
-        self.set.clock().get(&actor)
+        self.clock.get(&actor)
     }
 
     /// The next unused stroke seq of `author`, as far as this replica knows.
@@ -312,6 +320,7 @@ impl Board {
     pub fn decode(bytes: &[u8]) -> Result<Board, crate::DecodeError> {
         let snapshot: Snapshot = crate::codec::decode_board(bytes)?;
         let mut board = Board {
+            clock: snapshot.set.clock(),
             set: snapshot.set,
             live: BTreeMap::new(),
             next_seq: snapshot.next_seq,
@@ -320,6 +329,15 @@ impl Board {
         let members = board.set.read().val;
         board.live = snapshot.strokes.into_iter().filter(|s| members.contains(&s.id)).map(|s| (s.id, s)).collect();
         Ok(board)
+    }
+
+    /// Whether the clock and the bodies kept beside the set match it (for the tests).
+    #[cfg(test)]
+    fn agrees_with_its_set(&self) -> bool {
+        let members = self.set.read().val;
+        self.clock == self.set.clock()
+            && self.live.len() == members.len()
+            && self.live.keys().all(|id| members.contains(id))
     }
 
     /// After an add, erases this replica deferred may now apply: drop their bodies.
@@ -337,6 +355,158 @@ impl Board {
                 false
             }
         });
+    }
+}
+
+/// Whether `set` holds no removals it deferred (erases that came before the adds they saw). The
+/// set's own `Serialize` is asked for the length of its `deferred` map and nothing else:
+/// `crdts` offers no other way that does not clone the set's clock. Anything unexpected in the
+/// set's shape answers false, which only sends the caller the slower way.
+fn holds_no_deferred_removals(set: &Orswot<StrokeId, Actor>) -> bool {
+    matches!(set.serialize(deferred_probe::FieldProbe), Err(deferred_probe::Answer::DeferredLen(0)))
+}
+
+/// The serializers behind `holds_no_deferred_removals`: one that skips every field of a struct
+/// but `deferred`, and one that answers a map's length; both stop at once with the answer.
+mod deferred_probe {
+    use serde::ser::{self, Impossible, Serialize, SerializeStruct};
+
+    #[derive(Debug)]
+    pub(super) enum Answer {
+        DeferredLen(usize),
+        Unexpected,
+    }
+
+    impl std::fmt::Display for Answer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{self:?}")
+        }
+    }
+
+    impl std::error::Error for Answer {}
+
+    impl ser::Error for Answer {
+        fn custom<T: std::fmt::Display>(_: T) -> Self {
+            Answer::Unexpected
+        }
+    }
+
+    pub(super) struct FieldProbe;
+    struct LenProbe;
+
+    /// Every method of a `Serializer` not named: the shape is not the expected one.
+    macro_rules! unexpected {
+        ($($method:ident($($arg:ty),*) -> $ok:ty;)*) => {
+            $(fn $method(self, $(_: $arg),*) -> Result<$ok, Answer> { Err(Answer::Unexpected) })*
+        };
+    }
+
+    macro_rules! unexpected_serializer_methods {
+        () => {
+            unexpected! {
+                serialize_bool(bool) -> ();
+                serialize_i8(i8) -> ();
+                serialize_i16(i16) -> ();
+                serialize_i32(i32) -> ();
+                serialize_i64(i64) -> ();
+                serialize_u8(u8) -> ();
+                serialize_u16(u16) -> ();
+                serialize_u32(u32) -> ();
+                serialize_u64(u64) -> ();
+                serialize_f32(f32) -> ();
+                serialize_f64(f64) -> ();
+                serialize_char(char) -> ();
+                serialize_str(&str) -> ();
+                serialize_bytes(&[u8]) -> ();
+                serialize_none() -> ();
+                serialize_unit() -> ();
+                serialize_unit_struct(&'static str) -> ();
+                serialize_unit_variant(&'static str, u32, &'static str) -> ();
+                serialize_seq(Option<usize>) -> Impossible<(), Answer>;
+                serialize_tuple(usize) -> Impossible<(), Answer>;
+                serialize_tuple_struct(&'static str, usize) -> Impossible<(), Answer>;
+                serialize_tuple_variant(&'static str, u32, &'static str, usize) -> Impossible<(), Answer>;
+                serialize_struct_variant(&'static str, u32, &'static str, usize) -> Impossible<(), Answer>;
+            }
+
+            fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<(), Answer> {
+                Err(Answer::Unexpected)
+            }
+
+            fn serialize_newtype_struct<T: ?Sized + Serialize>(self, _: &'static str, _: &T) -> Result<(), Answer> {
+                Err(Answer::Unexpected)
+            }
+
+            fn serialize_newtype_variant<T: ?Sized + Serialize>(
+                self,
+                _: &'static str,
+                _: u32,
+                _: &'static str,
+                _: &T,
+            ) -> Result<(), Answer> {
+                Err(Answer::Unexpected)
+            }
+        };
+    }
+
+    impl ser::Serializer for FieldProbe {
+        type Ok = ();
+        type Error = Answer;
+        type SerializeSeq = Impossible<(), Answer>;
+        type SerializeTuple = Impossible<(), Answer>;
+        type SerializeTupleStruct = Impossible<(), Answer>;
+        type SerializeTupleVariant = Impossible<(), Answer>;
+        type SerializeMap = Impossible<(), Answer>;
+        type SerializeStruct = Self;
+        type SerializeStructVariant = Impossible<(), Answer>;
+
+        unexpected_serializer_methods!();
+
+        fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Answer> {
+            Err(Answer::Unexpected)
+        }
+
+        fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, Answer> {
+            Ok(self)
+        }
+    }
+
+    impl SerializeStruct for FieldProbe {
+        type Ok = ();
+        type Error = Answer;
+
+        fn serialize_field<T: ?Sized + Serialize>(&mut self, key: &'static str, value: &T) -> Result<(), Answer> {
+            match key {
+                "deferred" => value.serialize(LenProbe),
+                _ => Ok(()),
+            }
+        }
+
+        fn end(self) -> Result<(), Answer> {
+            Err(Answer::Unexpected)
+        }
+    }
+
+    impl ser::Serializer for LenProbe {
+        type Ok = ();
+        type Error = Answer;
+        type SerializeSeq = Impossible<(), Answer>;
+        type SerializeTuple = Impossible<(), Answer>;
+        type SerializeTupleStruct = Impossible<(), Answer>;
+        type SerializeTupleVariant = Impossible<(), Answer>;
+        type SerializeMap = Impossible<(), Answer>;
+        type SerializeStruct = Impossible<(), Answer>;
+        type SerializeStructVariant = Impossible<(), Answer>;
+
+        unexpected_serializer_methods!();
+
+        fn serialize_map(self, len: Option<usize>) -> Result<Self::SerializeMap, Answer> {
+            Err(len.map_or(Answer::Unexpected, Answer::DeferredLen))
+        }
+
+        fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, Answer> {
+            Err(Answer::Unexpected)
+        }
     }
 }
 
@@ -484,6 +654,22 @@ mod tests {
         b.apply(erase_a);
         assert_eq!(a.digest(), b.digest());
         assert_eq!(a.len(), 1, "the re-add was not seen by a's erase, so it survives");
+    }
+
+    #[test]
+    fn the_set_tells_whether_it_holds_deferred_removals() {
+        let (mut author, mut other) = (Board::default(), Board::default());
+        assert!(holds_no_deferred_removals(&other.set));
+        let add = draw(&mut author, 1, 1);
+        let BoardOp::Add { stroke, .. } = add.clone() else { unreachable!() };
+        let erase = author.erase_op(&[stroke.id]).unwrap();
+        // The erase overtakes the add it saw: the set defers it.
+        other.apply(erase);
+        assert!(!holds_no_deferred_removals(&other.set));
+        other.apply(add);
+        assert!(holds_no_deferred_removals(&other.set), "the add let the erase apply");
+        assert_eq!(other.len(), 0, "and the erased stroke stayed out");
+        assert!(other.agrees_with_its_set());
     }
 
     #[test]
@@ -652,6 +838,9 @@ mod tests {
                         let bytes = replicas[r].board.encode();
                         replicas[r].board = Board::decode(&bytes).expect("a replica's own snapshot decodes");
                     }
+                }
+                for replica in &replicas {
+                    prop_assert!(replica.board.agrees_with_its_set(), "the clock and bodies kept beside the set match it");
                 }
             }
             // Deliver everything still in flight.
