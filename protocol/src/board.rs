@@ -401,8 +401,20 @@ mod deferred_probe {
         };
     }
 
-    macro_rules! unexpected_serializer_methods {
-        () => {
+    /// A probe's `Serializer` items but `serialize_map` and `serialize_struct`: its struct
+    /// serializer is `$structs`, every other compound one impossible.
+    macro_rules! probe_serializer_items {
+        ($structs:ty) => {
+            type Ok = ();
+            type Error = Answer;
+            type SerializeSeq = Impossible<(), Answer>;
+            type SerializeTuple = Impossible<(), Answer>;
+            type SerializeTupleStruct = Impossible<(), Answer>;
+            type SerializeTupleVariant = Impossible<(), Answer>;
+            type SerializeMap = Impossible<(), Answer>;
+            type SerializeStruct = $structs;
+            type SerializeStructVariant = Impossible<(), Answer>;
+
             unexpected! {
                 serialize_bool(bool) -> ();
                 serialize_i8(i8) -> ();
@@ -450,17 +462,7 @@ mod deferred_probe {
     }
 
     impl ser::Serializer for FieldProbe {
-        type Ok = ();
-        type Error = Answer;
-        type SerializeSeq = Impossible<(), Answer>;
-        type SerializeTuple = Impossible<(), Answer>;
-        type SerializeTupleStruct = Impossible<(), Answer>;
-        type SerializeTupleVariant = Impossible<(), Answer>;
-        type SerializeMap = Impossible<(), Answer>;
-        type SerializeStruct = Self;
-        type SerializeStructVariant = Impossible<(), Answer>;
-
-        unexpected_serializer_methods!();
+        probe_serializer_items!(Self);
 
         fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Answer> {
             Err(Answer::Unexpected)
@@ -488,17 +490,7 @@ mod deferred_probe {
     }
 
     impl ser::Serializer for LenProbe {
-        type Ok = ();
-        type Error = Answer;
-        type SerializeSeq = Impossible<(), Answer>;
-        type SerializeTuple = Impossible<(), Answer>;
-        type SerializeTupleStruct = Impossible<(), Answer>;
-        type SerializeTupleVariant = Impossible<(), Answer>;
-        type SerializeMap = Impossible<(), Answer>;
-        type SerializeStruct = Impossible<(), Answer>;
-        type SerializeStructVariant = Impossible<(), Answer>;
-
-        unexpected_serializer_methods!();
+        probe_serializer_items!(Impossible<(), Answer>);
 
         fn serialize_map(self, len: Option<usize>) -> Result<Self::SerializeMap, Answer> {
             Err(len.map_or(Answer::Unexpected, Answer::DeferredLen))
