@@ -251,13 +251,15 @@ impl SocketWriter {
     ) -> bool {
         let mut state = self.lock();
         if !state.busy {
-            let payloads: Vec<&[u8]> =
-                messages.iter().map(Bytes::as_ref).chain(snapshot.map(|s| s.bytes.as_ref())).collect();
-            let headers: Vec<_> = payloads.iter().map(|payload| server_frame_header(payload.len())).collect();
-            let parts: Vec<&[u8]> =
-                headers.iter().zip(&payloads).flat_map(|(header, payload)| [header.as_slice(), *payload]).collect();
-            let total: usize = parts.iter().map(|part| part.len()).sum();
-            let slices: Vec<IoSlice<'_>> = parts.iter().map(|part| IoSlice::new(part)).collect();
+            let payloads = || messages.iter().map(Bytes::as_ref).chain(snapshot.map(|s| s.bytes.as_ref()));
+            let headers: Vec<_> = payloads().map(|payload| server_frame_header(payload.len())).collect();
+            // Each frame's header, then its payload.
+            let slices: Vec<IoSlice<'_>> = headers
+                .iter()
+                .zip(payloads())
+                .flat_map(|(header, payload)| [IoSlice::new(header.as_slice()), IoSlice::new(payload)])
+                .collect();
+            let total: usize = slices.iter().map(|slice| slice.len()).sum();
             if let Some(tls) = state.tls.as_mut() {
                 // Encrypted as one record stream, then written as far as the socket takes it;
                 // what it does not take stays in the session for the connection task, like a
@@ -283,7 +285,7 @@ impl SocketWriter {
             if let Ok(written @ 1..) = self.socket.try_write_vectored(&slices) {
                 if written < total {
                     let mut skip = written;
-                    for part in parts {
+                    for part in &slices {
                         let taken = skip.min(part.len());
                         state.leftover.extend_from_slice(&part[taken..]);
                         skip -= taken;

@@ -118,11 +118,9 @@ pub(super) async fn run_room(
                 }
                 room.committed(Instant::now(), committed);
             }
-            // Reliable messages go in one write per member at most every `MESSAGE_WINDOW`.
-            () = sleep_until(room.messages_due()) => {
-                stirred = false;
-                room.send_messages(Instant::now());
-            }
+            // Reliable messages go in one write per member at most every `MESSAGE_WINDOW`
+            // (sent below, with those due at once).
+            () = sleep_until(room.messages_due()) => stirred = false,
             Some(message) = play.recv() => room.play(Instant::now(), message),
             () = sleep_until(room.commit_retry_at()) => room.retry_commits(),
             // A detached player's grace ends while the room rests: the next tick lets it go.
@@ -150,7 +148,8 @@ pub(super) async fn run_room(
                 }
             }
         }
-        // Messages due at once (none went for a window) go now, not on the timer's next turn.
+        // Messages whose window ended, or due at once (none went for a window): not left for
+        // the timer's next turn.
         let now = Instant::now();
         if room.messages_due().is_some_and(|due| due <= now) {
             room.send_messages(now);
