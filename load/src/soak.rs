@@ -2,7 +2,8 @@
 //! Each plays for a while (moving, chatting, drawing and erasing, so that boards stay the same
 //! size) and then leaves one of four ways: it closes, its connection is cut and it comes back
 //! with its resume token, it breaks a rule (and must be closed for it with the right code), or
-//! its network goes silent and it reconnects.
+//! its network goes silent and it reconnects. Most come back as a reloaded tab does, with the
+//! board state the tab kept (its author identity among it); some open a new tab, a new author.
 //! `cargo xtask soak` runs it beside a server and watches the server's memory, file
 //! descriptors and ticks.
 
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use easel_client::core::Status;
+use easel_client::core::{ClientCore, Status};
 use easel_client::headless::{HeadlessClient, HeadlessError, Transport};
 use easel_protocol::rng::Mulberry32;
 use easel_protocol::{ClientMsg, close, encode};
@@ -29,6 +30,11 @@ const WAIT: Duration = Duration::from_secs(15);
 /// Strokes a room's board holds at most: past this, whoever draws also erases the first ones
 /// (by id). A board that only grew would grow the server's memory by design, and hide a leak.
 const BOARD_STROKES: usize = 200;
+/// One client in this many is a new tab (a new author, in a room of its choosing); the others
+/// reload the lane's tab, in its room, with what the tab kept. A board keeps a clock entry per
+/// author it ever saw (the set's causal history), so a run of only new authors would grow
+/// the server's memory by design, as a board that only grew would.
+const NEW_TAB_ONE_IN: u32 = 5;
 
 #[derive(Debug, Clone)]
 pub struct SoakConfig {
@@ -46,6 +52,8 @@ pub struct SoakSummary {
     pub ok: bool,
     pub reason: Option<String>,
     pub joins: u64,
+    /// Joins as a new tab, hence a new author; the rest were reloads.
+    pub new_tabs: u64,
     pub closes: u64,
     pub resumes: u64,
     /// Resumes that did not get the same player back.
@@ -69,6 +77,7 @@ pub struct SoakSummary {
 #[derive(Default)]
 struct Counters {
     joins: AtomicU64,
+    new_tabs: AtomicU64,
     closes: AtomicU64,
     resumes: AtomicU64,
     resumes_lost: AtomicU64,
@@ -161,6 +170,7 @@ pub async fn run(config: SoakConfig, mut milestone: impl FnMut(Milestone)) -> So
         ok: true,
         reason: None,
         joins: load(&c.joins),
+        new_tabs: load(&c.new_tabs),
         closes: load(&c.closes),
         resumes: load(&c.resumes),
         resumes_lost: load(&c.resumes_lost),
@@ -201,14 +211,40 @@ async fn lane_loop(transports: Transports, lane: u32, end: Instant, counters: Ar
     let stagger = Duration::from_millis(u64::from(rng.next_u32()) % LIFETIME_MS.0);
     tokio::time::sleep(stagger).await;
     let mut generation = 0u32;
+    let mut tab = Tab { room: String::new(), kept: None };
     while Instant::now() < end {
         generation += 1;
         let name = format!("soak-{lane}-{generation}");
-        let room = format!("soak-{}", rng.next_u32() % ROOMS);
-        if let Err(e) = one_client(&transports, &name, &room, &mut rng, end, &counters).await {
+        if tab.kept.is_none() || rng.next_u32().is_multiple_of(NEW_TAB_ONE_IN) {
+            tab = Tab { room: format!("soak-{}", rng.next_u32() % ROOMS), kept: None };
+            counters.new_tabs.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Err(e) = one_client(&transports, &name, &mut tab, &mut rng, end, &counters).await {
             counters.error(format!("{name}: {e}"));
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+}
+
+/// A browser tab of one lane: its room, and what it keeps in session storage across reloads
+/// (`Whiteboard::save`: the author identity and edits not yet acknowledged).
+struct Tab {
+    room: String,
+    kept: Option<Vec<u8>>,
+}
+
+impl Tab {
+    /// A client core for this tab, as a page (re)loaded in it starts one.
+    fn open(&self, name: &str) -> Result<ClientCore, String> {
+        let mut core = ClientCore::new(name, &self.room);
+        if let Some(kept) = &self.kept {
+            core.whiteboard_mut().restore(kept).map_err(|e| format!("restoring the tab's board state: {e}"))?;
+        }
+        Ok(core)
+    }
+
+    fn keep(&mut self, client: &HeadlessClient) {
+        self.kept = Some(client.core().whiteboard().save());
     }
 }
 
@@ -216,14 +252,14 @@ async fn lane_loop(transports: Transports, lane: u32, end: Instant, counters: Ar
 async fn one_client(
     transports: &Transports,
     name: &str,
-    room: &str,
+    tab: &mut Tab,
     rng: &mut Mulberry32,
     end: Instant,
     counters: &Counters,
 ) -> Result<(), String> {
     let transport = &transports.chosen;
     let mut over = transport.name();
-    let client = match HeadlessClient::join_over(transport, name, room, WAIT).await {
+    let client = match HeadlessClient::join_with(transport, tab.open(name)?, WAIT).await {
         Ok(client) => client,
         // The session could not be opened: a page would play over the WebSocket after a
         // second, and so does this client.
@@ -231,7 +267,7 @@ async fn one_client(
             counters.fallback(format!("{name}: {e}"));
             over = transports.websocket.name();
             tokio::time::sleep(Duration::from_secs(1)).await;
-            HeadlessClient::join_over(&transports.websocket, name, room, WAIT)
+            HeadlessClient::join_with(&transports.websocket, tab.open(name)?, WAIT)
                 .await
                 .map_err(|e| format!("join after falling back to the WebSocket: {e}"))?
         }
@@ -248,6 +284,7 @@ async fn one_client(
         _ => Exit::BreakRule(Rule::Flood),
     };
     let client = play_until(client, leave_at, rng, counters).await?;
+    tab.keep(&client);
     match exit {
         Exit::Close => {
             client.close().await;
@@ -264,6 +301,7 @@ async fn one_client(
                 counters.resumes_lost.fetch_add(1, Ordering::Relaxed);
             }
             let back = play_until(back, Instant::now() + Duration::from_secs(2), rng, counters).await?;
+            tab.keep(&back);
             back.close().await;
         }
         Exit::BreakRule(rule) => {

@@ -82,7 +82,12 @@ impl HeadlessClient {
         room: &str,
         timeout: Duration,
     ) -> Result<Self, HeadlessError> {
-        let client = Self::connect_over(transport, ClientCore::new(name, room)).await?;
+        Self::join_with(transport, ClientCore::new(name, room), timeout).await
+    }
+
+    /// Connects over `transport` with `core` (a reloaded tab's, say) and waits for `Welcome`.
+    pub async fn join_with(transport: &Transport, core: ClientCore, timeout: Duration) -> Result<Self, HeadlessError> {
+        let client = Self::connect_over(transport, core).await?;
         client.joined(timeout).await?;
         Ok(client)
     }
