@@ -11,13 +11,16 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use easel_protocol::{Identity, ServerMsg, close, encode};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tracing::field::Empty;
 
 use super::AppState;
 use crate::cluster::Placement;
 use crate::room::fanout::Fanout;
-use crate::room::{Delivery, DirectWrite, EncodedSnapshot, Ending, Joined, MemberLink, RoomHandle, Traffic};
+use crate::room::message_queue::message_queue;
+use crate::room::{
+    Delivery, DirectWrite, EncodedSnapshot, Ending, Joined, MemberLink, MessageReceiver, RoomHandle, Traffic,
+};
 use crate::session::{CloseReason, Session, SessionEvent};
 use crate::sim::TickInput;
 
@@ -50,7 +53,7 @@ pub(super) struct Membership {
     connection: u64,
     /// The newest input seq forwarded to the room: repeats in later messages are not sent again.
     last_input: u32,
-    pub messages: mpsc::Receiver<Bytes>,
+    pub messages: MessageReceiver,
     pub snapshots: watch::Receiver<EncodedSnapshot>,
     pub kick: oneshot::Receiver<CloseReason>,
     pub fanout: Arc<Fanout>,
@@ -61,7 +64,7 @@ pub(super) struct Membership {
 /// A joined connection's kick, reliable messages and snapshots, borrowed at once.
 pub(super) type RoomChannels<'a> = (
     Option<&'a mut oneshot::Receiver<CloseReason>>,
-    Option<&'a mut mpsc::Receiver<Bytes>>,
+    Option<&'a mut MessageReceiver>,
     Option<&'a mut watch::Receiver<EncodedSnapshot>>,
 );
 
@@ -197,7 +200,7 @@ impl Player {
             tracing::error!("identity lookup failed: {e}");
             CloseReason::new(close::TRY_AGAIN_LATER, "server storage unavailable")
         })?;
-        let (messages_tx, messages) = mpsc::channel(self.state.config.limits.outbound_queue);
+        let (messages_tx, messages) = message_queue(self.state.config.limits.outbound_queue);
         let (kick_tx, kick) = oneshot::channel();
         let connection = self.connection;
         let link = MemberLink {
@@ -276,7 +279,7 @@ pub(super) async fn kicked(kick: Option<&mut oneshot::Receiver<CloseReason>>) ->
 }
 
 /// The room's next reliable message, or never before joining.
-pub(super) async fn next_message(messages: Option<&mut mpsc::Receiver<Bytes>>) -> Option<Bytes> {
+pub(super) async fn next_message(messages: Option<&mut MessageReceiver>) -> Option<Bytes> {
     match messages {
         Some(messages) => messages.recv().await,
         None => pending().await,

@@ -16,11 +16,12 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::EncodedSnapshot;
 use super::Traffic;
 use super::fanout::Fanout;
+use super::message_queue::{MessageSender, Refused};
 
 /// A connection's socket, which the hand-over writes a snapshot to at once when nothing else is
 /// on its way to it.
@@ -46,14 +47,14 @@ pub trait DirectWrite: Send + Sync {
 /// them with one flush. False when its queue cannot take them all: the member is too slow.
 pub(crate) fn send_messages(
     messages: &[Bytes],
-    queue: &mpsc::Sender<Bytes>,
+    queue: &MessageSender,
     socket: Option<&Arc<dyn DirectWrite>>,
     traffic: &Traffic,
 ) -> bool {
     let mut kept = true;
     let mut enqueue = || {
         for message in messages {
-            if let Err(mpsc::error::TrySendError::Full(_)) = queue.try_send(message.clone()) {
+            if let Err(Refused::Full) = queue.try_send(message.clone()) {
                 kept = false;
                 return;
             }
@@ -78,7 +79,7 @@ pub(crate) struct Handoff {
     pub snapshot: EncodedSnapshot,
     /// A message that goes just before the snapshot (an input-timing report), so both are
     /// written at once.
-    pub report: Option<(mpsc::Sender<Bytes>, Bytes)>,
+    pub report: Option<(MessageSender, Bytes)>,
     pub socket: Option<Arc<dyn DirectWrite>>,
 }
 

@@ -32,6 +32,7 @@ pub(crate) mod fanout;
 mod handoff;
 mod input_wait;
 pub mod interest;
+pub(crate) mod message_queue;
 mod registry;
 mod state;
 mod task;
@@ -42,20 +43,21 @@ use std::time::Instant;
 use bytes::Bytes;
 use easel_protocol::board::BoardOp;
 use easel_protocol::{Identity, Presence};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::session::CloseReason;
 use crate::sim::TickInput;
 pub use delivery::Delivery;
 use fanout::Fanout;
 pub use handoff::DirectWrite;
+pub use message_queue::{MessageReceiver, MessageSender};
 pub use registry::{Admission, JoinError, RoomHandle, Rooms};
 
 /// How the room reaches one member's connection.
 pub struct MemberLink {
     /// Reliable messages (welcome, joins, leaves, chat, orb events, board), in order. Bounded: a
     /// member that lets it fill up is disconnected rather than buffered for.
-    pub messages: mpsc::Sender<Bytes>,
+    pub messages: MessageSender,
     /// Tells the connection to close with a reason (slow consumer, shutdown).
     pub kick: oneshot::Sender<CloseReason>,
     /// Which connection this is (a leave from an older connection of a resumed player is

@@ -18,14 +18,14 @@ use bytes::Bytes;
 use easel_protocol::board::BoardOp;
 use easel_protocol::snapshot::NetPlayer;
 use easel_protocol::{Identity, PlayerInfo, ServerMsg, close, codec, encode, game};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use super::board::{self, RoomBoard};
 use super::fanout::Fanout;
 use super::handoff::{self, Handover};
 use super::input_wait::InputWaits;
 use super::interest::{CellView, CellViews, Encodings, Frame, MemberView};
-use super::{Delivery, DirectWrite, EncodedSnapshot, Ending, Joined, MemberLink, Play};
+use super::{Delivery, DirectWrite, EncodedSnapshot, Ending, Joined, MemberLink, MessageSender, Play};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::session::CloseReason;
@@ -36,7 +36,7 @@ struct Member {
     info: PlayerInfo,
     /// The whiteboard author this connection edits as.
     author: u32,
-    messages: mpsc::Sender<Bytes>,
+    messages: MessageSender,
     /// Reliable messages for it not yet handed to its connection: they go together, at the
     /// room's next hand-over of messages (`Room::messages_due`).
     outgoing: Vec<Bytes>,

@@ -232,7 +232,7 @@ impl Session {
         let mut count = 1u64;
         if let Some(membership) = self.player.membership() {
             while count < MAX_BATCH {
-                let Ok(message) = membership.messages.try_recv() else { break };
+                let Some(message) = membership.messages.try_recv() else { break };
                 bytes.extend(message_frame(&message));
                 count += 1;
             }

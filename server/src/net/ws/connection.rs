@@ -120,8 +120,8 @@ impl Connection {
         if let Some(membership) = self.player.membership() {
             while batch.len() < MAX_BATCH {
                 match membership.messages.try_recv() {
-                    Ok(bytes) => batch.push(bytes),
-                    Err(_) => break,
+                    Some(bytes) => batch.push(bytes),
+                    None => break,
                 }
             }
             if snapshot_tick.is_none() && membership.snapshots.has_changed().unwrap_or(false) {

@@ -10,11 +10,13 @@ use easel_client::core::link::{Conditions, LinkConditioner};
 use easel_client::core::{Channel, ClientCore};
 use easel_protocol::codec::is_snapshot;
 use easel_protocol::{ClientMsg, decode_client};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use super::tests::room_with;
 use super::*;
 use crate::config::Interest;
+use crate::room::MessageReceiver;
+use crate::room::message_queue::message_queue;
 
 /// The bad network: 150 ms round trip, 20 ms jitter, 2 % loss (of what may be lost).
 const BAD: Conditions = Conditions { latency_ms: 75.0, jitter_ms: 20.0, loss: 0.02 };
@@ -29,7 +31,7 @@ struct Peer {
     core: ClientCore,
     up: LinkConditioner<Vec<u8>>,
     down: LinkConditioner<Bytes>,
-    messages: mpsc::Receiver<Bytes>,
+    messages: MessageReceiver,
     snapshots: watch::Receiver<EncodedSnapshot>,
     /// Kept as the WebSocket connection keeps it: snapshots count as delivered once sent.
     delivery: Arc<Delivery>,
@@ -43,7 +45,7 @@ async fn room(interest: Interest) -> Room {
 }
 
 fn join(room: &mut Room, id: u32, seed: u32, conditions: Conditions) -> Peer {
-    let (messages_tx, messages) = mpsc::channel(4096);
+    let (messages_tx, messages) = message_queue(4096);
     let (kick, kick_rx) = oneshot::channel();
     let delivery = Arc::new(Delivery::default());
     let link = MemberLink {
@@ -147,7 +149,7 @@ async fn run(seconds: f64, setup: Setup) -> Observed {
             observed.budget_held_back += room.cell_views.values().filter(|v| v.behind()).count() as u64
                 + room.members.values().filter(|m| m.view.owed()).count() as u64;
             for peer in &mut peers {
-                while let Ok(bytes) = peer.messages.try_recv() {
+                while let Some(bytes) = peer.messages.try_recv() {
                     peer.down.send(now, bytes, false);
                 }
                 if peer.snapshots.has_changed().unwrap_or(false) {

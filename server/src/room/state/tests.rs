@@ -4,7 +4,11 @@
 use easel_protocol::board::{Point, Stroke, StrokeId};
 use easel_protocol::snapshot;
 
+use tokio::sync::mpsc;
+
 use super::*;
+use crate::room::MessageReceiver;
+use crate::room::message_queue::message_queue;
 use crate::store::{CommitError, Location, Store};
 
 /// A room on an in-memory store, with the channel its commits are answered on.
@@ -16,8 +20,8 @@ pub(super) async fn room_with(config: Config) -> (Room, mpsc::UnboundedReceiver<
     (Room::new("test".into(), board, Handover::Inline, Arc::new(config), Arc::new(Metrics::default())), commits)
 }
 
-fn link(capacity: usize) -> (MemberLink, mpsc::Receiver<Bytes>, oneshot::Receiver<CloseReason>) {
-    let (messages, messages_rx) = mpsc::channel(capacity);
+fn link(capacity: usize) -> (MemberLink, MessageReceiver, oneshot::Receiver<CloseReason>) {
+    let (messages, messages_rx) = message_queue(capacity);
     let (kick, kick_rx) = oneshot::channel();
     let link = MemberLink { messages, kick, connection: 1, delivery: Arc::default(), resume: None, socket: None };
     (link, messages_rx, kick_rx)
@@ -28,7 +32,7 @@ fn identity(author: u32) -> Identity {
 }
 
 /// Player 1 (author 7) and player 2 (author 8) in the room, their welcome traffic drained.
-fn author_and_other(room: &mut Room) -> (mpsc::Receiver<Bytes>, mpsc::Receiver<Bytes>) {
+fn author_and_other(room: &mut Room) -> (MessageReceiver, MessageReceiver) {
     let (author, mut author_rx, kick_author) = link(64);
     let (other, mut other_rx, kick_other) = link(64);
     room.join(Instant::now(), 1, "author".into(), identity(7), (0.0, 0.0), author).unwrap();
@@ -42,10 +46,10 @@ fn author_and_other(room: &mut Room) -> (mpsc::Receiver<Bytes>, mpsc::Receiver<B
 
 /// What `rx`'s member was sent, once the room handed over every message waiting, with the
 /// relays of a merged `BoardOps` listed one by one (the merge has a test of its own).
-fn drain(room: &mut Room, rx: &mut mpsc::Receiver<Bytes>) -> Vec<ServerMsg> {
+fn drain(room: &mut Room, rx: &mut MessageReceiver) -> Vec<ServerMsg> {
     room.send_messages(Instant::now());
     let mut out = Vec::new();
-    while let Ok(bytes) = rx.try_recv() {
+    while let Some(bytes) = rx.try_recv() {
         match easel_protocol::decode_server(&bytes).unwrap() {
             ServerMsg::BoardOps(ops) => out.extend(ops.into_iter().map(ServerMsg::BoardOp)),
             msg => out.push(msg),
