@@ -10,6 +10,10 @@ pub enum Milestone {
     Joined,
     WindowStart,
     WindowEnd,
+    /// The whiteboard's offline writers reconnect, and every client holds the merged board:
+    /// the harness samples both processes' CPU between them.
+    OfflineStart,
+    OfflineEnd,
 }
 
 impl Milestone {
@@ -19,6 +23,8 @@ impl Milestone {
             Milestone::Joined => "easel-bot: joined",
             Milestone::WindowStart => "easel-bot: window-start",
             Milestone::WindowEnd => "easel-bot: window-end",
+            Milestone::OfflineStart => "easel-bot: offline-start",
+            Milestone::OfflineEnd => "easel-bot: offline-end",
         }
     }
 }

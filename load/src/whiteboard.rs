@@ -236,7 +236,7 @@ pub async fn run(config: WhiteboardConfig, mut milestone: impl FnMut(Milestone))
     }
 
     // Offline case: writers 0 and 1 go offline, edit, and come back together.
-    let offline = offline_case(&config, &run, &commands, converged, &target_tx).await;
+    let offline = offline_case(&config, &run, &commands, converged, &target_tx, &mut milestone).await;
     let offline = match offline {
         Ok(offline) => offline,
         Err(reason) => return fail(reason),
@@ -270,6 +270,7 @@ async fn offline_case(
     commands: &[mpsc::UnboundedSender<Command>],
     converged: &Board,
     target_tx: &watch::Sender<Target>,
+    milestone: &mut impl FnMut(Milestone),
 ) -> Result<Offline, String> {
     let (shared, w, clients) = (&run.shared, run.writers, run.count);
     if w < 2 {
@@ -300,6 +301,7 @@ async fn offline_case(
     shared.reached.store(0, Ordering::Release);
     *shared.last_reached.lock().await = None;
     let _ = target_tx.send(Some((board.len(), digest)));
+    milestone(Milestone::OfflineStart);
     let reconnect_at = Instant::now();
     let mut returning = Vec::new();
     for (core, _) in offline {
@@ -307,6 +309,7 @@ async fn offline_case(
         returning.push(run.spawn(core, None, rx));
     }
     let ok = wait_until(config.phase_timeout, || shared.reached.load(Ordering::Acquire) >= clients).await;
+    milestone(Milestone::OfflineEnd);
     for task in returning {
         task.abort();
     }

@@ -358,6 +358,9 @@ struct Sample {
 struct Measured {
     start: Sample,
     end: Sample,
+    /// The whiteboard's offline merge: from the writers' reconnect until every client holds
+    /// the merged board and has checked it.
+    offline: Option<(Sample, Sample)>,
     summary: Value,
     server_alive: bool,
     rss_peak_kb: u64,
@@ -376,28 +379,38 @@ fn measure(
     let server_pid = server.0.id();
     let args: Vec<String> = reach.bot_args().into_iter().chain(args.iter().cloned()).collect();
     let (mut bots, lines) = start_bots(&binaries.bots, &args)?;
-    let (start, end, summary) = follow_bots(&lines, budget, server_pid, bots.0.id(), reach)?;
+    let (edges, summary) = follow_bots(&lines, budget, server_pid, bots.0.id(), reach)?;
     let _ = bots.0.wait();
     let server_alive = matches!(server.0.try_wait(), Ok(None));
     let rss_peak_kb = read_status_kb(server_pid, "VmHWM").unwrap_or(0);
     stop_gracefully(&mut server.0);
-    match (start, end) {
-        (Some(start), Some(end)) => Ok(Ok(Measured { start, end, summary, server_alive, rss_peak_kb })),
+    let offline = edges.offline_start.zip(edges.offline_end);
+    match (edges.start, edges.end) {
+        (Some(start), Some(end)) => Ok(Ok(Measured { start, end, offline, summary, server_alive, rss_peak_kb })),
         _ => Ok(Err(summary["reason"].as_str().unwrap_or("the bots never reached the window").to_owned())),
     }
 }
 
-/// Reads the bots' output until their JSON summary, sampling the server at the window's edges;
-/// bounded by `budget`.
+/// The samples taken at the bots' milestones.
+#[derive(Default)]
+struct Edges {
+    start: Option<Sample>,
+    end: Option<Sample>,
+    offline_start: Option<Sample>,
+    offline_end: Option<Sample>,
+}
+
+/// Reads the bots' output until their JSON summary, sampling the server at the window's edges
+/// (and the offline merge's); bounded by `budget`.
 fn follow_bots(
     lines: &mpsc::Receiver<String>,
     budget: Duration,
     server_pid: u32,
     bots_pid: u32,
     reach: &Reach,
-) -> Result<(Option<Sample>, Option<Sample>, Value)> {
+) -> Result<(Edges, Value)> {
     let deadline = Instant::now() + budget;
-    let (mut start, mut end) = (None, None);
+    let mut edges = Edges::default();
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let line = match lines.recv_timeout(remaining) {
@@ -405,12 +418,15 @@ fn follow_bots(
             Err(mpsc::RecvTimeoutError::Timeout) => bail!("watchdog: the run exceeded its {budget:?} budget"),
             Err(mpsc::RecvTimeoutError::Disconnected) => bail!("the bots printed no summary"),
         };
-        match line.as_str() {
-            "easel-bot: window-start" => start = Some(sample(server_pid, bots_pid, reach)?),
-            "easel-bot: window-end" => end = Some(sample(server_pid, bots_pid, reach)?),
-            json if json.starts_with('{') => return Ok((start, end, serde_json::from_str(json)?)),
-            _ => {}
-        }
+        let edge = match line.as_str() {
+            "easel-bot: window-start" => &mut edges.start,
+            "easel-bot: window-end" => &mut edges.end,
+            "easel-bot: offline-start" => &mut edges.offline_start,
+            "easel-bot: offline-end" => &mut edges.offline_end,
+            json if json.starts_with('{') => return Ok((edges, serde_json::from_str(json)?)),
+            _ => continue,
+        };
+        *edge = Some(sample(server_pid, bots_pid, reach)?);
     }
 }
 
@@ -445,7 +461,7 @@ fn run_arena(binaries: &Binaries, n: usize, options: &ArenaOptions, context: &Ru
         Ok(run) => run,
         Err(reason) => return Ok(failed(n, context, &reason, &options.config_name())),
     };
-    let Measured { start, end, summary, server_alive, rss_peak_kb } = run;
+    let Measured { start, end, summary, server_alive, rss_peak_kb, .. } = run;
     let window = end.at.duration_since(start.at).as_secs_f64();
     let ticks_to_seconds = |t: u64| t as f64 / context.clock_ticks;
     let server_cores = ticks_to_seconds(end.server_ticks - start.server_ticks) / window;
@@ -642,7 +658,7 @@ pub fn whiteboard(root: &Path, options: &WhiteboardOptions) -> Result<()> {
         })
     })?;
     println!(
-        "\n{:>4} {:>4} {:>12} {:>22} {:>14} {:>12} {:>8} {:>10} {:>10} {:>9} {:>11} {:>6}",
+        "\n{:>4} {:>4} {:>12} {:>22} {:>14} {:>12} {:>8} {:>10} {:>10} {:>9} {:>11} {:>17} {:>6}",
         "W",
         "ok",
         "converge ms",
@@ -654,13 +670,14 @@ pub fn whiteboard(root: &Path, options: &WhiteboardOptions) -> Result<()> {
         "stored KB",
         "load ms",
         "offline ms",
+        "offline CPU ms s/b",
         "steal"
     );
     for row in &rows {
         let f = |v: &Value, scale: f64| v.as_f64().map_or("-".to_owned(), |x| format!("{:.1}", x * scale));
         let latency = &row["latency_add_all_ms"];
         println!(
-            "{:>4} {:>4} {:>12} {:>22} {:>14} {:>12} {:>8} {:>10} {:>10} {:>9} {:>11} {:>6}",
+            "{:>4} {:>4} {:>12} {:>22} {:>14} {:>12} {:>8} {:>10} {:>10} {:>9} {:>11} {:>17} {:>6}",
             row["w"].to_string(),
             if row["ok"].as_bool().unwrap_or(false) { "yes" } else { "NO" },
             f(&row["convergence_ms"], 1.0),
@@ -672,6 +689,7 @@ pub fn whiteboard(root: &Path, options: &WhiteboardOptions) -> Result<()> {
             f(&row["stored_board_bytes"], 1e-3),
             f(&row["load_ms"], 1.0),
             f(&row["offline"]["converge_ms"], 1.0),
+            format!("{}/{}", f(&row["offline"]["server_cpu_ms"], 1.0), f(&row["offline"]["bots_cpu_ms"], 1.0)),
             row["machine_steal_cores"].as_f64().map_or("-".to_owned(), |x| format!("{x:.2}")),
         );
     }
@@ -690,9 +708,18 @@ fn run_whiteboard(binaries: &Binaries, w: usize, options: &WhiteboardOptions, co
         .chain(["--writers".to_owned(), w.to_string(), "--join-timeout".to_owned(), format!("{}s", phase.as_secs())])
         .chain(["--strokes".to_owned(), strokes.to_string()])
         .collect();
-    let Measured { start, end, summary, server_alive, rss_peak_kb } =
+    let Measured { start, end, offline, summary, server_alive, rss_peak_kb } =
         measure(binaries, &args, phase * 4, server, &reach)?.map_err(anyhow::Error::msg)?;
     let cpu_s = (end.server_ticks - start.server_ticks) as f64 / context.clock_ticks;
+    // The merge's CPU, each process's, in ms: the server's is its cost of the merge; the bots'
+    // includes their digest checks after it.
+    let mut offline_summary = summary["offline"].clone();
+    if let (Some((from, to)), Some(fields)) = (&offline, offline_summary.as_object_mut()) {
+        let ms = |ticks: u64| round(ticks as f64 / context.clock_ticks * 1000.0, 0);
+        fields.insert("server_cpu_ms".to_owned(), ms(to.server_ticks - from.server_ticks).into());
+        fields.insert("bots_cpu_ms".to_owned(), ms(to.bots_ticks - from.bots_ticks).into());
+        fields.insert("sampled_ms".to_owned(), round(to.at.duration_since(from.at).as_secs_f64() * 1000.0, 1).into());
+    }
     let steal_cores = cores_of(&start, &end, |s| s.machine_steal);
     let bytes_sent = metric(&end.metrics, "easel_bytes_out_total") - metric(&start.metrics, "easel_bytes_out_total");
     let mut reasons = Vec::new();
@@ -725,7 +752,7 @@ fn run_whiteboard(binaries: &Binaries, w: usize, options: &WhiteboardOptions, co
         "late_join": summary["late_join"],
         "stored_board_bytes": summary["stored_board_bytes"],
         "load_ms": summary["load_ms"],
-        "offline": summary["offline"],
+        "offline": offline_summary,
         "commit": context.commit,
         "date": context.date,
         "machine": context.machine,
