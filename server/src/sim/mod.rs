@@ -149,6 +149,10 @@ impl Sim {
             }
         }
         self.tick = self.tick.wrapping_add(1);
+        // The world records every removed component (a player's leave removes six) until its
+        // trackers are cleared, which a bevy `Schedule` does each run and these systems, run
+        // in turn, do not: without this a room that stays open grows with every leave.
+        self.world.clear_trackers();
         let events = std::mem::take(&mut self.state.events);
         Outbox { tick: self.tick, players: self.players(), events }
     }
@@ -223,6 +227,21 @@ mod tests {
     use super::*;
 
     const DT: f32 = 1.0 / 30.0;
+
+    #[test]
+    fn players_who_left_leave_nothing_behind_in_the_world() {
+        let mut sim = Sim::new(Rules::GAME, DT);
+        let mut rng = Mulberry32::new(5);
+        for id in 1..=2_000u32 {
+            sim.add_player(id, Rules::GAME.random_point(&mut rng));
+            sim.step(&[]);
+            sim.remove_player(id);
+            sim.step(&[]);
+        }
+        let removals_held: usize = sim.world.removed_components().iter().map(|(_, removed)| removed.len()).sum();
+        assert!(removals_held < 20, "the world still records {removals_held} removed components");
+        assert_eq!(sim.player_count(), 0);
+    }
 
     fn input(player: u32, seq: u32, dx: i8, dy: i8) -> TickInput {
         TickInput { player, seq, dx, dy }
