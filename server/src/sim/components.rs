@@ -20,6 +20,10 @@ pub struct Position {
 pub struct InputQueue {
     pub pending: std::collections::VecDeque<(u32, i8, i8)>,
     pub credit: u8,
+    /// The fewest inputs left waiting after a tick, over the ticks of this `STANDING_WINDOW`.
+    pub fewest_left: u8,
+    /// Ticks into the current window.
+    pub window_ticks: u8,
 }
 
 /// The held directions to move through this tick, one tick of movement each, in order.

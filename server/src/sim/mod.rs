@@ -26,6 +26,11 @@ pub const MAX_STEPS_PER_TICK: usize = 4;
 pub const STEP_CREDIT_CAP: u8 = 4;
 /// Inputs kept waiting per player; older ones are dropped.
 pub const MAX_QUEUED_INPUTS: usize = 8;
+/// Ticks over which a player's inputs never all got applied: the ones that waited through all of
+/// them are a standing queue, dropped at the window's end. A client sends one input a tick and
+/// earns one step a tick, so a backlog left by a hiccup (a late tick, a bunched burst) would
+/// otherwise delay every later input by as many ticks for as long as the player keeps moving.
+pub const STANDING_WINDOW: u8 = 30;
 
 /// One input from one player, as the room received it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,6 +232,22 @@ mod tests {
     use super::*;
 
     const DT: f32 = 1.0 / 30.0;
+
+    #[test]
+    fn a_standing_backlog_of_inputs_is_let_go_within_a_window() {
+        let mut sim = Sim::new(Rules::GAME, DT);
+        sim.add_player(1, (500.0, 500.0));
+        // A hiccup: eight inputs at once (the step credit takes four), then one a tick, as a
+        // client holding a direction sends them.
+        let burst: Vec<_> = (1..=8).map(|seq| input(1, seq, 1, 0)).collect();
+        let mut lag = 0;
+        for tick in 0..=u32::from(STANDING_WINDOW) * 2 {
+            let seq = 8 + tick;
+            let out = if tick == 0 { sim.step(&burst) } else { sim.step(&[input(1, seq, 1, 0)]) };
+            lag = seq - out.players[0].last_input_seq;
+        }
+        assert_eq!(lag, 0, "the newest input waits for no older one once the window has passed");
+    }
 
     #[test]
     fn players_who_left_leave_nothing_behind_in_the_world() {

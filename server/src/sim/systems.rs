@@ -6,7 +6,7 @@ use easel_protocol::game::{self, Rules};
 use easel_protocol::rng::Mulberry32;
 
 use super::components::{InputQueue, LastInputSeq, Orb, PlayerId, Position, Score, Steps};
-use super::{MAX_QUEUED_INPUTS, MAX_STEPS_PER_TICK, STEP_CREDIT_CAP, SimEvent, TickInput};
+use super::{MAX_QUEUED_INPUTS, MAX_STEPS_PER_TICK, STANDING_WINDOW, STEP_CREDIT_CAP, SimEvent, TickInput};
 
 /// What a tick's systems share besides the world, handed to each as its input. (As resources,
 /// bevy would keep 64 slots of each in every room's world: about 15 KB a room.)
@@ -56,6 +56,15 @@ pub(super) fn apply_inputs(
             last_seq.0 = seq;
         }
         queue.credit -= taken.len;
+        // What waited through a whole window is latency, not jitter: let it go (the client's
+        // prediction is corrected, as for the inputs dropped above).
+        let left = u8::try_from(queue.pending.len()).unwrap_or(u8::MAX);
+        queue.fewest_left = if queue.window_ticks == 0 { left } else { queue.fewest_left.min(left) };
+        queue.window_ticks += 1;
+        if queue.window_ticks >= STANDING_WINDOW {
+            queue.pending.drain(..usize::from(queue.fewest_left));
+            queue.window_ticks = 0;
+        }
         if *steps != taken {
             *steps = taken;
         }
