@@ -52,14 +52,7 @@ pub(crate) fn send_messages(
     traffic: &Traffic,
 ) -> bool {
     let mut kept = true;
-    let mut enqueue = || {
-        for message in messages {
-            if let Err(Refused::Full) = queue.try_send(message.clone()) {
-                kept = false;
-                return;
-            }
-        }
-    };
+    let mut enqueue = || kept = !matches!(queue.try_send_all(messages), Err(Refused::Full));
     let written = match socket {
         Some(socket) => socket.write_messages_now_or(messages, &mut enqueue),
         None => {

@@ -56,17 +56,23 @@ pub struct MessageSender {
 impl MessageSender {
     /// Queues `message` unless the queue is full or its receiver gone.
     pub(crate) fn try_send(&self, message: Bytes) -> Result<(), Refused> {
+        self.try_send_all(std::slice::from_ref(&message))
+    }
+
+    /// Queues `messages` in order, under one lock and with one wake: all of them, or as many as
+    /// fit before the queue is full (`Full`), or none if its receiver is gone.
+    pub(crate) fn try_send_all(&self, messages: &[Bytes]) -> Result<(), Refused> {
         let mut queue = self.shared.lock();
         if !queue.receiving {
             return Err(Refused::Closed);
         }
-        if queue.messages.len() >= self.shared.capacity {
-            return Err(Refused::Full);
-        }
-        queue.messages.push_back(message);
+        let room = self.shared.capacity.saturating_sub(queue.messages.len());
+        queue.messages.extend(messages.iter().take(room).cloned());
         drop(queue);
-        self.shared.ready.notify_one();
-        Ok(())
+        if room > 0 && !messages.is_empty() {
+            self.shared.ready.notify_one();
+        }
+        if messages.len() > room { Err(Refused::Full) } else { Ok(()) }
     }
 
     /// Room left in the queue.
@@ -160,6 +166,16 @@ mod tests {
         assert_eq!(receiver.try_recv().as_deref(), Some(&b"b"[..]));
         assert!(receiver.is_empty());
         assert_eq!(receiver.try_recv(), None);
+    }
+
+    #[test]
+    fn a_batch_goes_in_as_far_as_the_queue_has_room() {
+        let (sender, mut receiver) = message_queue(3);
+        let batch: Vec<_> = [b"a", b"b", b"c", b"d"].iter().map(|m| Bytes::from_static(*m)).collect();
+        assert_eq!(sender.try_send_all(&batch), Err(Refused::Full));
+        let queued: Vec<_> = std::iter::from_fn(|| receiver.try_recv()).collect();
+        assert_eq!(queued, batch[..3]);
+        assert_eq!(sender.try_send_all(&batch[..2]), Ok(()));
     }
 
     #[tokio::test]
