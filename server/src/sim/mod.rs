@@ -250,6 +250,23 @@ mod tests {
     }
 
     #[test]
+    fn dropped_inputs_count_as_applied_so_the_client_stops_predicting_them() {
+        let mut sim = Sim::new(Rules::GAME, DT);
+        sim.add_player(1, (500.0, 500.0));
+        // A burst of eight (four of them left waiting), one input a tick until the window ends
+        // with the newest among the four dropped, then the key is let go.
+        let burst: Vec<_> = (1..=8).map(|seq| input(1, seq, 1, 0)).collect();
+        sim.step(&burst);
+        let mut newest = 8;
+        for _ in 1..STANDING_WINDOW {
+            newest += 1;
+            sim.step(&[input(1, newest, 1, 0)]);
+        }
+        let out = sim.step(&[]);
+        assert_eq!(out.players[0].last_input_seq, newest, "every input sent is applied or dropped");
+    }
+
+    #[test]
     fn players_who_left_leave_nothing_behind_in_the_world() {
         let mut sim = Sim::new(Rules::GAME, DT);
         let mut rng = Mulberry32::new(5);

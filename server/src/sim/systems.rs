@@ -43,10 +43,10 @@ pub(super) fn apply_inputs(
             }
         }
         // A client that fell far behind (or floods) loses its oldest inputs rather than lagging
-        // ever further; its prediction is corrected.
-        while queue.pending.len() > MAX_QUEUED_INPUTS {
-            queue.pending.pop_front();
-        }
+        // ever further; its prediction is corrected. A dropped input counts as applied (without
+        // movement): the snapshot's seq must pass it, or the client would go on predicting it.
+        let excess = queue.pending.len().saturating_sub(MAX_QUEUED_INPUTS);
+        drop_oldest(queue, &mut last_seq, excess);
         queue.credit = (queue.credit + 1).min(STEP_CREDIT_CAP);
         let mut taken = Steps::default();
         while usize::from(taken.len) < MAX_STEPS_PER_TICK && taken.len < queue.credit {
@@ -62,7 +62,8 @@ pub(super) fn apply_inputs(
         queue.fewest_left = if queue.window_ticks == 0 { left } else { queue.fewest_left.min(left) };
         queue.window_ticks += 1;
         if queue.window_ticks >= STANDING_WINDOW {
-            queue.pending.drain(..usize::from(queue.fewest_left));
+            let standing = usize::from(queue.fewest_left);
+            drop_oldest(queue, &mut last_seq, standing);
             queue.window_ticks = 0;
         }
         if *steps != taken {
@@ -70,6 +71,17 @@ pub(super) fn apply_inputs(
         }
     }
     tick.pending.clear();
+}
+
+/// Drops a player's `count` oldest waiting inputs as if applied without movement: the seq a
+/// snapshot reports moves past them, so the client stops predicting them and settles on the
+/// server's position (were the newest input among them, it would never be acknowledged and the
+/// player would stay drawn where the server never put it).
+fn drop_oldest(queue: &mut InputQueue, last_seq: &mut Mut<LastInputSeq>, count: usize) {
+    if let Some(&(newest_dropped, ..)) = count.checked_sub(1).and_then(|last| queue.pending.get(last)) {
+        queue.pending.drain(..count);
+        last_seq.0 = newest_dropped;
+    }
 }
 
 pub(super) fn move_players(InMut(tick): InMut<TickState>, mut players: Query<(&Steps, &mut Position), With<PlayerId>>) {
