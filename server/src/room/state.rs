@@ -436,6 +436,12 @@ impl Room {
         self.sim.skip(ticks);
     }
 
+    /// The room missed `ticks` ticks (a stall) and the next one runs in their stead: see
+    /// `Sim::missed`.
+    pub fn missed_ticks(&mut self, ticks: u32) {
+        self.sim.missed(ticks);
+    }
+
     /// When a room at rest must tick again by itself: the end of the earliest grace period of a
     /// detached player.
     pub fn wake_at(&self) -> Option<Instant> {

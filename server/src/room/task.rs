@@ -134,10 +134,11 @@ pub(super) async fn run_room(
             _ = beat.ticker.tick(), if !beat.resting => {
                 stirred = false;
                 let now = Instant::now();
-                let late_ticks = beat.ticked(now);
-                if late_ticks >= 2 {
-                    rooms.metrics().ticks_missed.add(late_ticks - 1);
-                    missed_ticks += late_ticks - 1;
+                let missed = beat.ticked(now).saturating_sub(1);
+                if missed > 0 {
+                    rooms.metrics().ticks_missed.add(missed);
+                    missed_ticks += missed;
+                    room.missed_ticks(u32::try_from(missed).unwrap_or(u32::MAX));
                 }
                 room.tick(now);
                 let took = now.elapsed().as_micros() as u64;

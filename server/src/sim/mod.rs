@@ -189,6 +189,20 @@ impl Sim {
     /// when it is `at_rest`: only the tick number and the players' step credit move.
     pub fn skip(&mut self, ticks: u32) {
         debug_assert!(self.at_rest(), "only a world at rest can skip its steps");
+        self.earn_steps(ticks);
+        self.tick = self.tick.wrapping_add(ticks);
+    }
+
+    /// The server missed `ticks` ticks (it stalled, and the next one runs late in their stead):
+    /// the players earn those ticks' step credit all the same, so the inputs their clients sent
+    /// through the stall are applied at the next step instead of queuing behind it (where they
+    /// would wait until dropped as a standing backlog: movement lost to the server's hiccup).
+    pub fn missed(&mut self, ticks: u32) {
+        self.earn_steps(ticks);
+    }
+
+    /// Every player earns `ticks` ticks of step credit, up to the cap.
+    fn earn_steps(&mut self, ticks: u32) {
         let earned = u8::try_from(ticks).unwrap_or(u8::MAX);
         let mut queues = self.world.query::<&mut InputQueue>();
         for mut queue in queues.iter_mut(&mut self.world) {
@@ -197,7 +211,6 @@ impl Sim {
                 queue.credit = credit;
             }
         }
-        self.tick = self.tick.wrapping_add(ticks);
     }
 
     /// Every player's current state, ordered by id.
@@ -264,6 +277,22 @@ mod tests {
         }
         let out = sim.step(&[]);
         assert_eq!(out.players[0].last_input_seq, newest, "every input sent is applied or dropped");
+    }
+
+    #[test]
+    fn inputs_sent_through_a_server_stall_are_applied_at_the_next_step() {
+        let mut sim = Sim::new(Rules::GAME, DT);
+        sim.add_player(1, (500.0, 500.0));
+        // Moving, one input a tick, until the credit saved while standing is spent.
+        for seq in 1..=10 {
+            sim.step(&[input(1, seq, 1, 0)]);
+        }
+        // The server misses three ticks; the next runs with the four inputs sent meanwhile.
+        sim.missed(3);
+        let late: Vec<_> = (11..=14).map(|seq| input(1, seq, 1, 0)).collect();
+        let out = sim.step(&late);
+        assert_eq!(out.players[0].last_input_seq, 14, "nothing left waiting behind the stall");
+        assert!((x_of(&out) - (500.0 + 14.0 * 200.0 * DT)).abs() < 1e-3, "no movement lost: {}", x_of(&out));
     }
 
     #[test]
