@@ -124,7 +124,9 @@ pub(super) async fn run_room(
             Some(message) = play.recv() => room.play(Instant::now(), message),
             () = sleep_until(room.commit_retry_at()) => room.retry_commits(),
             // A detached player's grace ends while the room rests: the next tick lets it go.
-            () = sleep_until(room.wake_at()), if beat.resting => {}
+            // (`select!` evaluates every branch's future on every pass, a disabled one's too,
+            // and this one looks at every member: only a resting room asks.)
+            () = sleep_until(if beat.resting { room.wake_at() } else { None }), if beat.resting => {}
             // The last ticks' snapshot writes are done: time their fan-out.
             () = sleep_until(beat.fanout_due), if beat.resting => {
                 stirred = false;
