@@ -309,7 +309,7 @@ impl Bot {
         let mut dir = DIRS[(rng.next_f64() * 8.0) as usize];
 
         let permit = self.gate.acquire().await.map_err(|e| e.to_string())?;
-        let mut link = Link::open(&self.transport).await.map_err(|e| format!("connect: {e}"))?;
+        let mut link = Link::open(&self.transport, &self.room).await.map_err(|e| format!("connect: {e}"))?;
         let hello = ClientMsg::Hello {
             version: PROTOCOL_VERSION,
             name: format!("bot-{}", self.index),

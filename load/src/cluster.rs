@@ -177,7 +177,7 @@ pub async fn run(config: &ClusterConfig) -> Result<ClusterReport> {
 /// too).
 pub(crate) async fn join(entry: &Transport, mut core: ClientCore) -> Result<Bot> {
     let mut transport = entry.clone();
-    let mut link = Link::open(&transport).await?;
+    let mut link = Link::open(&transport, core.room()).await?;
     link.send(&core.hello(), easel_client::core::Channel::Reliable).await?;
     loop {
         match link.recv().await {
@@ -190,7 +190,7 @@ pub(crate) async fn join(entry: &Transport, mut core: ClientCore) -> Result<Bot>
             Received::Closed { code, reason } => {
                 let Some(url) = core.take_redirect() else { bail!("closed ({code}): {reason}") };
                 transport = transport.redirected(&url).await?;
-                link = Link::open(&transport).await?;
+                link = Link::open(&transport, core.room()).await?;
                 link.send(&core.hello(), easel_client::core::Channel::Reliable).await?;
             }
             Received::Lost(why) => bail!("connection lost: {why}"),

@@ -363,7 +363,7 @@ async fn client_task(
     let Clients { transport, writers: w, shared, mut target, mut start, count: _ } = run;
     let epoch = Instant::now();
     let now_ms = move || epoch.elapsed().as_secs_f64() * 1000.0;
-    let mut link = match Link::open(&transport).await {
+    let mut link = match Link::open(&transport, core.room()).await {
         Ok(link) => link,
         Err(e) => {
             shared.errors.lock().await.push(format!("connect: {e}"));

@@ -44,6 +44,17 @@ pub fn clean_room(raw: &str) -> Result<String, TextError> {
     Ok(room.to_ascii_lowercase())
 }
 
+/// The WebSocket's query naming the room a connection is for (`?room=lobby`), appended to the
+/// endpoint's URL: the server only uses it to place the connection beside the room's other
+/// members (the `Hello` still joins). Room names are URL-safe (`clean_room`); any other name is
+/// left out, and the connection is placed as one without the query.
+pub fn room_query(room: &str) -> String {
+    match clean_room(room) {
+        Ok(room) => format!("?room={room}"),
+        Err(_) => String::new(),
+    }
+}
+
 fn clean_line(raw: &str, what: &'static str, max: usize) -> Result<String, TextError> {
     let line: String = raw.chars().filter(|c| !c.is_control()).collect();
     let line = line.trim();

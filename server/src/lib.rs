@@ -9,6 +9,7 @@ pub mod net;
 pub mod room;
 pub mod secret;
 pub mod session;
+pub mod shards;
 pub mod sim;
 pub mod store;
 
@@ -32,6 +33,8 @@ pub enum RunError {
     Quic(#[from] net::quic::QuicError),
     #[error("cannot read the listener's address: {0}")]
     Listener(std::io::Error),
+    #[error("cannot start the server's threads: {0}")]
+    Shards(std::io::Error),
     #[error(transparent)]
     Tls(#[from] net::tls::TlsError),
     #[error(transparent)]
@@ -97,6 +100,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         _ => None,
     };
     let admin = net::admin::Admin::provision(&config)?;
+    let (shards, shard_threads) =
+        shards::Shards::start(config.workers.unwrap_or_else(cores)).map_err(RunError::Shards)?;
+    let shards = Arc::new(shards);
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
     let rooms = room::Rooms::new(config.clone(), metrics.clone(), store.clone());
@@ -121,6 +127,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         tls,
         admin,
         cluster,
+        shards: shards.clone(),
     });
     // One shutdown for both edges: when it comes, the UDP side stops taking sessions while the
     // TCP side's loop has the rooms close every session (WebTransport ones too) and waits for
@@ -156,7 +163,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         }
     }
     drop(rooms);
+    shard_threads.stop().await;
     // Every handle is gone now: the store thread finishes the queued writes and exits.
     let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
     Ok(())
+}
+
+/// The machine's cores (the default number of shards).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }

@@ -78,11 +78,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // event's own fields at the top level, beside `level`, `timestamp` and `message`.
         LogFormat::Json => logs.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = config.workers {
-        runtime.worker_threads(workers);
-    }
-    let runtime = runtime.enable_all().build().context("starting the runtime")?;
+    // Shard 0 of the server's runtimes, on this thread; `easel::run` starts the others
+    // (`easel::shards`).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
         // Under Agones (a Passthrough port), the port is the one the GameServer was given.
         #[cfg(feature = "agones")]

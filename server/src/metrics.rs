@@ -73,6 +73,8 @@ impl Histogram {
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub connections_total: Counter,
+    /// WebSockets moved to their room's shard before their first frame (`shards`).
+    pub connections_moved_to_room: Counter,
     pub rooms: Gauge,
     /// Rooms that stopped ticking because nothing in them moves (`room::task::Beat`).
     pub rooms_at_rest: Gauge,
@@ -120,6 +122,11 @@ impl Metrics {
         }
         let counters = [
             ("easel_connections_total", "Connections accepted, both transports", &self.connections_total),
+            (
+                "easel_connections_moved_to_room_total",
+                "WebSockets moved to the thread of the room they named before their first frame",
+                &self.connections_moved_to_room,
+            ),
             ("easel_ticks_total", "Room ticks run", &self.ticks),
             ("easel_ticks_missed_total", "Room ticks skipped because a room fell behind", &self.ticks_missed),
             ("easel_messages_in_total", "Client messages received", &self.messages_in),

@@ -41,7 +41,7 @@ async fn over_a_lossy_udp_path_no_snapshot_waits_for_a_lost_one_and_motion_stays
 
     let mover = server.join("mover", ROOM).await;
     let mover_id = mover.core().view().me().expect("joined");
-    let mut link = Link::open(&relayed).await.expect("WebTransport through the relay");
+    let mut link = Link::open(&relayed, ROOM).await.expect("WebTransport through the relay");
     let mut watcher = ClientCore::new("watcher", ROOM);
     watcher.expect_lost_snapshots();
     link.send(&watcher.hello(), easel_client::core::Channel::Reliable).await.expect("send Hello");

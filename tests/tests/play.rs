@@ -9,7 +9,7 @@ use easel_client::headless::HeadlessClient;
 use easel_protocol::codec::is_snapshot;
 use easel_protocol::snapshot::{self, NetPlayer};
 use easel_protocol::{PlayerState, ServerMsg, decode_server};
-use easel_tests::{TestServer, WAIT, raw_connect};
+use easel_tests::{TestServer, WAIT, raw_connect, still_playing};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -18,6 +18,27 @@ use tokio_tungstenite::tungstenite::Message;
 async fn position_of(observer: &HeadlessClient, player: u32) -> Option<(f32, f32)> {
     let core = observer.core();
     core.view().players().get(&player)?.state.map(|s| (s.x, s.y))
+}
+
+#[tokio::test]
+async fn websockets_that_name_their_room_move_to_its_runtime_and_play_there() {
+    let server = TestServer::start_with(Config { workers: Some(2), ..Config::for_tests() }).await;
+    let mut players = Vec::new();
+    for name in ["ann", "bob", "cat", "dan"] {
+        players.push(server.join(name, "beside").await);
+    }
+    // Accepted connections go to the two runtimes in turn and the room opened on the first
+    // one's: of the three after it, one or two were accepted on the other runtime.
+    let moved = server.metric("easel_connections_moved_to_room_total").await;
+    assert!((1..=2).contains(&moved), "{moved} connections moved to the room's runtime");
+    for player in &players {
+        player
+            .wait_for(WAIT, "all four players", |core| (core.view().players().len() == 4).then_some(()))
+            .await
+            .expect("every player sees the others");
+        still_playing(player).await;
+    }
+    server.stop().await;
 }
 
 #[tokio::test]

@@ -154,9 +154,12 @@ pub struct WebTransportLink {
 }
 
 impl Link {
-    pub async fn open(transport: &Transport) -> Result<Link, LinkError> {
+    /// Opens `transport` for a client of `room` (a WebSocket names it in its URL, so the server
+    /// places the connection with the room's).
+    pub async fn open(transport: &Transport, room: &str) -> Result<Link, LinkError> {
         match transport {
             Transport::WebSocket { url, trust } => {
+                let url = format!("{url}{}", easel_protocol::text::room_query(room));
                 // tungstenite's default 128 KiB read buffer is zeroed on every read, which for a
                 // process of a thousand bots costs more CPU than the messages themselves; 16 KiB
                 // holds any message but a board chunk in one read.

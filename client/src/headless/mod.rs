@@ -60,7 +60,7 @@ impl HeadlessClient {
 
     /// Connects over `transport` with `core`, and sends `Hello`.
     pub async fn connect_over(transport: &Transport, mut core: ClientCore) -> Result<Self, HeadlessError> {
-        let link = Link::open(transport).await?;
+        let link = Link::open(transport, core.room()).await?;
         let hello = core.hello();
         let core = Arc::new(Mutex::new(core));
         let (changed_tx, changed) = watch::channel(0);
@@ -195,7 +195,8 @@ impl Drop for HeadlessClient {
 /// Connects where a redirect sent the client, the same way it came (`transport`'s kind and
 /// trust), and sends the `Hello` with the seat.
 async fn follow(transport: &Transport, url: &str, core: &Mutex<ClientCore>) -> Result<Link, LinkError> {
-    let mut link = Link::open(&transport.redirected(url).await?).await?;
+    let room = lock(core).room().to_owned();
+    let mut link = Link::open(&transport.redirected(url).await?, &room).await?;
     let hello = lock(core).hello();
     link.send(&hello, Channel::Reliable).await?;
     Ok(link)

@@ -321,7 +321,11 @@ fn closed(app: &Rc<RefCell<App>>, generation: u64, code: u16, reason: &str) {
 }
 
 fn connect_websocket(app: &Rc<RefCell<App>>, server: Option<&str>) {
-    let url = app.borrow().page.websocket_url(server);
+    let url = {
+        let app = app.borrow();
+        let room = app.core.as_ref().map_or(String::new(), |core| core.room().to_owned());
+        app.page.websocket_url(server, &room)
+    };
     let socket = match WebSocket::new(&url) {
         Ok(socket) => socket,
         Err(e) => {

@@ -205,16 +205,18 @@ impl Page {
         let _ = self.chat_input.blur();
     }
 
-    /// The WebSocket of the server at `base` (`http(s)://host:port`), or of the page's own.
-    pub fn websocket_url(&self, base: Option<&str>) -> String {
+    /// The WebSocket of the server at `base` (`http(s)://host:port`), or of the page's own, for
+    /// `room` (the server places the connection with the room's).
+    pub fn websocket_url(&self, base: Option<&str>, room: &str) -> String {
+        let query = easel_protocol::text::room_query(room);
         if let Some(base) = base {
             // http -> ws, https -> wss.
-            return format!("{}/ws", base.replacen("http", "ws", 1));
+            return format!("{}/ws{query}", base.replacen("http", "ws", 1));
         }
         let location = self.window.location();
         let secure = location.protocol().is_ok_and(|p| p == "https:");
         let host = location.host().unwrap_or_default();
-        format!("{}://{host}/ws", if secure { "wss" } else { "ws" })
+        format!("{}://{host}/ws{query}", if secure { "wss" } else { "ws" })
     }
 
     /// Whether a key press belongs to a text field rather than the game.

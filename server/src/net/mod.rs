@@ -74,6 +74,8 @@ pub(crate) struct Shared {
     pub admin: Arc<admin::Admin>,
     /// This node's cluster, in cluster mode.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The runtimes connections and rooms run on.
+    pub shards: Arc<crate::shards::Shards>,
 }
 
 impl AppState {
@@ -183,7 +185,7 @@ pub(crate) async fn serve(listener: TcpListener, state: AppState, shutdown: impl
         let router = router.clone();
         let stop = stop.clone();
         let acceptor = state.tls.as_ref().map(|tls| tls.acceptor().clone());
-        tokio::spawn(async move {
+        crate::shards::spawn_with_stream(state.shards.next(), stream, move |stream| async move {
             let Some(acceptor) = acceptor else {
                 return serve_http(TokioIo::new(stream), false, router, peer, header_timeout, stop).await;
             };

@@ -48,6 +48,8 @@ pub struct RoomHandle {
     lease: Option<Fence>,
     control: mpsc::UnboundedSender<Control>,
     play: mpsc::Sender<Play>,
+    /// The runtime (shard) the room's task runs on: its members' sockets belong there too.
+    runtime: tokio::runtime::Handle,
 }
 
 /// Whether the rooms take new players.
@@ -141,6 +143,11 @@ impl Rooms {
     /// Whether room `room` is open here.
     pub fn is_open(&self, room: &str) -> bool {
         self.lock().contains_key(room)
+    }
+
+    /// The runtime room `room` runs on, if it is open here.
+    pub fn runtime_of(&self, room: &str) -> Option<tokio::runtime::Handle> {
+        self.lock().get(room).map(|handle| handle.runtime.clone())
     }
 
     /// The rooms open here under a lease, with it.
@@ -297,8 +304,9 @@ impl Rooms {
         let (control, control_rx) = mpsc::unbounded_channel();
         let (play, play_rx) = mpsc::channel(PLAY_QUEUE);
         self.metrics.rooms.inc();
+        // On the shard of the connection that opens it: the next to come follow it there.
         tokio::spawn(run_room(name.to_owned(), id, lease, Arc::clone(self), control_rx, play_rx));
-        RoomHandle { id, lease, control, play }
+        RoomHandle { id, lease, control, play, runtime: tokio::runtime::Handle::current() }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, RoomHandle>> {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use easel_protocol::close;
@@ -39,6 +39,7 @@ use super::AppState;
 use super::socket::{SocketIo, SocketWriter, TooManyFrames};
 use crate::room::Ending;
 use crate::session::CloseReason;
+use crate::shards;
 
 /// Outgoing bytes tungstenite may hold for a connection before writes fail: a few snapshots of
 /// a full room. Beyond it the client is not reading and will be dropped by the write timeout.
@@ -95,9 +96,12 @@ where
         }
     };
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
+    let room = room_named(request.uri());
     let (id, span) = super::player::connection_span("websocket", peer);
     let upgrading = hyper::upgrade::on(&mut request);
     let guard = state.sessions.enter();
+    let moved_span = span.clone();
+    let moved_state = state.clone();
     let connection = async move {
         let upgraded = match upgrading.await {
             Ok(upgraded) => upgraded,
@@ -107,18 +111,12 @@ where
             }
         };
         // `net::serve` runs every connection on a `TokioIo` of a TCP stream, plain or in TLS.
-        let (io, writer, read_buf) = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let (io, writer) =
-                    SocketWriter::split(parts.io.into_inner(), state.metrics.clone(), &state.config.limits);
-                (io, writer, parts.read_buf)
-            }
+        let (stream, tls, read_buf) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => (parts.io.into_inner(), None, parts.read_buf),
             Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
                 Ok(parts) => {
                     let (stream, session) = parts.io.into_inner().into_inner();
-                    let limits = &state.config.limits;
-                    let (io, writer) = SocketWriter::split_tls(stream, session, state.metrics.clone(), limits);
-                    (io, writer, parts.read_buf)
+                    (stream, Some(session), parts.read_buf)
                 }
                 Err(_) => {
                     tracing::error!("WebSocket upgrade on a connection that is not a TCP stream");
@@ -126,22 +124,38 @@ where
                 }
             },
         };
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_CLIENT_MESSAGE_BYTES))
-            .max_frame_size(Some(MAX_CLIENT_MESSAGE_BYTES))
-            .max_write_buffer_size(MAX_WRITE_BUFFER)
-            .read_buffer_size(READ_BUFFER);
         // The client may have sent its first frames with the handshake. They are copied out of
         // hyper's 8 KB read buffer, which must not outlive this line: held by the connection's
         // task, it would be a third of what an idle connection costs.
         let first_frames = read_buf.to_vec();
         drop(read_buf);
-        let socket = WebSocketStream::from_partially_read(io, first_frames, Role::Server, Some(config)).await;
-        state.metrics.websocket_connections.inc();
-        state.metrics.connections_total.inc();
-        serve(socket, writer, state.clone(), id).await;
-        state.metrics.websocket_connections.dec();
-        drop(guard);
+        let run = move |stream: TcpStream| async move {
+            let metrics = state.metrics.clone();
+            let (io, writer) = match tls {
+                None => SocketWriter::split(stream, metrics, &state.config.limits),
+                Some(session) => SocketWriter::split_tls(stream, session, metrics, &state.config.limits),
+            };
+            let config = WebSocketConfig::default()
+                .max_message_size(Some(MAX_CLIENT_MESSAGE_BYTES))
+                .max_frame_size(Some(MAX_CLIENT_MESSAGE_BYTES))
+                .max_write_buffer_size(MAX_WRITE_BUFFER)
+                .read_buffer_size(READ_BUFFER);
+            let socket = WebSocketStream::from_partially_read(io, first_frames, Role::Server, Some(config)).await;
+            state.metrics.websocket_connections.inc();
+            state.metrics.connections_total.inc();
+            serve(socket, writer, state.clone(), id).await;
+            state.metrics.websocket_connections.dec();
+            drop(guard);
+        };
+        // A connection that named an open room moves to the room's shard before its first
+        // frame is read (`shards`); one whose room is not open yet opens it where it is.
+        match room.and_then(|room| moved_state.rooms.runtime_of(&room)) {
+            Some(runtime) if !shards::is_current(&runtime) => {
+                moved_state.metrics.connections_moved_to_room.inc();
+                shards::spawn_with_stream(&runtime, stream, move |stream| run(stream).instrument(moved_span));
+            }
+            _ => run(stream).await,
+        }
     };
     tokio::spawn(connection.instrument(span));
     Response::builder()
@@ -151,6 +165,17 @@ where
         .header(header::SEC_WEBSOCKET_ACCEPT, accept)
         .body(Body::empty())
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The room a WebSocket's upgrade request names (`/ws?room=…`), as a `Hello` would name it: a
+/// hint of where the connection belongs, not a join (the `Hello` still decides).
+fn room_named(uri: &axum::http::Uri) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Hint {
+        room: String,
+    }
+    let Query(hint) = Query::<Hint>::try_from_uri(uri).ok()?;
+    easel_protocol::text::clean_room(&hint.room).ok()
 }
 
 /// What one read from the client means.
