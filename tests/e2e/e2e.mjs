@@ -346,7 +346,7 @@ await test('unsynced strokes survive a reload while offline and merge when back 
   // Page A plays over WebTransport, which the test cannot hold: told the server has none, it
   // takes the WebSocket.
   await pageA.route(/\/webtransport$/, (route) => route.fulfill({ status: 404, body: 'off for this test' }));
-  await pageA.routeWebSocket(/\/ws$/, (ws) => {
+  await pageA.routeWebSocket(/\/ws(\?|$)/, (ws) => {
     if (offline) cut.push(ws);
     else ws.connectToServer(); // back online: pass everything through to the real server
   });
@@ -355,6 +355,8 @@ await test('unsynced strokes survive a reload while offline and merge when back 
   server = await startServer(server.port);
   await waitFor('page B to rejoin the restarted server', async () => (await state(pageB)).status === 'joined', 30_000);
   await waitFor('page A to be offline', async () => cut.length > 0 && (await state(pageA)).status !== 'joined', 30_000);
+  // The socket names its room, so the server can seat it on the room's runtime.
+  if (!cut[0].url().endsWith(`/ws?room=${room}`)) throw new Error(`the WebSocket's URL names no room: ${cut[0].url()}`);
   await pageA.bringToFront();
   await drawStroke(pageA, 200, 440, 200, 30);
   await waitFor('the unsynced badge', async () =>
