@@ -62,7 +62,8 @@ pub struct ServeArgs {
     /// players go first and the rest catch up later (0: no limit) [default: 0].
     #[arg(long, env = "EASEL_SNAPSHOT_BUDGET", value_name = "BYTES_PER_S")]
     pub snapshot_budget: Option<u32>,
-    /// Threads that run rooms and connections, 1 to 256 [default: one per CPU core].
+    /// Runtimes (threads) for rooms and connections, 1 to 256; a room and its WebSockets share one
+    /// [default: one per CPU core].
     #[arg(long, env = "EASEL_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
     /// WebTransport (HTTP/3 over QUIC) for browsers that have it and for native clients; pages
@@ -187,10 +188,9 @@ pub struct Config {
     pub interest: Interest,
     /// Where whiteboards and identities are stored.
     pub storage: Location,
-    /// Runtime worker threads; `None` is one per core. A room's tick and its clients' writes
-    /// spread over all of them, which a room of thousands needs, but idle workers park and are
-    /// woken again around every burst of work: with one worker a room costs a quarter to a half
-    /// less CPU (docs/bench/HISTORY.md), for a host whose server shares its cores with other work.
+    /// Shards, each a single-threaded runtime on a thread of its own (`crate::shards`); `None` is
+    /// one per core. A room and its WebSockets run on one; rooms spread over all of them. Fewer
+    /// suit a host whose server shares its cores with other work.
     pub workers: Option<usize>,
     /// The host's certificate: HTTPS and `wss://` on the TCP port. `None`: plain HTTP.
     pub tls: Option<TlsFiles>,
