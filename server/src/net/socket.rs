@@ -128,7 +128,7 @@ impl SocketWriter {
     /// connection's task.
     pub fn split_tls(
         stream: TcpStream,
-        mut tls: ServerConnection,
+        mut tls: Box<ServerConnection>,
         metrics: Arc<Metrics>,
         limits: &Limits,
     ) -> (SocketIo, Arc<Self>) {
@@ -136,7 +136,7 @@ impl SocketWriter {
         // the hand-over writes only while idle), so the session never holds more than one
         // write's records: no limit of its own is needed, and one would split a frame.
         tls.set_buffer_limit(None);
-        Self::split_with(stream, Some(Box::new(tls)), metrics, limits)
+        Self::split_with(stream, Some(tls), metrics, limits)
     }
 
     fn split_with(
@@ -577,7 +577,7 @@ mod tests {
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let (client, server) = tokio::join!(connector.connect(name, client.unwrap()), tls.acceptor().accept(server));
         let (stream, session) = server.unwrap().into_inner();
-        let (io, writer) = SocketWriter::split_tls(stream, session, Arc::default(), &Limits::default());
+        let (io, writer) = SocketWriter::split_tls(stream, Box::new(session), Arc::default(), &Limits::default());
         (io, writer, client.unwrap())
     }
 

@@ -116,7 +116,9 @@ where
             Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
                 Ok(parts) => {
                     let (stream, session) = parts.io.into_inner().into_inner();
-                    (stream, Some(session), parts.read_buf)
+                    // Boxed at once: the session is large, and held by value it would take its
+                    // size in every connection's future, TLS or not, for the connection's life.
+                    (stream, Some(Box::new(session)), parts.read_buf)
                 }
                 Err(_) => {
                     tracing::error!("WebSocket upgrade on a connection that is not a TCP stream");
@@ -148,13 +150,15 @@ where
             drop(guard);
         };
         // A connection that named an open room moves to the room's shard before its first
-        // frame is read (`shards`); one whose room is not open yet opens it where it is.
-        match room.and_then(|room| moved_state.rooms.runtime_of(&room)) {
-            Some(runtime) if !shards::is_current(&runtime) => {
+        // frame is read (`shards`); one whose room is not open yet opens it where it is. Either
+        // way it runs as a task of its own, so what the upgrade needed is freed now rather than
+        // carried in every connection's future for its life.
+        match room.and_then(|room| moved_state.rooms.runtime_of(&room)).filter(|room| !shards::is_current(room)) {
+            Some(runtime) => {
                 moved_state.metrics.connections_moved_to_room.inc();
                 shards::spawn_with_stream(&runtime, stream, move |stream| run(stream).instrument(moved_span));
             }
-            _ => run(stream).await,
+            None => drop(tokio::spawn(run(stream).instrument(moved_span))),
         }
     };
     tokio::spawn(connection.instrument(span));
