@@ -2,8 +2,8 @@
 //! I/O driver, timers and tasks. A room runs on the shard where it opened, and a WebSocket that
 //! names its room in the upgrade request moves to the room's shard before its first frame, so a
 //! room's tick, its members' reads and its replies are wakes on one thread: none of the parking
-//! and stealing between workers that made two workers of one runtime cost a third more CPU than
-//! one (decision 0053). Connections are spread over the shards as they are accepted, so a server
+//! and stealing between workers that made two workers of one runtime cost more CPU than one
+//! (decision 0053). Connections are spread over the shards as they are accepted, so a server
 //! with many rooms still uses every core.
 //!
 //! Shard 0 is the runtime `start` is called on (the binary's main thread; a test's runtime);
@@ -78,17 +78,18 @@ pub fn is_current(runtime: &Handle) -> bool {
     Handle::try_current().is_ok_and(|current| current.id() == runtime.id())
 }
 
-/// Runs `serve` with `stream` on `runtime`: at once when that is the current one, else with the
-/// socket taken out of this runtime's I/O driver and registered with `runtime`'s, so its
-/// readiness is reported on that runtime's thread. A socket that cannot be moved is served here.
-pub fn spawn_with_stream<F, Fut>(runtime: &Handle, stream: tokio::net::TcpStream, serve: F)
+/// Runs `serve` with `stream` as a task on `runtime`: on this one as it is, or on another with
+/// the socket taken out of this runtime's I/O driver and registered with `runtime`'s, so its
+/// readiness is reported on that runtime's thread. Returns whether the socket moved. A socket
+/// the OS will not let move (it failed already) is dropped, with a warning.
+pub fn spawn_with_stream<F, Fut>(runtime: &Handle, stream: tokio::net::TcpStream, serve: F) -> bool
 where
     F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     if is_current(runtime) {
         tokio::spawn(serve(stream));
-        return;
+        return false;
     }
     // `into_std` deregisters the socket and leaves it non-blocking, as `from_std` wants it.
     match stream.into_std() {
@@ -99,8 +100,12 @@ where
                     Err(e) => tracing::warn!("cannot take a connection onto its shard: {e}"),
                 }
             });
+            true
         }
-        Err(e) => tracing::warn!("cannot move a connection off its shard: {e}"),
+        Err(e) => {
+            tracing::warn!("cannot move a connection off its shard: {e}");
+            false
+        }
     }
 }
 

@@ -27,6 +27,7 @@ use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio::runtime::Handle;
 use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -100,8 +101,9 @@ where
     let (id, span) = super::player::connection_span("websocket", peer);
     let upgrading = hyper::upgrade::on(&mut request);
     let guard = state.sessions.enter();
-    let moved_span = span.clone();
-    let moved_state = state.clone();
+    // For the connection's own task, which runs once the upgrade is done.
+    let run_span = span.clone();
+    let placing = state.clone();
     let connection = async move {
         let upgraded = match upgrading.await {
             Ok(upgraded) => upgraded,
@@ -153,12 +155,9 @@ where
         // frame is read (`shards`); one whose room is not open yet opens it where it is. Either
         // way it runs as a task of its own, so what the upgrade needed is freed now rather than
         // carried in every connection's future for its life.
-        match room.and_then(|room| moved_state.rooms.runtime_of(&room)).filter(|room| !shards::is_current(room)) {
-            Some(runtime) => {
-                moved_state.metrics.connections_moved_to_room.inc();
-                shards::spawn_with_stream(&runtime, stream, move |stream| run(stream).instrument(moved_span));
-            }
-            None => drop(tokio::spawn(run(stream).instrument(moved_span))),
+        let runtime = room.and_then(|room| placing.rooms.runtime_of(&room)).unwrap_or_else(Handle::current);
+        if shards::spawn_with_stream(&runtime, stream, move |stream| run(stream).instrument(run_span)) {
+            placing.metrics.connections_moved_to_room.inc();
         }
     };
     tokio::spawn(connection.instrument(span));
